@@ -1,0 +1,47 @@
+"""What a layer asks the collector to fetch, and what the collector learned about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from airgap.bundle_layout import layer_dir
+
+
+@dataclass(frozen=True)
+class Digest:
+    """An expected digest and where it came from (so the lock can say what a file was checked against)."""
+
+    algorithm: str  # "sha256" or "md5"
+    value: str
+    source: str  # "manifest", or the URL of the publisher's checksum file
+
+
+@dataclass(frozen=True)
+class PublishedDigest:
+    """Where a publisher lists digests for its files (e.g. CUDA's md5sum.txt), to look up at collect time."""
+
+    algorithm: str
+    list_url: str
+    file_name: str
+
+
+@dataclass
+class Artifact:
+    layer: str
+    name: str  # the file name in the bundle, as the publisher names it
+    urls: list[str]  # canonical URLs (before mirrors), tried in order: the first that exists wins
+    field: tuple[str | int, ...]  # the manifest field that asked for it, for error messages
+    pinned: Digest | None = None  # a sha256 pinned in the manifest always wins
+    published: PublishedDigest | None = None
+    no_digest_reason: str = ""  # why nothing can be checked, when neither of the above exists
+    upstream: Digest | None = field(default=None, compare=False)  # resolved at collect time
+    size: int | None = field(default=None, compare=False)  # from HEAD at plan time, exact after collect
+
+    @property
+    def path(self) -> str:
+        """Path inside the bundle, always with '/' (it is written into SHA256SUMS and the lock)."""
+        return f"layers/{layer_dir(self.layer)}/{self.name}"
+
+    @property
+    def expected(self) -> Digest | None:
+        return self.pinned or self.upstream

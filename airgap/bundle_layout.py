@@ -1,0 +1,30 @@
+"""Names on disk that every part of airgap agrees on."""
+
+from __future__ import annotations
+
+# Install order (DESIGN.md). The number in `layers/NN-<layer>/` comes from here, so a layer keeps its
+# directory whatever else the manifest asks for, and `ls layers/` reads in install order.
+LAYER_ORDER: tuple[str, ...] = (
+    "prereqs",
+    "driver",
+    "cuda",
+    "cudnn",
+    "docker",
+    "container_toolkit",
+    "images",
+    "python",
+    "models",
+    "files",
+)
+
+LOCK_NAME = "airgap.lock.json"
+SUMS_NAME = "SHA256SUMS"
+SIG_NAME = "SHA256SUMS.sig"
+README_NAME = "README.txt"
+LAYERS_DIR = "layers"
+TOOL_DIR = "tool"
+PART_SUFFIX = ".part"
+
+
+def layer_dir(layer: str) -> str:
+    return f"{LAYER_ORDER.index(layer) + 1:02d}-{layer}"

@@ -1,0 +1,280 @@
+"""The `airgap` command line: parse, call the core, render, map errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from airgap import __version__
+from airgap.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CHECK_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    AirgapError,
+    ManifestError,
+)
+from airgap.ui import Output
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  a check failed (a bad or missing file, a digest mismatch, a full disk)
+  2  bad input (usage, manifest, not a bundle)
+  3  an upstream or network failure, after retries
+  130 interrupted (Ctrl-C); run the same command again to resume"""
+
+MAIN_HELP = f"""Carry a GPU/LLM serving stack across an air gap, and be sure it arrived intact.
+
+\b
+On the connected PC:
+  airgap plan manifest.yaml              what would be fetched, from where, how big
+  airgap collect manifest.yaml -o B/     download, check, write a bundle in B/
+After the transfer (USB drive, DVD, share):
+  airgap verify /media/B                 name every missing, truncated, altered file
+Try it with no internet and no GPU:
+  airgap demo
+
+Example manifests are in the project's manifests/ directory.
+
+{EXIT_CODES}
+"""
+
+
+class Ctx:
+    def __init__(self, verbose: bool, quiet: bool) -> None:
+        self.verbose = verbose
+        self.quiet = quiet
+
+    def out(self, json_mode: bool = False) -> Output:
+        return Output(json_mode=json_mode, quiet=self.quiet, verbose=self.verbose)
+
+
+@click.group(help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="airgap")
+@click.option("-v", "--verbose", is_flag=True, help="Say more (debug lines on stderr, tracebacks on internal errors).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and warnings.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
+    ctx.obj = Ctx(verbose, quiet)
+
+
+def _skip_option(f):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--skip",
+        metavar="LAYER,..",
+        help="Leave these layers out (comma-separated), e.g. --skip images,models.",
+    )(f)
+
+
+def _source(mirrors: dict[str, str], retries: int = 5, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+    from airgap.sources.http import HttpSource
+
+    return HttpSource(mirrors=mirrors, retries=retries, timeout=timeout)
+
+
+@cli.command(
+    epilog=EXIT_CODES,
+    help="""Show what `collect` would fetch, without downloading.
+
+For each artifact: its layer, its path in the bundle, the URL it comes from (after `mirrors:`), its size
+(from an HTTP HEAD, unless --no-head) and what it will be checked against. Warns about artifacts no
+publisher digest protects. Exits 3 if an artifact does not exist upstream.
+
+\b
+  airgap plan manifests/llm-ubuntu2204-cuda124.yaml
+  airgap plan manifest.yaml --json | jq .total_bytes""",
+)
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--no-head", is_flag=True, help="Do not contact any server (sizes stay unknown).")
+@_skip_option
+@click.pass_obj
+def plan(obj: Ctx, manifest: Path, json_mode: bool, no_head: bool, skip: str | None) -> int:
+    from dataclasses import asdict
+
+    from airgap import manifest as manifest_mod
+    from airgap.bundle import human_size
+    from airgap.layers import parse_layer_names
+    from airgap.plan import make_plan
+
+    out = obj.out(json_mode)
+    m = manifest_mod.load(manifest)
+    report = make_plan(m, _source(m.mirrors, retries=1, timeout=15), parse_layer_names(skip, "--skip"),
+                       head=not no_head)
+    if json_mode:
+        data = asdict(report)
+        data["total_bytes"] = report.total
+        out.emit_json(data)
+    else:
+        out.heading(f"Plan for {report.name}")
+        rows = [
+            [r.layer, r.path.rsplit("/", 1)[-1], human_size(r.size) if r.size is not None else "?",
+             r.digest, r.fetch_url if r.status != "missing" else f"NOT FOUND: {r.fetch_url}"]
+            for r in report.rows
+        ]
+        out.table(["layer", "artifact", "size", "checked against", "url"], rows, right={2})
+        unknown = sum(1 for r in report.rows if r.size is None)
+        total = human_size(report.total) + (f" (+{unknown} of unknown size)" if unknown else "")
+        out.info(f"total: {total} in {len(report.rows)} files")
+        for w in report.warnings:
+            out.warn(w)
+    for r in report.missing:
+        out.warn(f"{r.path}: not found upstream at {r.fetch_url}")
+    return 3 if report.missing else EXIT_OK
+
+
+@cli.command(
+    epilog=EXIT_CODES,
+    help="""Download everything MANIFEST names into a bundle directory.
+
+Every file is hashed while it downloads, checked against a pinned sha256 or the publisher's digest where
+one exists, and renamed from *.part only once it matches. Interrupted? Run the same command again: files
+already verified are not transferred again, partial ones resume with HTTP Range. The bundle gets
+airgap.lock.json, SHA256SUMS (`sha256sum -c` works) and a README.txt for the person carrying it.
+
+Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach the bundle.
+
+\b
+  airgap collect manifests/small-driver-cuda.yaml -o /media/usb/bundle
+  airgap collect manifest.yaml -o bundle --jobs 8 --skip images,python,models""",
+)
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Bundle directory (default: ./bundle-NAME).")
+@click.option("-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Files downloaded in parallel.")
+@click.option("--retries", default=5, show_default=True, type=click.IntRange(0, 100),
+              help="Attempts per file after a dropped connection or a 5xx, with backoff.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds without data before a retry.")
+@click.option("--json", "json_mode", is_flag=True, help="Print a JSON summary instead of text.")
+@_skip_option
+@click.pass_obj
+def collect(obj: Ctx, manifest: Path, output: Path | None, jobs: int, retries: int, timeout: float,
+            json_mode: bool, skip: str | None) -> int:
+    from dataclasses import asdict
+
+    from airgap import manifest as manifest_mod
+    from airgap.bundle import human_size
+    from airgap.collect import collect as do_collect
+    from airgap.layers import parse_layer_names
+
+    out = obj.out(json_mode)
+    m = manifest_mod.load(manifest)
+    dest = output or Path(f"bundle-{m.name}")
+    mode = "off" if (obj.quiet or json_mode) and not sys.stderr.isatty() else "auto"
+    report = do_collect(m, dest, _source(m.mirrors, retries, timeout), jobs=jobs,
+                        skip=parse_layer_names(skip, "--skip"), progress_mode=mode, warn=out.warn)
+    if json_mode:
+        data = asdict(report)
+        data.update(total_bytes=report.total_size, transferred_bytes=report.transferred, ok=True)
+        out.emit_json(data)
+        return EXIT_OK
+    rows = [[f.layer, f.path, human_size(f.size), f.status] for f in report.files]
+    out.table(["layer", "file", "size", "status"], rows, right={2})
+    for path in report.removed_stale:
+        out.info(f"removed {path} (no longer in the manifest)")
+    out.info(
+        f"bundle {dest}: {len(report.files)} files, {human_size(report.total_size)}; "
+        f"transferred {human_size(report.transferred)} in {report.seconds:.1f}s"
+    )
+    out.info(f"next: copy it, then `airgap verify {dest}` on the other side")
+    return EXIT_OK
+
+
+@cli.command(
+    epilog=EXIT_CODES,
+    help="""Re-hash every file of BUNDLE and name each one that is not as collected.
+
+Problems are reported by path and kind: missing, truncated (shorter than recorded), altered (other
+bytes), unexpected (a file in layers/ that the bundle does not list), unreadable (an I/O error).
+Hashing runs on all cores. Exit 0 only when every file holds.
+
+\b
+  airgap verify /media/usb/bundle
+  airgap verify bundle --json > report.json""",
+)
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON object: files, bytes, problems, ok.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), help="Hashing threads (default: one per core).")
+@click.pass_obj
+def verify(obj: Ctx, bundle: Path, json_mode: bool, jobs: int | None) -> int:
+    from airgap.bundle import human_size
+    from airgap.progress import Progress
+    from airgap.verify import verify_bundle
+
+    out = obj.out(json_mode)
+    mode = "rich" if sys.stderr.isatty() and not obj.quiet and not json_mode else "off"
+    with Progress("verify", None, mode=mode) as progress:
+        report = verify_bundle(bundle, jobs=jobs, on_bytes=progress.advance)
+    if json_mode:
+        out.emit_json(report.to_dict())
+    else:
+        for p in report.problems:
+            out.info(f"{p.kind.upper():<10} {p.path}: {p.detail}")
+        rate = report.bytes / report.seconds if report.seconds else 0
+        summary = (
+            f"{report.files} files, {human_size(report.bytes)} hashed in {report.seconds:.1f}s "
+            f"({human_size(rate)}/s)"
+        )
+        if report.ok:
+            out.info(f"OK: {summary}; the bundle is complete and intact.")
+        else:
+            print(f"FAILED: {len(report.problems)} problem(s) in {report.files} files; {summary}.",
+                  file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_CHECK_FAILED
+
+
+@cli.command(
+    help="""Run the whole trip on this machine, with no internet and no GPU.
+
+Serves sample artifacts (a driver and a CUDA installer stand-in, a Docker tgz, a file) from a local HTTP
+server on 127.0.0.1, collects them through a manifest whose `mirrors:` point at it, copies the bundle
+as a USB drive would, verifies the copy, then flips one byte to show what a bad transfer looks like.""",
+)
+@click.option("--workdir", type=click.Path(path_type=Path),
+              help="Keep the demo's files here (default: a temp dir, removed).")
+@click.pass_obj
+def demo(obj: Ctx, workdir: Path | None) -> int:
+    from airgap.demo import run_demo
+
+    return run_demo(obj.out(), workdir)
+
+
+def main() -> None:
+    try:
+        rv = cli.main(standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("interrupted; run the same command again to resume.", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in the manifest; nothing was downloaded.", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except AirgapError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  fix: {exc.hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except Exception:
+        if "-v" in sys.argv or "--verbose" in sys.argv:
+            traceback.print_exc()
+        exc_type, exc_value = sys.exc_info()[:2]
+        print(
+            f"internal error: {exc_type.__name__ if exc_type else 'error'}: {exc_value}\n"
+            "  This is a bug in airgap. Run again with -v for the traceback and report it.",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_CHECK_FAILED)
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)

@@ -1,0 +1,318 @@
+"""`airgap collect`: turn a manifest into a checksummed, self-describing bundle.
+
+The lock is rewritten (atomically) after every finished file, so an interrupted run loses nothing: the
+next run skips what is already verified, resumes what is partial, and fetches the rest. SHA256SUMS is
+written last; its presence marks a finished bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airgap.artifacts import Artifact, Digest
+from airgap.bundle import (
+    Lock,
+    LockedArtifact,
+    finalize,
+    now_utc,
+    read_lock,
+    write_lock,
+)
+from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, PART_SUFFIX
+from airgap.errors import EXIT_INTERRUPTED, AirgapError, BadInputError, UpstreamError
+from airgap.layers import LAYERS, plan_artifacts, wanted_layers
+from airgap.manifest import Manifest
+from airgap.progress import Progress
+from airgap.sources.http import Cancelled, HttpSource, redact
+from airgap.verify import sha256_file
+
+Warn = Callable[[str], None]
+
+
+@dataclass
+class CollectedFile:
+    path: str
+    layer: str
+    size: int
+    status: str  # "downloaded", "resumed" or "present" (already verified, nothing transferred)
+    transferred: int
+
+
+@dataclass
+class CollectReport:
+    bundle: str
+    files: list[CollectedFile] = field(default_factory=list)
+    removed_stale: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def transferred(self) -> int:
+        return sum(f.transferred for f in self.files)
+
+
+class CollectFailed(AirgapError):
+    """Some artifacts failed; the others are in the bundle and a re-run fetches only what is missing."""
+
+    def __init__(self, failures: list[AirgapError]) -> None:
+        self.failures = failures
+        self.exit_code = max(f.exit_code for f in failures)
+        lines = [f"{len(failures)} artifact(s) could not be collected:"]
+        lines += [f"  - {f}" for f in failures]
+        super().__init__(
+            "\n".join(lines),
+            "Everything else is in the bundle; fix the cause and run the same command again to fetch "
+            "only what is missing. The bundle has no SHA256SUMS until then.",
+        )
+
+
+def pending_layers_error(names: list[str]) -> BadInputError:
+    listed = ",".join(names)
+    return BadInputError(
+        f"The manifest asks for {', '.join(names)}, which this version of airgap cannot collect yet.",
+        f"Add --skip {listed} to collect everything else; the bundle's README.txt and lock will then say "
+        "that those layers are not in it.",
+    )
+
+
+def collect(
+    manifest: Manifest,
+    out: Path,
+    source: HttpSource,
+    jobs: int = 4,
+    skip: set[str] | None = None,
+    progress_mode: str = "auto",
+    warn: Warn | None = None,
+) -> CollectReport:
+    started = time.monotonic()
+    skip = skip or set()
+    _, pending = wanted_layers(manifest, skip)
+    if pending:
+        raise pending_layers_error([p.name for p in pending])
+    artifacts = plan_artifacts(manifest, skip)
+    report = CollectReport(bundle=str(out))
+
+    def note(msg: str) -> None:
+        report.warnings.append(msg)
+        if warn:
+            warn(msg)
+
+    _prepare_output(out)
+    previous = _previous_lock(out)
+    _resolve_published_digests(artifacts, source, note)
+    report.removed_stale = _remove_stale(out, artifacts)
+
+    lock = Lock(
+        name=manifest.name,
+        target=manifest.target.model_dump(mode="json"),
+        created=now_utc(),
+        skipped_layers=sorted(layer.name for layer in LAYERS if layer.name in skip and layer.wanted(manifest)),
+        manifest=_manifest_record(manifest),
+    )
+    lock_mutex = threading.Lock()
+
+    def record(art: Artifact, url: str, size: int, sha: str) -> None:
+        entry = LockedArtifact(
+            layer=art.layer,
+            name=art.name,
+            path=art.path,
+            size=size,
+            sha256=sha,
+            url=redact(url),
+            upstream_digest=_digest_record(art.expected),
+            upstream_digest_note="" if art.expected else art.no_digest_reason,
+        )
+        with lock_mutex:
+            lock.artifacts = [a for a in lock.artifacts if a.path != art.path] + [entry]
+            write_lock(out, lock)
+
+    # Files already in place and verified (an earlier, possibly interrupted run) cost no transfer.
+    present = _already_present(out, artifacts, previous, jobs)
+    todo = []
+    for art in artifacts:
+        hit = present.get(art.path)
+        if hit is not None:
+            record(art, hit.url, hit.size, hit.sha256)
+            report.files.append(CollectedFile(art.path, art.layer, hit.size, "present", 0))
+        else:
+            todo.append(art)
+
+    failures: list[AirgapError] = []
+    sizes = _head_sizes(todo, source, jobs)
+    total = sum(sizes.values()) if todo and all(sizes.get(a.path) for a in todo) else None
+    with Progress("collect", total, mode=progress_mode) as progress:
+
+        def fetch(art: Artifact) -> None:
+            dest = out / art.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                res = source.fetch(art.urls, dest, what=art.path, expected=art.expected, on_bytes=progress.advance)
+                record(art, res.url, res.size, res.sha256)
+            except Cancelled:
+                raise
+            except AirgapError as exc:
+                failures.append(exc)
+                return
+            status = "resumed" if res.resumed_from else "downloaded"
+            report.files.append(CollectedFile(art.path, art.layer, res.size, status, res.transferred))
+
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="collect")
+        try:
+            futures = [pool.submit(fetch, art) for art in todo]
+            for fut in futures:
+                fut.result()
+        except (KeyboardInterrupt, Cancelled):
+            source.cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            err = AirgapError(
+                "Collection interrupted; finished files are recorded and partial ones kept as *.part.",
+                "Run the same command again to resume where it stopped.",
+            )
+            err.exit_code = EXIT_INTERRUPTED
+            raise err from None
+        finally:
+            pool.shutdown(wait=True)
+
+    order = {a.path: i for i, a in enumerate(artifacts)}
+    lock.artifacts.sort(key=lambda a: order[a.path])
+    report.files.sort(key=lambda f: order[f.path])
+    if failures:
+        write_lock(out, lock)
+        raise CollectFailed(failures)
+    finalize(out, lock)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _prepare_output(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"{out}: exists and is not a directory.", "Choose another output with -o.")
+    if out.is_dir() and any(out.iterdir()) and not (out / LOCK_NAME).exists():
+        raise BadInputError(
+            f"{out}: the directory is not empty and is not an airgap bundle; collect will not write into it.",
+            "Choose a new or empty directory with -o (an existing bundle is fine: it is updated in place).",
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _previous_lock(out: Path) -> dict[str, LockedArtifact]:
+    if not (out / LOCK_NAME).exists():
+        return {}
+    try:
+        return read_lock(out).by_path()
+    except BadInputError:
+        return {}  # a damaged lock only costs re-hashing: every present file is checked again
+
+
+def _manifest_record(manifest: Manifest) -> dict[str, object]:
+    data = manifest.model_dump(mode="json")
+    data["mirrors"] = {redact(k): redact(v) for k, v in manifest.mirrors.items()}
+    return data
+
+
+def _digest_record(d: Digest | None) -> dict[str, str] | None:
+    return None if d is None else {"algorithm": d.algorithm, "value": d.value, "source": redact(d.source)}
+
+
+def _resolve_published_digests(artifacts: list[Artifact], source: HttpSource, note: Warn) -> None:
+    """Look up publisher checksum lists (CUDA's md5sum.txt) once each, for files with no pinned sha256."""
+    lists: dict[str, dict[str, str] | None] = {}
+    for art in artifacts:
+        pub = art.published
+        if pub is None or art.pinned is not None:
+            continue
+        if pub.list_url not in lists:
+            try:
+                lists[pub.list_url] = _parse_checksum_list(source.get_text(pub.list_url, art.path))
+            except UpstreamError as exc:
+                note(f"{art.path}: could not read the publisher's checksum list: {exc.message} "
+                     "It will be recorded with its sha256 only; pin a sha256 in the manifest to check it.")
+                lists[pub.list_url] = None
+        table = lists[pub.list_url]
+        if table is None:
+            art.no_digest_reason = f"publisher checksum list {redact(pub.list_url)} could not be read"
+            continue
+        value = table.get(pub.file_name)
+        if value is None:
+            note(f"{art.path}: {pub.file_name} is not listed in {redact(pub.list_url)}; "
+                 "nothing to check it against but its own sha256.")
+            art.no_digest_reason = f"not listed in {redact(pub.list_url)}"
+            continue
+        art.upstream = Digest(pub.algorithm, value, pub.list_url)
+
+
+def _parse_checksum_list(text: str) -> dict[str, str]:
+    """`<hex>  <name>` lines (md5sum/sha256sum style); names may carry a directory or a leading '*'."""
+    table = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and all(c in "0123456789abcdefABCDEF" for c in parts[0]):
+            table[parts[-1].lstrip("*").rsplit("/", 1)[-1]] = parts[0].lower()
+    return table
+
+
+def _remove_stale(out: Path, artifacts: list[Artifact]) -> list[str]:
+    """Files an earlier manifest put in layers/ that this one no longer wants would make verify fail."""
+    keep = {a.path for a in artifacts} | {a.path + PART_SUFFIX for a in artifacts}
+    removed = []
+    root = out / LAYERS_DIR
+    if not root.is_dir():
+        return removed
+    for dirpath, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            rel = Path(dirpath, name).relative_to(out).as_posix()
+            if rel not in keep:
+                Path(dirpath, name).unlink()
+                removed.append(rel)
+        if dirpath != str(root) and not os.listdir(dirpath):
+            os.rmdir(dirpath)
+    return sorted(removed)
+
+
+@dataclass
+class _Present:
+    url: str
+    size: int
+    sha256: str
+
+
+def _already_present(
+    out: Path, artifacts: list[Artifact], previous: dict[str, LockedArtifact], jobs: int
+) -> dict[str, _Present]:
+    def check(art: Artifact) -> tuple[str, _Present | None]:
+        dest = out / art.path
+        if not dest.is_file():
+            return art.path, None
+        prev = previous.get(art.path)
+        # What the file must hash to: a pin, or what an earlier run recorded for the same URL.
+        want = art.pinned.value if art.pinned else None
+        if want is None and prev is not None and prev.url in {redact(u) for u in art.urls}:
+            want = prev.sha256
+        if want is None:
+            return art.path, None
+        if sha256_file(dest) != want:
+            return art.path, None
+        url = prev.url if prev is not None else art.urls[0]
+        return art.path, _Present(url, dest.stat().st_size, want)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, os.cpu_count() or 1))) as pool:
+        return {path: hit for path, hit in pool.map(check, artifacts) if hit is not None}
+
+
+def _head_sizes(artifacts: list[Artifact], source: HttpSource, jobs: int) -> dict[str, int]:
+    """Sizes for the progress total; a HEAD that fails just leaves the total unknown."""
+    if not artifacts:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        heads = list(pool.map(lambda a: (a.path, source.head(a.urls).size), artifacts))
+    return {path: size for path, size in heads if size}

@@ -1,0 +1,72 @@
+"""Layers in install order; `plan_artifacts` turns a manifest into the exact list of files to fetch."""
+
+from __future__ import annotations
+
+from airgap.artifacts import Artifact
+from airgap.bundle_layout import LAYER_ORDER
+from airgap.errors import BadInputError
+from airgap.layers.base import Layer, PendingLayer
+from airgap.layers.cuda import CudaLayer
+from airgap.layers.docker import DockerLayer
+from airgap.layers.driver import DriverLayer
+from airgap.layers.files import FilesLayer
+from airgap.manifest import Manifest
+
+LAYERS: tuple[Layer, ...] = (
+    PendingLayer("prereqs", "driver"),  # build tools for the driver: asked for by `driver:` (issue 5)
+    DriverLayer(),
+    CudaLayer(),
+    PendingLayer("cudnn"),
+    DockerLayer(),
+    PendingLayer("container_toolkit"),
+    PendingLayer("images"),
+    PendingLayer("python"),
+    PendingLayer("models"),
+    FilesLayer(),
+)
+assert tuple(layer.name for layer in LAYERS) == LAYER_ORDER
+
+
+def parse_layer_names(value: str | None, option: str) -> set[str]:
+    """`--skip images,python` -> {"images", "python"}, refusing names that are not layers."""
+    if not value:
+        return set()
+    names = {n.strip() for n in value.split(",") if n.strip()}
+    unknown = sorted(names - set(LAYER_ORDER))
+    if unknown:
+        raise BadInputError(
+            f"{option}: unknown layer {', '.join(repr(u) for u in unknown)}.",
+            f"Layers are: {', '.join(LAYER_ORDER)}.",
+        )
+    return names
+
+
+def wanted_layers(manifest: Manifest, skip: set[str]) -> tuple[list[Layer], list[Layer]]:
+    """(layers to collect, layers the manifest asks for that this version cannot collect yet)."""
+    active, pending = [], []
+    for layer in LAYERS:
+        if layer.name in skip or not layer.wanted(manifest):
+            continue
+        (active if layer.collectable else pending).append(layer)
+    # prereqs rides on `driver:`; it is pending, but is no reason to refuse a driver-only manifest.
+    pending = [p for p in pending if p.name != "prereqs"]
+    return active, pending
+
+
+def plan_artifacts(manifest: Manifest, skip: set[str] | None = None) -> list[Artifact]:
+    """Every artifact the collectable layers need, with names checked for clashes."""
+    active, _ = wanted_layers(manifest, skip or set())
+    artifacts: list[Artifact] = []
+    for layer in active:
+        artifacts.extend(layer.plan(manifest))
+    seen: dict[str, Artifact] = {}
+    for art in artifacts:
+        if art.path in seen:
+            other = seen[art.path]
+            raise manifest.error(
+                art.field,
+                f"two entries would both be stored as {art.path} (the other is "
+                f"{manifest.location(other.field)}); give one of them a different `name:`",
+            )
+        seen[art.path] = art
+    return artifacts

@@ -1,0 +1,20 @@
+"""Arbitrary files the manifest lists by URL (test scripts, configs, extra installers)."""
+
+from __future__ import annotations
+
+from airgap.artifacts import Artifact, Digest
+from airgap.layers.base import Layer
+from airgap.manifest import Manifest
+
+
+class FilesLayer(Layer):
+    name = "files"
+    section = "files"
+
+    def plan(self, manifest: Manifest) -> list[Artifact]:
+        out = []
+        for i, spec in enumerate(manifest.files):
+            pinned = Digest("sha256", spec.sha256, "manifest") if spec.sha256 else None
+            out.append(Artifact(self.name, spec.file_name, [spec.url], ("files", i, "url"), pinned=pinned,
+                                no_digest_reason="no sha256 pinned for this file; add `sha256:` to check it"))
+        return out

@@ -1,0 +1,1 @@
+"""Ways of fetching bytes from the outside world; each returns files checked against a digest."""

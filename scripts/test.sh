@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install every test dependency (apt packages included) and run the whole suite: lint, then pytest.
+# CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/_venv.sh
+
+# curl and coreutils: the standard tools the benchmarks and tests compare against;
+# util-linux: mount (size-limited tmpfs for the disk-full test) and unshare.
+apt_install curl ca-certificates coreutils util-linux
+make_venv
+echo "==> pip install -e .[test]"
+.venv/bin/python -m pip install -q -e '.[test]'
+
+echo "==> ruff check"
+.venv/bin/ruff check airgap tests benchmarks
+
+echo "==> pytest"
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure, not a pass" >&2
+  exit 1
+fi
+exit "$rc"

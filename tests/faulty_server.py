@@ -1,0 +1,191 @@
+"""A `LocalHTTPServer` that misbehaves on request, per URL path, for downloader tests.
+
+Faults are set and cleared at runtime from the test thread while handler threads read them, so every
+access goes through one lock, and each request takes a snapshot of what applies to it up front: a
+fault changed mid-body never half-applies.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from airgap.localserver import LocalHTTPServer, StaticFileHandler
+
+__all__ = ["FaultyHTTPServer", "RequestFaults"]
+
+
+@dataclass
+class _Counted:
+    """A fault that applies to the next `times` requests (forever when times is None)."""
+
+    value: int
+    times: int | None
+    head: bool = False
+
+    def applies(self, method: str) -> bool:
+        return method == "GET" or (self.head and method == "HEAD")
+
+
+@dataclass
+class _PathFaults:
+    fail: _Counted | None = None
+    drop: _Counted | None = None
+    ignore_range: bool = False
+    corrupt: set[int] = field(default_factory=set)
+    bytes_per_second: float | None = None
+    not_found: bool = False
+
+
+@dataclass(frozen=True)
+class RequestFaults:
+    """What one request gets, decided once before its headers are sent."""
+
+    status: int | None = None
+    drop_after: int | None = None
+    ignore_range: bool = False
+    corrupt: frozenset[int] = frozenset()
+    bytes_per_second: float | None = None
+
+    @property
+    def touches_body(self) -> bool:
+        return self.drop_after is not None or bool(self.corrupt) or self.bytes_per_second is not None
+
+
+def _consume(fault: _Counted | None, method: str) -> tuple[int | None, _Counted | None]:
+    """The fault's value if it fires for this request, and what is left of it afterwards."""
+    if fault is None or not fault.applies(method):
+        return None, fault
+    if fault.times is None:
+        return fault.value, fault
+    fault.times -= 1
+    return fault.value, (fault if fault.times > 0 else None)
+
+
+class FaultyHandler(StaticFileHandler):
+    faults: RequestFaults
+
+    def plan_response(self, path: str, file: Path, size: int) -> int | None:
+        self.faults = cast(FaultyHTTPServer, self.owner).take_faults(path, self.command)
+        if self.faults.ignore_range:
+            self.honour_range = False
+        return self.faults.status
+
+    def send_body(self, f: BinaryIO, offset: int, length: int) -> None:
+        fx = self.faults
+        if not fx.touches_body:
+            super().send_body(f, offset, length)
+            return
+        # A cut is just a shorter body: the base class sees fewer bytes than Content-Length promised
+        # and closes the connection, which the client reads as an incomplete response.
+        limit = length if fx.drop_after is None else min(length, fx.drop_after)
+        if not fx.corrupt and fx.bytes_per_second is None:
+            super().send_body(f, offset, limit)
+            return
+        self._slow_copy(f, offset, limit, fx)
+
+    def _slow_copy(self, f: BinaryIO, offset: int, length: int, fx: RequestFaults) -> None:
+        stopping = cast(FaultyHTTPServer, self.owner).stopping
+        bps = fx.bytes_per_second
+        # About 20 writes a second keeps the rate smooth without a syscall per byte.
+        chunk = 64 << 10 if bps is None else max(1, min(64 << 10, int(bps / 20)))
+        f.seek(offset)
+        pos, end = offset, offset + length
+        while pos < end:
+            data = f.read(min(chunk, end - pos))
+            if not data:
+                return
+            hits = [o - pos for o in fx.corrupt if pos <= o < pos + len(data)]
+            if hits:
+                buf = bytearray(data)
+                for i in hits:
+                    buf[i] ^= 0xFF
+                data = bytes(buf)
+            self.write_body(data)
+            pos += len(data)
+            # Waiting on the stop event rather than sleeping lets server.stop() end a throttled body
+            # at once instead of after the whole slow transfer.
+            if bps is not None and pos < end and stopping.wait(len(data) / bps):
+                return
+
+
+class FaultyHTTPServer(LocalHTTPServer):
+    """`LocalHTTPServer` with per-path faults (paths as the server sees them, e.g. "/nvidia/x.run")."""
+
+    handler_class = FaultyHandler
+
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(root, host, port)
+        self._faults_lock = threading.Lock()
+        self._faults: dict[str, _PathFaults] = {}
+        self.stopping = threading.Event()
+
+    def _edit(self, path: str) -> _PathFaults:
+        # Caller holds _faults_lock.
+        return self._faults.setdefault(path, _PathFaults())
+
+    def fail(self, path: str, status: int = 500, times: int | None = 1, head: bool = False) -> None:
+        """The next `times` GETs (and HEADs if `head`) of `path` answer `status`; None: every one."""
+        with self._faults_lock:
+            self._edit(path).fail = _Counted(status, times, head)
+
+    def drop_after(self, path: str, nbytes: int, times: int | None = 1) -> None:
+        """The next `times` GETs of `path` send normal headers, then close after `nbytes` body bytes."""
+        with self._faults_lock:
+            self._edit(path).drop = _Counted(nbytes, times)
+
+    def ignore_range(self, path: str) -> None:
+        """Answer 200 with the whole file even when a Range is asked for."""
+        with self._faults_lock:
+            self._edit(path).ignore_range = True
+
+    def corrupt(self, path: str, offset: int = 0) -> None:
+        """Serve `path` with the byte at file offset `offset` XORed with 0xFF (calls accumulate)."""
+        with self._faults_lock:
+            self._edit(path).corrupt.add(offset)
+
+    def throttle(self, path: str, bytes_per_second: float) -> None:
+        """Send the body of `path` at about `bytes_per_second`."""
+        if bytes_per_second <= 0:
+            raise ValueError("bytes_per_second must be positive")
+        with self._faults_lock:
+            self._edit(path).bytes_per_second = bytes_per_second
+
+    def not_found(self, path: str) -> None:
+        """Answer 404 for `path` (GET and HEAD) although the file exists."""
+        with self._faults_lock:
+            self._edit(path).not_found = True
+
+    def clear(self) -> None:
+        with self._faults_lock:
+            self._faults.clear()
+
+    def take_faults(self, path: str, method: str) -> RequestFaults:
+        """Decide what this request gets, using up one of each counted fault that fires."""
+        with self._faults_lock:
+            pf = self._faults.get(path)
+            if pf is None:
+                return RequestFaults()
+            if pf.not_found:
+                return RequestFaults(status=404)
+            status, pf.fail = _consume(pf.fail, method)
+            if status is not None:
+                # A failed request never reaches the body, so it must not use up a drop as well.
+                return RequestFaults(status=status)
+            drop, pf.drop = _consume(pf.drop, method) if method == "GET" else (None, pf.drop)
+            return RequestFaults(
+                drop_after=drop,
+                ignore_range=pf.ignore_range,
+                corrupt=frozenset(pf.corrupt),
+                bytes_per_second=pf.bytes_per_second,
+            )
+
+    def start(self) -> FaultyHTTPServer:
+        self.stopping.clear()
+        return super().start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        super().stop()
