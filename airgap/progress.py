@@ -6,6 +6,7 @@ plain line every few seconds, so logs stay readable and a stalled transfer is st
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ from airgap.bundle import human_size
 class Progress:
     """Thread-safe byte counter with a display. Use as a context manager."""
 
-    def __init__(self, label: str, total: int | None, mode: str = "auto", interval: float = 5.0,
+    def __init__(self, label: str, total: int | None, mode: str = "auto", interval: float | None = None,
                  stream: TextIO | None = None) -> None:
         self.label = label
         self.total = total
@@ -25,7 +26,8 @@ class Progress:
         if mode == "auto":
             mode = "rich" if self.stream.isatty() else "lines"
         self.mode = mode
-        self.interval = interval
+        # AIRGAP_PROGRESS_INTERVAL: seconds between plain progress lines (CI logs want fewer, tests more).
+        self.interval = interval or float(os.environ.get("AIRGAP_PROGRESS_INTERVAL", "5"))
         self.done = 0
         self._lock = threading.Lock()
         self._start = time.monotonic()

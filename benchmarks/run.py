@@ -138,13 +138,16 @@ def bench_collect(work: Path, repeat: int, size_mib: int) -> dict[str, float]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", nargs="*", choices=["verify", "collect"], default=[])
+    p.add_argument("which", nargs="*", help="verify, collect (default: both)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--verify-mib", type=int, default=2048, help="bundle size for the verify benchmark")
     p.add_argument("--collect-mib", type=int, default=1024, help="file size for the collect benchmark")
     p.add_argument("--workdir", type=Path, help="where to put the test files (default: a temp dir)")
     args = p.parse_args()
     which = args.which or ["verify", "collect"]
+    unknown = set(which) - {"verify", "collect"}
+    if unknown:
+        p.error(f"unknown benchmark {', '.join(sorted(unknown))}; choose verify and/or collect")
     for tool in ("sha256sum", "curl"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed: run scripts/test.sh once, or apt-get install {tool}")

@@ -329,3 +329,18 @@ def test_disk_full_is_a_clear_error_and_nothing_is_marked_complete(upstream: Ups
 def test_script_entry_is_checked_against_its_pin(upstream: Upstream, tmp_path: Path) -> None:
     assert collect_cli(upstream, tmp_path).returncode == 0
     assert (tmp_path / "bundle" / IN_BUNDLE[SCRIPT]).read_bytes() == upstream.files[SCRIPT]
+
+
+def test_progress_degrades_to_periodic_lines_when_piped(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.server.throttle(upstream.path(CUDA), 4 * MiB)
+    env = dict(os.environ, AIRGAP_PROGRESS_INTERVAL="0.2")
+    r = subprocess.run(
+        [sys.executable, "-m", "airgap", "collect", str(upstream.manifest(tmp_path)), "-o", str(tmp_path / "b")],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("collect: ")]
+    assert len(lines) >= 2
+    assert "of 8.0 MiB (" in lines[-1]
+    assert "ETA" in lines[-1]
+    assert "\x1b[" not in r.stderr  # no terminal escapes in a log

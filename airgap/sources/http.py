@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import os
 import random
 import re
@@ -292,7 +293,7 @@ class HttpSource:
         update = [h.update for h in hashers.values()]
         buf = bytearray(CHUNK)
         view = memoryview(buf)
-        raw = r.raw
+        read_into = _body_reader(r)
         try:
             with open(part, "r+b" if offset else "wb") as f:
                 f.seek(offset)
@@ -300,7 +301,7 @@ class HttpSource:
                 while True:
                     if self.cancel.is_set():
                         raise Cancelled(f"{what}: interrupted; the partial download is kept for the next run.")
-                    n = raw.readinto(buf)
+                    n = read_into(buf)
                     if not n:
                         break
                     chunk = view[:n]
@@ -310,7 +311,8 @@ class HttpSource:
                     received += n
                     if on_bytes:
                         on_bytes(n)
-        except (urllib3.exceptions.HTTPError, requests.RequestException, ConnectionError, TimeoutError) as exc:
+        except (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException,
+                ConnectionError, TimeoutError) as exc:
             raise _Retryable(f"connection cut after {offset + received} bytes: {_short(exc)}") from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -344,6 +346,15 @@ class _Mismatch(Exception):
         self.digest = digest
         self.actual = actual
         self.resumed = resumed
+
+
+def _body_reader(r: requests.Response) -> Callable[[bytearray], int]:
+    """http.client's readinto receives straight into our buffer; urllib3's copies each chunk twice, which
+    made a 1 GiB download 1.5-2x slower. Fall back to urllib3 where its internals differ."""
+    fp = getattr(r.raw, "_fp", None)
+    if fp is not None and callable(getattr(fp, "readinto", None)) and not r.headers.get("Content-Encoding"):
+        return fp.readinto  # type: ignore[no-any-return]
+    return r.raw.readinto  # type: ignore[no-any-return]
 
 
 def _rehash_part(part: Path, hashers: object) -> int:
