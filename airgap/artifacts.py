@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from airgap.bundle_layout import layer_dir
 
@@ -11,9 +12,10 @@ from airgap.bundle_layout import layer_dir
 class Digest:
     """An expected digest and where it came from (so the lock can say what a file was checked against)."""
 
-    algorithm: str  # "sha256" or "md5"
+    algorithm: str  # "sha256", "md5", or "git-sha1" (git's blob id: sha1 of b"blob <size>\0" + data)
     value: str
-    source: str  # "manifest", or the URL of the publisher's checksum file
+    source: str  # "manifest", or the URL of the publisher's checksum file / metadata API
+    size: int | None = None  # needed by "git-sha1", whose header carries the size
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,14 @@ class Artifact:
     no_digest_reason: str = ""  # why nothing can be checked, when neither of the above exists
     upstream: Digest | None = field(default=None, compare=False)  # resolved at collect time
     size: int | None = field(default=None, compare=False)  # from HEAD at plan time, exact after collect
+    # Request headers for this artifact only (e.g. Authorization from HF_TOKEN). Never recorded, never shown.
+    headers: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # A requests auth object (e.g. a registry's Bearer-token challenge flow). Never recorded.
+    auth: Any = field(default=None, repr=False, compare=False)
+    # Bytes the layer generates itself (an OCI index, a requirements lock): written, not downloaded.
+    content: bytes | None = field(default=None, repr=False, compare=False)
+    # Facts for the lock's entry (e.g. the model commit, an image's config digest). Must hold no secret.
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def path(self) -> str:

@@ -59,6 +59,7 @@ class LockedArtifact:
     url: str  # canonical upstream URL, credentials removed
     upstream_digest: dict[str, str] | None = None  # {"algorithm", "value", "source"} it was checked against
     upstream_digest_note: str = ""  # why there is none, when there is none
+    meta: dict[str, Any] = field(default_factory=dict)  # layer facts: model commit, image config digest...
 
 
 @dataclass

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from hashlib import sha256
 from pathlib import Path
 
 from airgap.artifacts import Artifact, Digest
@@ -22,6 +23,7 @@ from airgap.bundle import (
     finalize,
     now_utc,
     read_lock,
+    write_atomic,
     write_lock,
 )
 from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, PART_SUFFIX
@@ -99,7 +101,7 @@ def collect(
     _, pending = wanted_layers(manifest, skip)
     if pending:
         raise pending_layers_error([p.name for p in pending])
-    artifacts = plan_artifacts(manifest, skip)
+    artifacts = plan_artifacts(manifest, skip, source)
     report = CollectReport(bundle=str(out))
 
     def note(msg: str) -> None:
@@ -131,6 +133,7 @@ def collect(
             url=redact(url),
             upstream_digest=_digest_record(art.expected),
             upstream_digest_note="" if art.expected else art.no_digest_reason,
+            meta=art.meta,
         )
         with lock_mutex:
             lock.artifacts = [a for a in lock.artifacts if a.path != art.path] + [entry]
@@ -156,7 +159,13 @@ def collect(
             dest = out / art.path
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                res = source.fetch(art.urls, dest, what=art.path, expected=art.expected, on_bytes=progress.advance)
+                if art.content is not None:
+                    write_atomic(dest, art.content)
+                    record(art, art.urls[0] if art.urls else "", len(art.content), sha256(art.content).hexdigest())
+                    report.files.append(CollectedFile(art.path, art.layer, len(art.content), "generated", 0))
+                    return
+                res = source.fetch(art.urls, dest, what=art.path, expected=art.expected, on_bytes=progress.advance,
+                                   headers=art.headers, auth=art.auth)
                 record(art, res.url, res.size, res.sha256)
             except Cancelled:
                 raise
@@ -291,7 +300,7 @@ def _already_present(
 ) -> dict[str, _Present]:
     def check(art: Artifact) -> tuple[str, _Present | None]:
         dest = out / art.path
-        if not dest.is_file():
+        if art.content is not None or not dest.is_file():
             return art.path, None
         prev = previous.get(art.path)
         # What the file must hash to: a pin, or what an earlier run recorded for the same URL.
@@ -313,6 +322,13 @@ def _head_sizes(artifacts: list[Artifact], source: HttpSource, jobs: int) -> dic
     """Sizes for the progress total; a HEAD that fails just leaves the total unknown."""
     if not artifacts:
         return {}
+    def size_of(a: Artifact) -> tuple[str, int | None]:
+        if a.content is not None:
+            return a.path, len(a.content)
+        if a.size is not None:
+            return a.path, a.size
+        return a.path, source.head(a.urls).size
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        heads = list(pool.map(lambda a: (a.path, source.head(a.urls).size), artifacts))
+        heads = list(pool.map(size_of, artifacts))
     return {path: size for path, size in heads if size}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from airgap.artifacts import Artifact
 from airgap.layers import plan_artifacts, wanted_layers
 from airgap.manifest import Manifest
 from airgap.sources.http import HttpSource, redact
@@ -41,7 +42,7 @@ def make_plan(
     manifest: Manifest, source: HttpSource, skip: set[str] | None = None, head: bool = True, jobs: int = 8
 ) -> PlanReport:
     skip = skip or set()
-    artifacts = plan_artifacts(manifest, skip)
+    artifacts = plan_artifacts(manifest, skip, source if head else None)
     _, pending = wanted_layers(manifest, skip)
     report = PlanReport(name=manifest.name, pending_layers=[p.name for p in pending])
     for name in report.pending_layers:
@@ -50,11 +51,13 @@ def make_plan(
             f"(collect needs --skip {name})"
         )
 
-    def head_of(art: object) -> tuple[int, int | None, str]:
-        info = source.head(art.urls)  # type: ignore[attr-defined]
+    def head_of(art: Artifact) -> tuple[int, int | None, str]:
+        if art.size is not None or not art.urls:  # the layer already knows (hub metadata, registry manifest)
+            return 200, art.size, art.urls[0] if art.urls else ""
+        info = source.head(art.urls)
         return info.status, info.size, info.url
 
-    heads = [(0, None, a.urls[0]) for a in artifacts]
+    heads = [(0, a.size, a.urls[0] if a.urls else "") for a in artifacts]
     if head and artifacts:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             heads = list(pool.map(head_of, artifacts))

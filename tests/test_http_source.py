@@ -21,3 +21,26 @@ def test_redact_hides_userinfo_and_signed_url_secrets() -> None:
         "https://host/f?X-Amz-Signature=***&X-Amz-Date=1&token=***"
     )
     assert redact("https://host/plain.run") == "https://host/plain.run"
+
+
+def test_git_blob_sha1_digest_is_checked(upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    import pytest
+
+    from airgap.artifacts import Digest
+    from airgap.errors import IntegrityError
+    from airgap.sources.http import HttpSource
+    from tests.conftest import SCRIPT
+
+    data = upstream.files[SCRIPT]
+    blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # what `git hash-object` prints
+    source = HttpSource(backoff=0.01)
+    url = f"{upstream.url}/{SCRIPT}"
+    res = source.fetch([url], tmp_path / "ok.sh", "check.sh", expected=Digest("git-sha1", blob_id, "hub", len(data)))
+    assert res.sha256 == hashlib.sha256(data).hexdigest()
+    with pytest.raises(IntegrityError, match="expected git-sha1"):
+        source.fetch([url], tmp_path / "bad.sh", "check.sh", expected=Digest("git-sha1", "0" * 40, "hub", len(data)))
+    assert not (tmp_path / "bad.sh").exists()
+    assert not (tmp_path / "bad.sh.part").exists()
+

@@ -11,6 +11,7 @@ from airgap.layers.docker import DockerLayer
 from airgap.layers.driver import DriverLayer
 from airgap.layers.files import FilesLayer
 from airgap.manifest import Manifest
+from airgap.sources.http import HttpSource
 
 LAYERS: tuple[Layer, ...] = (
     PendingLayer("prereqs", "driver"),  # build tools for the driver: asked for by `driver:` (issue 5)
@@ -53,20 +54,27 @@ def wanted_layers(manifest: Manifest, skip: set[str]) -> tuple[list[Layer], list
     return active, pending
 
 
-def plan_artifacts(manifest: Manifest, skip: set[str] | None = None) -> list[Artifact]:
-    """Every artifact the collectable layers need, with names checked for clashes."""
+def plan_artifacts(
+    manifest: Manifest, skip: set[str] | None = None, source: HttpSource | None = None
+) -> list[Artifact]:
+    """Every artifact the collectable layers need, with names checked for clashes. Identical artifacts
+    (same path, same expected digest: a layer blob two images share) are kept once."""
     active, _ = wanted_layers(manifest, skip or set())
     artifacts: list[Artifact] = []
     for layer in active:
-        artifacts.extend(layer.plan(manifest))
+        artifacts.extend(layer.resolve(manifest, source))
     seen: dict[str, Artifact] = {}
+    unique: list[Artifact] = []
     for art in artifacts:
         if art.path in seen:
             other = seen[art.path]
+            if other.pinned is not None and other.pinned == art.pinned and other.content == art.content:
+                continue
             raise manifest.error(
                 art.field,
                 f"two entries would both be stored as {art.path} (the other is "
                 f"{manifest.location(other.field)}); give one of them a different `name:`",
             )
         seen[art.path] = art
-    return artifacts
+        unique.append(art)
+    return unique

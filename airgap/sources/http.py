@@ -19,9 +19,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
+import requests.auth
 import urllib3
 
 from airgap import __version__
@@ -180,13 +182,17 @@ class HttpSource:
         expected: Digest | None = None,
         extra: Digest | None = None,
         on_bytes: ByteCounter | None = None,
+        headers: dict[str, str] | None = None,
+        auth: requests.auth.AuthBase | None = None,
     ) -> FetchResult:
-        """Download the first of `urls` that exists to `dest`, checked against `expected` (sha256 or md5)
-        and `extra` (a second digest, e.g. the publisher's md5 when a sha256 is pinned)."""
+        """Download the first of `urls` that exists to `dest`, checked against `expected` (sha256, md5 or
+        git-sha1) and `extra` (a second digest, e.g. the publisher's md5 when a sha256 is pinned).
+        `headers` and `auth` apply to this download only and are never logged."""
         tried: list[str] = []
+        request = _Request(headers or {}, auth)
         for url in urls:
             try:
-                return self._fetch_one(url, dest, what, [d for d in (expected, extra) if d], on_bytes)
+                return self._fetch_one(url, dest, what, [d for d in (expected, extra) if d], on_bytes, request)
             except _NotFound as exc:
                 tried.append(f"{redact(self.resolve(url))} ({exc.status})")
         raise UpstreamError(
@@ -196,7 +202,8 @@ class HttpSource:
         )
 
     def _fetch_one(
-        self, url: str, dest: Path, what: str, digests: list[Digest], on_bytes: ByteCounter | None
+        self, url: str, dest: Path, what: str, digests: list[Digest], on_bytes: ByteCounter | None,
+        request: _Request,
     ) -> FetchResult:
         real = self.resolve(url)
         part = dest.with_name(dest.name + PART_SUFFIX)
@@ -206,7 +213,7 @@ class HttpSource:
             if self.cancel.is_set():
                 raise Cancelled(f"{what}: interrupted; the partial download is kept for the next run.")
             try:
-                size, sha, transferred, resumed = self._attempt(real, part, what, digests, on_bytes)
+                size, sha, transferred, resumed = self._attempt(real, part, what, digests, on_bytes, request)
             except _Retryable as exc:
                 failures += 1
                 if failures > self.retries:
@@ -235,15 +242,18 @@ class HttpSource:
             return FetchResult(dest, url, size, sha, transferred, resumed)
 
     def _attempt(
-        self, url: str, part: Path, what: str, digests: list[Digest], on_bytes: ByteCounter | None
+        self, url: str, part: Path, what: str, digests: list[Digest], on_bytes: ByteCounter | None,
+        request: _Request,
     ) -> tuple[int, str, int, int]:
-        hashers = {"sha256": hashlib.sha256()}
+        hashers: dict[str, Any] = {"sha256": hashlib.sha256()}
         for d in digests:
-            hashers.setdefault(d.algorithm, hashlib.new(d.algorithm))
+            hashers.setdefault(d.algorithm, _new_hasher(d))
         offset = _rehash_part(part, hashers.values()) if part.exists() else 0
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        headers = dict(request.headers)
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
         try:
-            r = self.session.get(url, headers=headers, stream=True, timeout=self.timeout)
+            r = self.session.get(url, headers=headers, stream=True, timeout=self.timeout, auth=request.auth)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Retryable(f"connection failed: {_short(exc)}") from None
         with r:
@@ -270,7 +280,7 @@ class HttpSource:
             if offset and (status == 200 or not _range_starts_at(r.headers.get("Content-Range", ""), offset)):
                 # The server ignored our Range: the body starts at byte 0, so the part starts over too.
                 offset = 0
-                hashers = {name: hashlib.new(name) for name in hashers}
+                hashers = {"sha256": hashlib.sha256()} | {d.algorithm: _new_hasher(d) for d in digests}
             if offset and on_bytes:
                 on_bytes(offset)
             length = r.headers.get("Content-Length")
@@ -285,7 +295,7 @@ class HttpSource:
         r: requests.Response,
         part: Path,
         offset: int,
-        hashers: dict[str, hashlib._Hash],
+        hashers: dict[str, Any],
         on_bytes: ByteCounter | None,
         what: str,
     ) -> int:
@@ -326,7 +336,7 @@ class HttpSource:
         return received
 
     def _finish(
-        self, part: Path, hashers: dict[str, hashlib._Hash], digests: list[Digest], size: int,
+        self, part: Path, hashers: dict[str, Any], digests: list[Digest], size: int,
         transferred: int, resumed: int,
     ) -> tuple[int, str, int, int]:
         for d in digests:
@@ -339,6 +349,22 @@ class HttpSource:
         delay = min(self.backoff * (2**attempt), 30.0) * (0.5 + random.random() / 2)
         if self.cancel.wait(delay):
             raise Cancelled("interrupted while waiting to retry; partial downloads are kept for the next run.")
+
+
+@dataclass(frozen=True)
+class _Request:
+    headers: dict[str, str]
+    auth: requests.auth.AuthBase | None
+
+
+def _new_hasher(d: Digest) -> Any:
+    if d.algorithm == "git-sha1":
+        if d.size is None:
+            raise ValueError("a git-sha1 digest needs the file size")
+        h = hashlib.sha1(usedforsecurity=False)
+        h.update(b"blob %d\0" % d.size)  # git's blob id covers this header, then the bytes
+        return h
+    return hashlib.new(d.algorithm)
 
 
 class _Mismatch(Exception):

@@ -1,0 +1,161 @@
+"""The install side's only window on the machine.
+
+Every layer reads and changes the server through a Host: commands are logged with their output, files
+are written atomically under `root` (so tests and `--root` install into a scratch tree), and with
+`dry_run` every command and write is printed in order and nothing changes.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from airgap.bundle import write_atomic
+
+# Where installers put commands, in the order a login shell searches them.
+SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+@dataclass
+class RunResult:
+    argv: list[str]
+    returncode: int
+    output: str  # stdout and stderr together, as a person would have seen them
+    seconds: float
+
+    def tail(self, lines: int = 15) -> str:
+        return "\n".join(self.output.rstrip().splitlines()[-lines:])
+
+
+class Host:
+    def __init__(
+        self,
+        root: Path = Path("/"),
+        dry_run: bool = False,
+        log: TextIO | None = None,
+        echo: TextIO | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.dry_run = dry_run
+        self.log = log  # the install log: every command, its output, every file written
+        self.echo = echo  # where --dry-run prints its plan
+        self.base_env = dict(env if env is not None else os.environ)
+        self.actions: list[str] = []  # what was (or, in a dry run, would be) done, in order
+
+    # --- paths ------------------------------------------------------------------------------------------
+
+    def path(self, server_path: str | Path) -> Path:
+        """Where an absolute path of the server lives on this machine (under --root)."""
+        p = Path(server_path)
+        if not p.is_absolute():
+            raise ValueError(f"server paths are absolute: {server_path}")
+        return self.root / p.relative_to("/")
+
+    def exists(self, server_path: str | Path) -> bool:
+        return self.path(server_path).exists()
+
+    def read_text(self, server_path: str | Path, default: str | None = None) -> str | None:
+        try:
+            return self.path(server_path).read_text(errors="replace")
+        except OSError:
+            return default
+
+    def which(self, name: str) -> str | None:
+        """A command installed under the root (what the installers put there) wins over the real PATH."""
+        if self.root != Path("/"):
+            for d in SYSTEM_PATH:
+                candidate = self.path(d) / name
+                if candidate.is_file() and os.access(candidate, os.X_OK):
+                    return str(candidate)
+        return shutil.which(name, path=self.env().get("PATH"))
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(self.base_env)
+        if self.root != Path("/"):
+            # Commands an earlier layer installed under the root must be found by later ones.
+            rooted = [str(self.path(d)) for d in SYSTEM_PATH]
+            env["PATH"] = os.pathsep.join([*rooted, env.get("PATH", os.defpath)])
+        env.update(extra or {})
+        return env
+
+    # --- changes ----------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        check: bool = True,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        timeout: float | None = None,
+        changes: bool = True,
+    ) -> RunResult:
+        """Run a command, its output kept in the log. `changes=False` marks a read-only probe, which
+        runs even in a dry run (e.g. `nvidia-smi --query`)."""
+        text = shlex.join(argv)
+        if changes:
+            self._action(f"run: {text}")
+        if self.dry_run and changes:
+            return RunResult(argv, 0, "", 0.0)
+        self._log(f"$ {text}")
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env(env), cwd=cwd,
+                timeout=timeout, text=True, errors="replace", stdin=subprocess.DEVNULL,
+            )
+            result = RunResult(argv, proc.returncode, proc.stdout, time.monotonic() - start)
+        except FileNotFoundError:
+            result = RunResult(argv, 127, f"{argv[0]}: command not found", time.monotonic() - start)
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
+            result = RunResult(argv, 124, out + f"\n(killed after {timeout}s)", time.monotonic() - start)
+        self._log(result.output.rstrip() + f"\n[exit {result.returncode} after {result.seconds:.1f}s]")
+        if check and result.returncode != 0:
+            raise CommandFailed(result)
+        return result
+
+    def write_file(self, server_path: str | Path, data: bytes | str, mode: int = 0o644) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        self._action(f"write: {server_path} ({len(raw)} bytes, mode {mode:o})")
+        if self.dry_run:
+            return
+        target = self.path(server_path)
+        write_atomic(target, raw)
+        os.chmod(target, mode)
+
+    def makedirs(self, server_path: str | Path, mode: int = 0o755) -> None:
+        if self.path(server_path).is_dir():
+            return
+        self._action(f"mkdir: {server_path}")
+        if not self.dry_run:
+            self.path(server_path).mkdir(parents=True, exist_ok=True, mode=mode)
+
+    def note(self, text: str) -> None:
+        """A line for the install log only (what a layer decided, and why)."""
+        self._log(f"# {text}")
+
+    def _action(self, text: str) -> None:
+        self.actions.append(text)
+        if self.dry_run and self.echo is not None:
+            print(f"  would {text}", file=self.echo, flush=True)
+        self._log(f"> {text}")
+
+    def _log(self, text: str) -> None:
+        if self.log is not None:
+            self.log.write(text + "\n")
+            self.log.flush()
+
+
+class CommandFailed(Exception):
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(f"{shlex.join(result.argv)} exited {result.returncode}")
+        self.result = result
