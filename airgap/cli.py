@@ -245,6 +245,10 @@ def demo(obj: Ctx, workdir: Path | None) -> int:
     return run_demo(obj.out(), workdir)
 
 
+# Commands of the install side live in their own modules; importing them registers them on `cli`.
+from airgap import cli_install  # noqa: E402,F401
+
+
 def main() -> None:
     try:
         rv = cli.main(standalone_mode=False)

@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 
-# curl and coreutils: the standard tools the benchmarks and tests compare against;
-# util-linux: mount (size-limited tmpfs for the disk-full test) and unshare.
-apt_install curl ca-certificates coreutils util-linux
+# scripts/test-apt-packages.txt says which test needs each package.
+# shellcheck disable=SC2046
+apt_install $(sed -e 's/#.*//' scripts/test-apt-packages.txt | tr -s ' \n' ' ')
 make_venv
 echo "==> pip install -e .[test]"
 .venv/bin/python -m pip install -q -e '.[test]'

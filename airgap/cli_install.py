@@ -1,0 +1,3 @@
+"""CLI commands of the server side: install, smoke."""
+
+from __future__ import annotations
