@@ -1,3 +1,120 @@
 """CLI commands of the server side: install, smoke."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from airgap.cli import EXIT_CODES, Ctx, cli
+from airgap.errors import EXIT_CHECK_FAILED, EXIT_OK
+
+INSTALL_EXIT = EXIT_CODES + "\n  4  a reboot is due (nouveau was blacklisted): reboot, then run the same command"
+
+
+@cli.command(
+    epilog=INSTALL_EXIT,
+    help="""Install BUNDLE on this server, layer by layer, without touching the network.
+
+Verifies the bundle first (refuses a bad one), runs preflight checks (root, OS, GPU on PCI, nouveau,
+Secure Boot, kernel headers, disk space) for the layers chosen, then installs in order:
+prereqs, driver, cuda, cudnn, docker, container_toolkit, images, python, models, files, and ends with
+the GPU smoke test. A layer already at the bundle's version is skipped. Progress is kept in
+/var/lib/airgap/state.json, so after a failure, Ctrl-C, power loss or the reboot the driver asks for,
+the same command picks up where it stopped. The full log is in /var/log/airgap/.
+
+\b
+  sudo airgap install /media/usb/bundle
+  sudo airgap install bundle --only images,models
+  airgap install bundle --dry-run                 print every command and file, change nothing
+  airgap install bundle --root /tmp/stage --skip driver,smoke""",
+)
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--only", metavar="LAYER,..", help="Install just these layers.")
+@click.option("--skip", metavar="LAYER,..", help="Leave these layers out.")
+@click.option("--from", "from_step", metavar="LAYER", help="Start at this layer (the earlier ones are left alone).")
+@click.option("--dry-run", is_flag=True, help="Print every command and file write, in order; change nothing.")
+@click.option("--root", type=click.Path(path_type=Path), default=Path("/"), show_default=True,
+              help="Install under this directory instead of / (staging, tests). NVIDIA's installers still act "
+                   "on the running system.")
+@click.option("--no-verify", is_flag=True, help="Skip verifying the bundle first. Not recommended.")
+@click.option("--move", is_flag=True, help="Move model files out of the bundle instead of copying (saves space).")
+@click.option("--json", "json_mode", is_flag=True, help="Print the report as one JSON object.")
+@click.pass_obj
+def install(obj: Ctx, bundle: Path, only: str | None, skip: str | None, from_step: str | None, dry_run: bool,
+            root: Path, no_verify: bool, move: bool, json_mode: bool) -> int:
+    from airgap.host import Host
+    from airgap.install_context import InstallOptions
+    from airgap.installer import install_bundle, parse_steps
+
+    out = obj.out(json_mode)
+    host = Host(root=root, dry_run=dry_run, echo=sys.stdout if not json_mode else sys.stderr)
+    if dry_run:
+        out.heading("Dry run: nothing will be changed. The install would:")
+    report = install_bundle(
+        bundle, host, only=parse_steps(only, "--only"), skip=parse_steps(skip, "--skip"), from_step=from_step,
+        verify=not no_verify, options=InstallOptions(move=move), say=out.info, warn=out.warn,
+    )
+    log_path = report.log
+    if json_mode:
+        out.emit_json(report.to_dict())
+        return report.exit_code
+    out.heading("Preflight")
+    out.table(["check", "result", "detail"],
+              [[c.name, c.status, c.message + (f" (fix: {c.fix})" if c.fix and c.status != "pass" else "")]
+               for c in report.preflight])
+    out.heading("Layers")
+    out.table(["layer", "status", "detail"], [[s.step, s.status, s.detail] for s in report.steps])
+    for s in report.steps:
+        if s.status in ("failed", "reboot"):
+            out.info("")
+            out.info(f"{s.step}: {s.detail}")
+            if s.command:
+                out.info(f"  command: {s.command}")
+            if s.output_tail:
+                out.info("  last output:")
+                for line in s.output_tail.splitlines():
+                    out.info(f"    {line}")
+            if s.fix:
+                out.info(f"  what to do: {s.fix}")
+    if log_path:
+        out.info(f"full log: {root / log_path.lstrip('/') if str(root) != '/' else log_path}")
+    return report.exit_code
+
+
+@cli.command(
+    epilog=EXIT_CODES,
+    help="""GPU smoke test: is this server ready to serve models?
+
+Checks, in order: NVML (driver version, the newest CUDA it supports vs the bundle's, per GPU: name,
+memory, temperature, power, ECC errors); nvidia-smi; `docker run --rm --gpus all <the bundle's CUDA
+image> nvidia-smi`; and in the installed Python environment, torch.cuda.is_available() with a small matmul
+on the GPU. Each failure says what usually causes it. Exit 1 on any failure (no GPU included).
+
+\b
+  airgap smoke
+  airgap smoke --bundle /media/usb/bundle --json""",
+)
+@click.option("--bundle", type=click.Path(path_type=Path), help="Compare with this bundle's versions and images.")
+@click.option("--root", type=click.Path(path_type=Path), default=Path("/"), show_default=True,
+              help="Look for installed tools under this directory.")
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+def smoke(obj: Ctx, bundle: Path | None, root: Path, json_mode: bool) -> int:
+    from airgap.bundle import read_lock
+    from airgap.host import Host
+    from airgap.smoke import run_smoke
+
+    out = obj.out(json_mode)
+    lock = read_lock(bundle) if bundle else None
+    report = run_smoke(Host(root=root), lock)
+    if json_mode:
+        out.emit_json(report.to_dict())
+    else:
+        out.table(["check", "result", "detail"], [[c.name, c.status, c.message] for c in report.checks])
+        for c in report.checks:
+            if c.status == "fail" and c.fix:
+                out.info(f"{c.name}: {c.fix}")
+        out.info("smoke test passed" if report.ok else "smoke test FAILED")
+    return EXIT_OK if report.ok else EXIT_CHECK_FAILED

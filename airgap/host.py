@@ -79,6 +79,9 @@ class Host:
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(self.base_env)
+        # Installers that can install under a prefix (the test stand-ins, staging) read AIRGAP_ROOT;
+        # NVIDIA's and Docker's own ignore it and act on the running system.
+        env["AIRGAP_ROOT"] = str(self.root)
         if self.root != Path("/"):
             # Commands an earlier layer installed under the root must be found by later ones.
             rooted = [str(self.path(d)) for d in SYSTEM_PATH]
@@ -131,6 +134,33 @@ class Host:
         target = self.path(server_path)
         write_atomic(target, raw)
         os.chmod(target, mode)
+
+    def copy_file(self, src: Path, server_path: str | Path, mode: int = 0o644) -> None:
+        """Copy a file from the bundle into place: to a temp name beside the target, then renamed, so a
+        half-copied binary is never found under its real name."""
+        self._action(f"copy: {src.name} -> {server_path} (mode {mode:o})")
+        if self.dry_run:
+            return
+        target = self.path(server_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.airgap-tmp")
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+
+    def spawn(self, argv: list[str], log_file: str | Path) -> int | None:
+        """Start a long-running daemon (dockerd when systemd does not run) in its own session, its output
+        appended to `log_file` (a server path). Returns its pid, or None in a dry run."""
+        self._action(f"start: {shlex.join(argv)}")
+        if self.dry_run:
+            return None
+        log_path = self.path(log_file)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=self.env(), start_new_session=True)
+        self._log(f"# started pid {proc.pid}, output in {log_file}")
+        return proc.pid
 
     def makedirs(self, server_path: str | Path, mode: int = 0o755) -> None:
         if self.path(server_path).is_dir():

@@ -1,19 +1,90 @@
-"""Docker engine as Docker's static binaries tgz (no distribution packages needed on the server)."""
+"""Docker engine from Docker's static binaries tgz: no distribution packages needed on the server."""
 
 from __future__ import annotations
 
+import json
+import re
+import tarfile
+import time
+from pathlib import Path
+
 from airgap.artifacts import Artifact, Digest
+from airgap.host import Host
+from airgap.install_context import InstallContext, InstallError
 from airgap.layers.base import Layer
 from airgap.manifest import Manifest
 from airgap.sources.http import file_name_from_url
 
 BASE = "https://download.docker.com/linux/static/stable"
 ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
+BIN_DIR = "/usr/bin"
+DAEMON_JSON = "/etc/docker/daemon.json"
+DOCKERD_LOG = "/var/log/airgap/dockerd.log"
+
+# Units as Docker's own packages ship them, adapted to binaries in /usr/bin (the static tgz has none).
+CONTAINERD_SERVICE = """[Unit]
+Description=containerd container runtime
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/bin/containerd
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+"""
+DOCKER_SOCKET = """[Unit]
+Description=Docker Socket for the API
+
+[Socket]
+ListenStream=/run/docker.sock
+SocketMode=0660
+SocketUser=root
+SocketGroup=docker
+
+[Install]
+WantedBy=sockets.target
+"""
+DOCKER_SERVICE = """[Unit]
+Description=Docker Application Container Engine
+After=network-online.target docker.socket firewalld.service containerd.service time-set.target
+Wants=network-online.target containerd.service
+Requires=docker.socket
+
+[Service]
+Type=notify
+ExecStart=/usr/bin/dockerd -H fd:// --containerd=/run/containerd/containerd.sock
+ExecReload=/bin/kill -s HUP $MAINPID
+TimeoutStartSec=0
+RestartSec=2
+Restart=always
+LimitNOFILE=infinity
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+Delegate=yes
+KillMode=process
+OOMScoreAdjust=-500
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
 class DockerLayer(Layer):
     name = "docker"
     section = "docker"
+    installable = True
+    preflight = frozenset({"disk"})
 
     def plan(self, manifest: Manifest) -> list[Artifact]:
         spec = manifest.docker
@@ -24,3 +95,154 @@ class DockerLayer(Layer):
         field = ("docker", "url") if spec.url else ("docker", "version")
         return [Artifact(self.name, file_name_from_url(url), [url], field, pinned=pinned,
                          no_digest_reason=reason)]
+
+    def installed(self, ctx: InstallContext) -> str | None:
+        want = ctx.manifest["docker"]["version"]
+        running = server_version(ctx.host)
+        if running and _vtuple(running) >= _vtuple(want):
+            return f"Docker {running} is already running (bundle has {want})"
+        return None
+
+    def install(self, ctx: InstallContext) -> str:
+        host = ctx.host
+        want = ctx.manifest["docker"]["version"]
+        ((_art, tgz),) = ctx.artifacts(self.name)
+        binaries = _read_safe_tgz(tgz)
+        for name, data in binaries.items():
+            host.write_file(f"{BIN_DIR}/{name}", data, mode=0o755)
+        _ensure_docker_group(host)
+        host.write_file("/etc/systemd/system/containerd.service", CONTAINERD_SERVICE)
+        host.write_file("/etc/systemd/system/docker.socket", DOCKER_SOCKET)
+        host.write_file("/etc/systemd/system/docker.service", DOCKER_SERVICE)
+        start_docker(host)
+        if host.dry_run:
+            return f"Docker {want} would be installed and started"
+        running = wait_for_daemon(host)
+        if running is None:
+            log = host.read_text(DOCKERD_LOG, "") or ""
+            raise InstallError(
+                "dockerd was installed but does not answer.",
+                f"See {DOCKERD_LOG} or `journalctl -u docker`. Common causes: another dockerd or containerd "
+                "still running, or a kernel without overlayfs (set storage-driver in /etc/docker/daemon.json).\n"
+                + "\n".join(log.splitlines()[-10:]),
+            )
+        return f"Docker {running} installed to {BIN_DIR} ({len(binaries)} binaries) and running"
+
+
+def _vtuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+
+
+def _read_safe_tgz(tgz: Path) -> dict[str, bytes]:
+    """The binaries of a docker-VERSION.tgz, refusing anything that is not a plain file in docker/ (a path
+    that escapes with '..' or '/', a link, a device): a tampered tgz must not write outside /usr/bin."""
+    out: dict[str, bytes] = {}
+    try:
+        with tarfile.open(tgz, "r:gz") as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if member.isdir() and parts == ("docker",):
+                    continue
+                if (not member.isfile() or len(parts) != 2 or parts[0] != "docker"
+                        or parts[1] in ("..", ".") or member.name.startswith("/")):
+                    raise InstallError(
+                        f"{tgz.name}: unexpected entry {member.name!r}; a Docker static tgz holds only files "
+                        "in docker/.", "Collect the bundle again from download.docker.com or your mirror.")
+                f = tar.extractfile(member)
+                assert f is not None
+                out[parts[1]] = f.read()
+    except (tarfile.TarError, OSError) as exc:
+        raise InstallError(f"{tgz.name}: not a readable tgz ({exc}).", "Run `airgap verify` on the bundle.") from None
+    if "dockerd" not in out or "docker" not in out:
+        raise InstallError(f"{tgz.name}: no docker/dockerd inside.", "Check the manifest's docker.url.")
+    return out
+
+
+def _ensure_docker_group(host: Host) -> None:
+    group = host.read_text("/etc/group", "") or ""
+    if any(line.split(":", 1)[0] == "docker" for line in group.splitlines()):
+        return
+    if str(host.root) == "/":
+        host.run(["groupadd", "--system", "docker"])
+    else:
+        host.run(["groupadd", "--system", "--prefix", str(host.root), "docker"])
+
+
+def _systemd_running(host: Host) -> bool:
+    return str(host.root) == "/" and Path("/run/systemd/system").is_dir()
+
+
+def docker_host(host: Host) -> str:
+    """Where the daemon listens: DOCKER_HOST, else daemon.json's first unix socket, else the default."""
+    if host.base_env.get("DOCKER_HOST"):
+        return host.base_env["DOCKER_HOST"]
+    try:
+        hosts = json.loads(host.read_text(DAEMON_JSON, "{}") or "{}").get("hosts", [])
+    except ValueError:
+        hosts = []
+    for h in hosts:
+        if h.startswith("unix://"):
+            return h
+    return f"unix://{host.path('/var/run/docker.sock')}"
+
+
+def server_version(host: Host) -> str | None:
+    docker = host.which("docker")
+    if docker is None:
+        return None
+    res = host.run([docker, "version", "--format", "{{.Server.Version}}"], check=False, changes=False,
+                   timeout=30, env={"DOCKER_HOST": docker_host(host)})
+    out = res.output.strip().splitlines()
+    return out[-1].strip() if res.returncode == 0 and out else None
+
+
+def wait_for_daemon(host: Host, timeout: float = 60.0) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        version = server_version(host)
+        if version:
+            return version
+        time.sleep(0.5)
+    return None
+
+
+def start_docker(host: Host) -> None:
+    if _systemd_running(host):
+        host.run(["systemctl", "daemon-reload"])
+        host.run(["systemctl", "enable", "--now", "containerd.service", "docker.socket", "docker.service"])
+        return
+    # No systemd (a container, a minimal install, the tests): run dockerd ourselves, configured by daemon.json.
+    argv = [host.which("dockerd") or str(host.path(f"{BIN_DIR}/dockerd"))]
+    if host.exists(DAEMON_JSON):
+        argv.append(f"--config-file={host.path(DAEMON_JSON)}")
+    host.spawn(argv, DOCKERD_LOG)
+
+
+def restart_docker(host: Host) -> None:
+    """After the container toolkit writes the nvidia runtime into daemon.json, dockerd must restart: the
+    most common reason containers see no GPU (FIELD.md)."""
+    if _systemd_running(host):
+        host.run(["systemctl", "restart", "docker.service"])
+        return
+    pid_text = host.read_text(_pidfile(host)) or ""
+    if pid_text.strip().isdigit():
+        host.run(["kill", pid_text.strip()])
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid_text.strip()}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    start_docker(host)
+
+
+def _pidfile(host: Host) -> str:
+    try:
+        pidfile = json.loads(host.read_text(DAEMON_JSON, "{}") or "{}").get("pidfile")
+    except ValueError:
+        pidfile = None
+    if pidfile:
+        # daemon.json names a real path; express it as a server path under the root.
+        p = Path(pidfile)
+        try:
+            return "/" + str(p.relative_to(host.root))
+        except ValueError:
+            return str(p)
+    return "/var/run/docker.pid"

@@ -1,0 +1,279 @@
+"""`airgap install`: verify, preflight, then each layer in order, resumable across failures and reboots.
+
+State lives in /var/lib/airgap/state.json (under --root), rewritten atomically after every layer, so a run
+stopped anywhere (power loss, Ctrl-C, a failed layer, the reboot the driver asks for) picks up at the right
+layer. The full log goes to /var/log/airgap/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from airgap.bundle import Lock, now_utc, read_lock
+from airgap.bundle_layout import LAYER_ORDER, SUMS_NAME
+from airgap.errors import EXIT_CHECK_FAILED, AirgapError, BadInputError
+from airgap.host import CommandFailed, Host
+from airgap.install_context import InstallContext, InstallError, InstallOptions, RebootRequired
+from airgap.layers import LAYERS
+from airgap.layers.base import Layer
+from airgap.preflight import ALWAYS, FAIL, CheckResult, run_preflight
+from airgap.verify import verify_bundle
+
+STEPS: tuple[str, ...] = (*LAYER_ORDER, "smoke")
+STATE_PATH = "/var/lib/airgap/state.json"
+LOG_DIR = "/var/log/airgap"
+EXIT_REBOOT = 4
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class StepOutcome:
+    step: str
+    status: str  # installed, skipped, failed, reboot, not-run
+    detail: str = ""
+    command: str = ""
+    output_tail: str = ""
+    fix: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class InstallReport:
+    bundle: str
+    log: str = ""
+    dry_run: bool = False
+    preflight: list[CheckResult] = field(default_factory=list)
+    steps: list[StepOutcome] = field(default_factory=list)
+    exit_code: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class VerifyFailed(AirgapError):
+    exit_code = EXIT_CHECK_FAILED
+
+
+class PreflightFailed(AirgapError):
+    exit_code = EXIT_CHECK_FAILED
+
+
+@dataclass
+class State:
+    """What earlier runs did on this machine. Only ever replaced whole (atomic write)."""
+
+    bundle: str = ""
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reboot: dict[str, str] | None = None
+    updated: str = ""
+
+    @classmethod
+    def load(cls, host: Host) -> State:
+        text = host.read_text(STATE_PATH)
+        if not text:
+            return cls()
+        try:
+            raw = json.loads(text)
+            return cls(raw.get("bundle", ""), raw.get("layers", {}), raw.get("reboot"), raw.get("updated", ""))
+        except (ValueError, AttributeError):
+            # A damaged state only costs re-checking: every layer asks the machine whether it is installed.
+            return cls()
+
+    def save(self, host: Host) -> None:
+        self.updated = now_utc()
+        host.write_file(STATE_PATH, json.dumps(asdict(self), indent=2) + "\n", mode=0o600)
+
+
+def layer_fingerprint(lock: Lock, layer: str) -> str:
+    """Identifies what a layer installs: its files' digests. Same fingerprint = same version installed."""
+    h = hashlib.sha256()
+    for a in lock.artifacts:
+        if a.layer == layer:
+            h.update(f"{a.path}\0{a.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def parse_steps(value: str | None, option: str) -> set[str]:
+    if not value:
+        return set()
+    names = {n.strip() for n in value.split(",") if n.strip()}
+    unknown = sorted(names - set(STEPS))
+    if unknown:
+        raise BadInputError(f"{option}: unknown layer {', '.join(repr(u) for u in unknown)}.",
+                            f"Layers, in install order: {', '.join(STEPS)}.")
+    return names
+
+
+def select_steps(lock: Lock, only: set[str], skip: set[str], from_step: str | None) -> list[str]:
+    present = {a.layer for a in lock.artifacts} | {"smoke"}
+    steps = [s for s in STEPS if s in present]
+    if from_step:
+        if from_step not in STEPS:
+            raise BadInputError(f"--from: unknown layer {from_step!r}.", f"Layers: {', '.join(STEPS)}.")
+        steps = [s for s in steps if STEPS.index(s) >= STEPS.index(from_step)]
+    if only:
+        steps = [s for s in steps if s in only]
+    return [s for s in steps if s not in skip]
+
+
+def _layer(name: str) -> Layer | None:
+    return next((layer for layer in LAYERS if layer.name == name), None)
+
+
+def boot_id(host: Host) -> str:
+    return (host.read_text("/proc/sys/kernel/random/boot_id") or "").strip()
+
+
+def install_bundle(
+    bundle: Path,
+    host: Host,
+    *,
+    only: set[str] | None = None,
+    skip: set[str] | None = None,
+    from_step: str | None = None,
+    verify: bool = True,
+    options: InstallOptions | None = None,
+    say: Say = print,
+    warn: Say = print,
+) -> InstallReport:
+    report = InstallReport(bundle=str(bundle), dry_run=host.dry_run)
+    if not (bundle / SUMS_NAME).exists() and not (bundle / "airgap.lock.json").exists():
+        raise BadInputError(f"{bundle}: not an airgap bundle (no SHA256SUMS, no airgap.lock.json).",
+                            "Point at the bundle's top directory, the one holding README.txt.")
+    if verify:
+        say(f"verifying {bundle} ...")
+        v = verify_bundle(bundle)
+        if not v.ok:
+            lines = [f"  {p.kind.upper():<10} {p.path}: {p.detail}" for p in v.problems]
+            raise VerifyFailed(
+                "The bundle failed verification; nothing was installed:\n" + "\n".join(lines),
+                "Copy the named files again from the original bundle (airgap verify BUNDLE lists them).",
+            )
+        say(f"verified {v.files} files in {v.seconds:.1f}s")
+    else:
+        warn("--no-verify: installing from a bundle that was NOT checked; a corrupt file will fail late or "
+             "install wrong bytes")
+    lock = read_lock(bundle)
+    # The log starts once the bundle is known good: a refused bundle leaves no trace on the server.
+    log, report.log = open_log(host)
+    host.log = log
+    try:
+        host.note(f"airgap install {bundle} ({lock.name}), verified: {verify}")
+        return _install(bundle, host, lock, report, only, skip, from_step, options)
+    finally:
+        host.log = None
+        if log is not None:
+            log.close()
+
+
+def _install(
+    bundle: Path, host: Host, lock: Lock, report: InstallReport, only: set[str] | None, skip: set[str] | None,
+    from_step: str | None, options: InstallOptions | None,
+) -> InstallReport:
+    ctx = InstallContext(host=host, bundle=bundle, lock=lock, options=options or InstallOptions())
+    steps = select_steps(lock, only or set(), skip or set(), from_step)
+    state = State.load(host)
+
+    if state.reboot and not host.dry_run:
+        if state.reboot.get("boot_id") and state.reboot["boot_id"] == boot_id(host):
+            raise RebootPending(
+                f"A reboot is still due ({state.reboot.get('reason', 'driver')}); nothing was installed.",
+                "Reboot the machine, then run the same command again.",
+            )
+        host.note(f"rebooted since {state.reboot.get('layer')} asked for it; continuing")
+        state.reboot = None
+
+    needs: set[str] = set(ALWAYS)
+    for step in steps:
+        layer = _layer(step)
+        if layer is not None:
+            needs |= layer.preflight
+    if "smoke" in steps:
+        needs.add("gpu")
+    report.preflight = run_preflight(ctx, steps, needs)
+    failed_checks = [c for c in report.preflight if c.status == FAIL]
+    if failed_checks:
+        report.steps = [StepOutcome(s, "not-run") for s in steps]
+        lines = [f"  {c.name}: {c.message}; fix: {c.fix}" for c in failed_checks]
+        raise PreflightFailed("Preflight failed; nothing was changed:\n" + "\n".join(lines),
+                              "Fix the above, or leave out the layers that need it with --skip.")
+
+    state.bundle = lock.name
+    for i, step in enumerate(steps):
+        outcome = _run_step(ctx, step, state)
+        report.steps.append(outcome)
+        if outcome.status in ("failed", "reboot"):
+            report.steps += [StepOutcome(s, "not-run") for s in steps[i + 1:]]
+            report.exit_code = EXIT_REBOOT if outcome.status == "reboot" else EXIT_CHECK_FAILED
+            break
+    return report
+
+
+class RebootPending(AirgapError):
+    exit_code = EXIT_REBOOT
+
+
+def _run_step(ctx: InstallContext, step: str, state: State) -> StepOutcome:
+    host = ctx.host
+    start = time.monotonic()
+    if step == "smoke":
+        from airgap.smoke import run_smoke
+
+        smoke = run_smoke(host, ctx.lock)
+        failed = [c for c in smoke.checks if c.status == FAIL]
+        if failed:
+            return StepOutcome(step, "failed", "; ".join(f"{c.name}: {c.message}" for c in failed),
+                               fix=" ".join(c.fix for c in failed if c.fix), seconds=time.monotonic() - start)
+        return StepOutcome(step, "installed", "GPU smoke test passed", seconds=time.monotonic() - start)
+
+    layer = _layer(step)
+    if layer is None or not layer.installable:
+        return StepOutcome(step, "skipped", "this version of airgap cannot install this layer yet")
+    fingerprint = layer_fingerprint(ctx.lock, step)
+    already = layer.installed(ctx)
+    if already:
+        _record(ctx, state, step, "installed", fingerprint, already)
+        return StepOutcome(step, "skipped", already)
+    host.note(f"--- {step}")
+    try:
+        summary = layer.install(ctx)
+    except RebootRequired as exc:
+        state.reboot = {"layer": step, "reason": exc.message, "boot_id": boot_id(host), "at": now_utc()}
+        _record(ctx, state, step, "reboot", fingerprint, exc.message)
+        return StepOutcome(step, "reboot", exc.message, fix=exc.hint or "", seconds=time.monotonic() - start)
+    except InstallError as exc:
+        _record(ctx, state, step, "failed", fingerprint, exc.message)
+        res = exc.result
+        return StepOutcome(step, "failed", exc.message, command=" ".join(res.argv) if res else "",
+                           output_tail=res.tail() if res else "", fix=exc.hint or "",
+                           seconds=time.monotonic() - start)
+    except CommandFailed as exc:
+        _record(ctx, state, step, "failed", fingerprint, str(exc))
+        return StepOutcome(step, "failed", f"a command failed (exit {exc.result.returncode})",
+                           command=" ".join(exc.result.argv), output_tail=exc.result.tail(),
+                           fix="see the output above and the install log", seconds=time.monotonic() - start)
+    _record(ctx, state, step, "installed", fingerprint, summary)
+    return StepOutcome(step, "installed", summary, seconds=time.monotonic() - start)
+
+
+def _record(ctx: InstallContext, state: State, step: str, status: str, fingerprint: str, detail: str) -> None:
+    state.layers[step] = {"status": status, "fingerprint": fingerprint, "detail": detail, "at": now_utc()}
+    state.save(ctx.host)
+
+
+def open_log(host: Host) -> tuple[TextIO | None, str]:
+    """The install log file (a server path), or none in a dry run (which changes nothing, logs included)."""
+    if host.dry_run:
+        return None, ""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    server_path = f"{LOG_DIR}/install-{stamp}.log"
+    path = host.path(server_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "a", encoding="utf-8"), server_path

@@ -1,0 +1,362 @@
+"""`airgap install` with real makeself installers, a real Docker tgz and dockerd, into scratch roots."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airgap import manifest as manifest_mod
+from airgap.collect import collect
+from airgap.localserver import LocalHTTPServer
+from airgap.sources.http import HttpSource
+from tests.conftest import run_airgap
+from tests.installers import dockerd_version, make_cuda_run, make_docker_tgz, make_driver_run, make_evil_tgz
+
+DRIVER = "550.90.07"
+CUDA = "12.4.0"
+KERNEL = "5.15.0-122-generic"
+
+
+def build_bundle(work: Path, driver_exit: int = 0, docker: str | None = None, evil_docker: bool = False) -> Path:
+    """Collect a bundle through the real collect path from a local server holding real installers."""
+    up = work / "upstream"
+    drv = up / f"nvidia-us/XFree86/Linux-x86_64/{DRIVER}"
+    cud = up / f"nvidia-dev/compute/cuda/{CUDA}/local_installers"
+    drv.mkdir(parents=True)
+    cud.mkdir(parents=True)
+    build = work / "build"
+    build.mkdir()
+    shutil.move(make_driver_run(build, DRIVER, driver_exit), drv)
+    cuda_run = Path(shutil.move(make_cuda_run(build, CUDA, "550.54.14"), cud))
+    md5 = hashlib.md5(cuda_run.read_bytes()).hexdigest()
+    sidebar = up / f"nvidia-dev/compute/cuda/{CUDA}/docs/sidebar/md5sum.txt"
+    sidebar.parent.mkdir(parents=True)
+    sidebar.write_text(f"{md5}  local_installers/{cuda_run.name}\n")
+    docker_line = ""
+    if docker:
+        dd = up / "docker/linux/static/stable/x86_64"
+        dd.mkdir(parents=True)
+        tgz = make_evil_tgz(build) if evil_docker else make_docker_tgz(build, docker)
+        shutil.move(tgz, dd / f"docker-{docker}.tgz")
+        docker_line = f"docker: {{version: {docker}}}\n"
+    with LocalHTTPServer(up) as server:
+        m = work / "manifest.yaml"
+        m.write_text(
+            "name: install-test\n"
+            f'target: {{os: ubuntu-22.04, arch: amd64, python: "3.10", kernel: {KERNEL}}}\n'
+            f"driver: {{version: {DRIVER}}}\ncuda: {{version: {CUDA}}}\n{docker_line}"
+            "mirrors:\n"
+            f"  https://us.download.nvidia.com: {server.url}/nvidia-us\n"
+            f"  https://developer.download.nvidia.com: {server.url}/nvidia-dev\n"
+            f"  https://download.docker.com: {server.url}/docker\n"
+        )
+        manifest = manifest_mod.load(m)
+        collect(manifest, work / "bundle", HttpSource(manifest.mirrors, backoff=0.01), progress_mode="off")
+    return work / "bundle"
+
+
+def prepare_root(root: Path, gpu: bool = True, nouveau: bool = False) -> Path:
+    """A scratch 'server': the files preflight and the layers read, as on Ubuntu 22.04 with one GPU."""
+    files = {
+        "etc/os-release": 'ID=ubuntu\nVERSION_ID="22.04"\n',
+        "etc/group": "root:x:0:\n",
+        "proc/modules": "nvme 61440 3 - Live 0x0\n" + ("nouveau 2326528 0 - Live 0x0\n" if nouveau else ""),
+        "proc/sys/kernel/osrelease": KERNEL + "\n",
+        "proc/sys/kernel/random/boot_id": str(uuid.uuid4()) + "\n",
+    }
+    if gpu:
+        files["sys/bus/pci/devices/0000:01:00.0/vendor"] = "0x10de\n"
+        files["sys/bus/pci/devices/0000:01:00.0/class"] = "0x030000\n"
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / f"lib/modules/{KERNEL}/build").mkdir(parents=True)
+    (root / "var/tmp").mkdir(parents=True)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def state(root: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((root / "var/lib/airgap/state.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def gpu_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_bundle(tmp_path_factory.mktemp("gpu"))
+
+
+def test_dry_run_prints_every_step_and_changes_nothing(gpu_bundle: Path, tmp_path: Path) -> None:
+    root = prepare_root(tmp_path / "root")
+    before = snapshot(root)
+    r = run_airgap("install", str(gpu_bundle), "--root", str(root), "--dry-run", "--skip", "smoke")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "would run: sh " in out and f"NVIDIA-Linux-x86_64-{DRIVER}.run --silent" in out
+    assert "--toolkit --toolkitpath=" in out
+    assert "would write: /etc/profile.d/cuda.sh" in out
+    assert out.index("NVIDIA-Linux") < out.index("--toolkit")  # driver before cuda
+    assert snapshot(root) == before
+
+
+def test_driver_and_cuda_install_then_a_rerun_skips_them(gpu_bundle: Path, tmp_path: Path) -> None:
+    root = prepare_root(tmp_path / "root")
+    r = run_airgap("install", str(gpu_bundle), "--root", str(root), "--skip", "smoke")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (root / "usr/bin/nvidia-smi").exists()
+    nvcc = root / "usr/local/cuda-12.4/bin/nvcc"
+    assert "release 12.4" in subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    profile = (root / "etc/profile.d/cuda.sh").read_text()
+    assert 'export PATH="/usr/local/cuda-12.4/bin${PATH:+:${PATH}}"' in profile
+    assert (root / "etc/ld.so.conf.d/cuda-12-4.conf").read_text() == "/usr/local/cuda-12.4/lib64\n"
+    st = state(root)
+    assert {k: v["status"] for k, v in st["layers"].items()} == {"driver": "installed", "cuda": "installed"}
+    (log,) = (root / "var/log/airgap").glob("install-*.log")
+    text = log.read_text()
+    assert "$ sh " in text and "--silent" in text and "[exit 0" in text
+    assert (root / "var/log/airgap/nvidia-installer.log").exists()
+
+    again = run_airgap("install", str(gpu_bundle), "--root", str(root), "--skip", "smoke", "--json")
+    assert again.returncode == 0, again.stderr
+    steps = {s["step"]: s for s in json.loads(again.stdout)["steps"]}
+    assert steps["driver"]["status"] == "skipped"
+    assert steps["driver"]["detail"] == f"driver {DRIVER} is already loaded"
+    assert steps["cuda"]["status"] == "skipped"
+    assert "nvcc reports 12.4" in steps["cuda"]["detail"]
+
+
+def test_nouveau_stops_for_a_reboot_then_the_same_command_continues(gpu_bundle: Path, tmp_path: Path) -> None:
+    root = prepare_root(tmp_path / "root", nouveau=True)
+    args = ("install", str(gpu_bundle), "--root", str(root), "--skip", "smoke")
+    r = run_airgap(*args)
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "nouveau was loaded" in r.stdout
+    assert "Reboot, then run the same command again" in r.stdout
+    blacklist = (root / "etc/modprobe.d/blacklist-nouveau.conf").read_text()
+    assert blacklist == "blacklist nouveau\noptions nouveau modeset=0\n"
+    assert not (root / "usr/bin/nvidia-smi").exists()
+    assert state(root)["reboot"]["layer"] == "driver"
+
+    not_yet = run_airgap(*args)  # same boot: refuses to go on
+    assert not_yet.returncode == 4
+    assert "reboot is still due" in not_yet.stderr
+
+    # "Reboot": a new boot id, and nouveau no longer loaded thanks to the blacklist.
+    (root / "proc/sys/kernel/random/boot_id").write_text(str(uuid.uuid4()))
+    (root / "proc/modules").write_text("nvme 61440 3 - Live 0x0\n")
+    done = run_airgap(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (root / "usr/bin/nvidia-smi").exists()
+    assert state(root)["reboot"] is None
+
+
+def test_a_failing_installer_is_reported_with_command_output_and_fix(tmp_path: Path) -> None:
+    bundle = build_bundle(tmp_path / "w", driver_exit=1)
+    root = prepare_root(tmp_path / "root")
+    r = run_airgap("install", str(bundle), "--root", str(root))
+    assert r.returncode == 1
+    assert "the NVIDIA installer failed (exit 1)" in r.stdout
+    assert "command: sh " in r.stdout
+    assert "ERROR: Unable to build the kernel module." in r.stdout
+    assert "what to do:" in r.stdout and "kernel headers" in r.stdout
+    steps = dict(line.split()[:2] for line in r.stdout.splitlines() if line.split()[:1] in (["cuda"], ["smoke"]))
+    assert steps == {"cuda": "not-run", "smoke": "not-run"}
+    assert state(root)["layers"]["driver"]["status"] == "failed"
+
+
+def test_preflight_without_a_gpu_fails_but_cuda_alone_needs_none(gpu_bundle: Path, tmp_path: Path) -> None:
+    root = prepare_root(tmp_path / "root", gpu=False)
+    r = run_airgap("install", str(gpu_bundle), "--root", str(root), "--skip", "smoke")
+    assert r.returncode == 1
+    assert "Preflight failed; nothing was changed" in r.stderr
+    assert "no NVIDIA GPU on the PCI bus" in r.stderr
+    assert not (root / "var/lib/airgap/state.json").exists()
+    r = run_airgap("install", str(gpu_bundle), "--root", str(root), "--only", "cuda")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (root / "usr/local/cuda-12.4/bin/nvcc").exists()
+
+
+def test_a_corrupt_bundle_is_refused_before_anything_changes(gpu_bundle: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "copy"
+    shutil.copytree(gpu_bundle, bundle)
+    victim = next((bundle / "layers/03-cuda").iterdir())
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    root = prepare_root(tmp_path / "root")
+    before = snapshot(root)
+    r = run_airgap("install", str(bundle), "--root", str(root))
+    assert r.returncode == 1
+    assert "failed verification; nothing was installed" in r.stderr
+    assert f"ALTERED    layers/03-cuda/{victim.name}" in r.stderr
+    assert snapshot(root) == before
+    loud = run_airgap("install", str(bundle), "--root", str(root), "--only", "driver", "--no-verify")
+    assert "--no-verify: installing from a bundle that was NOT checked" in loud.stderr
+
+
+def test_unknown_layer_names_are_bad_input(gpu_bundle: Path, tmp_path: Path) -> None:
+    r = run_airgap("install", str(gpu_bundle), "--root", str(tmp_path), "--only", "drivers")
+    assert r.returncode == 2
+    assert "unknown layer 'drivers'" in r.stderr
+
+
+def test_smoke_without_a_gpu_fails_clearly() -> None:
+    r = run_airgap("smoke", "--json")
+    assert r.returncode == 1
+    data = json.loads(r.stdout)
+    assert data["ok"] is False
+    nvml = next(c for c in data["checks"] if c["name"] == "nvml")
+    assert nvml["status"] == "fail"
+    assert "install the driver layer" in nvml["fix"]
+    assert "Traceback" not in r.stderr
+    text = run_airgap("smoke")
+    assert text.returncode == 1
+    assert "smoke test FAILED" in text.stdout
+
+
+# --- Docker: the real daemon from a real static tgz ---------------------------------------------------------
+
+
+def _short_tmp() -> Path:
+    # dockerd's unix sockets live under its exec-root: keep paths short (108-byte socket path limit).
+    return Path(tempfile.mkdtemp(prefix="ag-", dir="/tmp"))
+
+
+def _docker_root(root: Path) -> Path:
+    prepare_root(root)
+    cfg = {
+        "storage-driver": "vfs",
+        "iptables": False,
+        "ip6tables": False,
+        "bridge": "none",
+        "data-root": str(root / "var/lib/docker"),
+        "exec-root": str(root / "run/docker"),
+        "pidfile": str(root / "run/docker.pid"),
+        "hosts": [f"unix://{root}/run/docker.sock"],
+    }
+    (root / "etc/docker").mkdir(parents=True)
+    (root / "etc/docker/daemon.json").write_text(json.dumps(cfg))
+    return root
+
+
+def _stop_dockerd(root: Path) -> None:
+    pidfile = root / "run/docker.pid"
+    if pidfile.exists():
+        pid = int(pidfile.read_text().strip())
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    subprocess.run(["umount", "-R", str(root / "var/lib/docker")], capture_output=True)
+    subprocess.run(["umount", "-R", str(root / "run/docker")], capture_output=True)
+
+
+@pytest.fixture
+def docker_root() -> Iterator[Path]:
+    base = _short_tmp()
+    root = _docker_root(base / "r")
+    try:
+        yield root
+    finally:
+        _stop_dockerd(root)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_docker_layer_installs_the_static_binaries_and_starts_dockerd(docker_root: Path, tmp_path: Path) -> None:
+    version = dockerd_version()
+    bundle = build_bundle(tmp_path / "w", docker=version)
+    r = run_airgap("install", str(bundle), "--root", str(docker_root), "--only", "docker", timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr + (docker_root / "var/log/airgap/dockerd.log").read_text()
+    for name in ("dockerd", "docker", "containerd", "runc"):
+        assert os.access(docker_root / "usr/bin" / name, os.X_OK)
+    assert "SocketGroup=docker" in (docker_root / "etc/systemd/system/docker.socket").read_text()
+    assert "docker:x:" in (docker_root / "etc/group").read_text()
+    host = f"unix://{docker_root}/run/docker.sock"
+    docker = str(docker_root / "usr/bin/docker")
+    info = subprocess.run([docker, "-H", host, "info", "--format", "{{.Driver}}"], capture_output=True, text=True)
+    assert info.stdout.strip() == "vfs"
+    busybox = shutil.which("busybox")
+    if busybox:  # a later layer loads an image into it: here, a busybox rootfs imported by hand
+        rootfs = tmp_path / "rootfs.tar"
+        import tarfile
+
+        with tarfile.open(rootfs, "w") as tar:
+            tar.add(busybox, "bin/busybox")
+            for applet in ("sh", "cat", "echo"):
+                link = tarfile.TarInfo(f"bin/{applet}")
+                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(link)
+        subprocess.run([docker, "-H", host, "import", str(rootfs), "smoke:1"], check=True, capture_output=True)
+        ran = subprocess.run([docker, "-H", host, "run", "--rm", "--network", "none", "smoke:1", "echo", "hello"],
+                             capture_output=True, text=True)
+        assert ran.stdout.strip() == "hello", ran.stderr
+
+    again = run_airgap("install", str(bundle), "--root", str(docker_root), "--only", "docker", "--json")
+    step = json.loads(again.stdout)["steps"][0]
+    assert step["status"] == "skipped"
+    assert step["detail"].startswith(f"Docker {version}") and "is already running" in step["detail"]
+
+
+def test_a_docker_tgz_that_escapes_its_directory_is_refused(tmp_path: Path) -> None:
+    bundle = build_bundle(tmp_path / "w", docker="99.0.0", evil_docker=True)
+    root = prepare_root(tmp_path / "root")
+    r = run_airgap("install", str(bundle), "--root", str(root), "--only", "docker")
+    assert r.returncode == 1
+    assert "unexpected entry 'docker/../../etc/cron.d/evil'" in r.stdout
+    assert not (root / "etc/cron.d").exists()
+    assert not (tmp_path / "etc/cron.d").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_whole_install_without_network_killed_part_way_resumes(docker_root: Path, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("unshare -n needs root (CI runs as root)")
+    bundle = build_bundle(tmp_path / "w", docker=dockerd_version())
+    cmd = ["unshare", "-n", sys.executable, "-m", "airgap", "install", str(bundle), "--root", str(docker_root),
+           "--skip", "smoke"]
+    env = dict(os.environ, AIRGAP_TEST_CUDA_SLEEP="30", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    state_file = docker_root / "var/lib/airgap/state.json"
+    deadline = time.monotonic() + 60
+    try:
+        while not (state_file.exists() and "driver" in state(docker_root)["layers"]):
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(0.5)  # now inside the (sleeping) CUDA installer
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # power cut: the installer dies with it
+        proc.wait()
+    assert state(docker_root)["layers"].keys() == {"driver"}
+    assert not (docker_root / "usr/local/cuda-12.4/bin/nvcc").exists()
+
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()
+             if line.split()[:1] in (["driver"], ["cuda"], ["docker"])}
+    assert lines == {"driver": "skipped", "cuda": "installed", "docker": "installed"}
+
+    third = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0, third.stderr
+    assert {s["step"]: s["status"] for s in json.loads(third.stdout)["steps"]} == {
+        "driver": "skipped", "cuda": "skipped", "docker": "skipped"}
