@@ -105,7 +105,7 @@ class Host:
         runs even in a dry run (e.g. `nvidia-smi --query`)."""
         text = shlex.join(argv)
         if changes:
-            self._action(f"run: {text}")
+            self._action(f"run: {text}", log=False)  # the log gets the "$ command" line below
         if self.dry_run and changes:
             return RunResult(argv, 0, "", 0.0)
         self._log(f"$ {text}")
@@ -170,14 +170,15 @@ class Host:
             self.path(server_path).mkdir(parents=True, exist_ok=True, mode=mode)
 
     def note(self, text: str) -> None:
-        """A line for the install log only (what a layer decided, and why)."""
-        self._log(f"# {text}")
+        """A line for the install log only (what a layer decided, and why), with the time."""
+        self._log(f"# {time.strftime('%H:%M:%S')} {text}")
 
-    def _action(self, text: str) -> None:
+    def _action(self, text: str, log: bool = True) -> None:
         self.actions.append(text)
         if self.dry_run and self.echo is not None:
             print(f"  would {text}", file=self.echo, flush=True)
-        self._log(f"> {text}")
+        if log:
+            self._log(f"> {text}")
 
     def _log(self, text: str) -> None:
         if self.log is not None:

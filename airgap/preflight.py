@@ -70,8 +70,9 @@ def nvidia_gpus(ctx: InstallContext) -> list[str]:
 def check_root(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     if os.geteuid() == 0:
         return [CheckResult("root", PASS, "running as root")]
-    if ctx.host.dry_run:
-        return [CheckResult("root", WARN, "not root; fine for a dry run", "run the real install with sudo")]
+    if ctx.host.dry_run or str(ctx.host.root) != "/":
+        return [CheckResult("root", WARN, "not root; fine for a dry run or a scratch --root",
+                            "run the real install with sudo")]
     return [CheckResult("root", FAIL, "not running as root: installers, /usr and systemd need it",
                         "run it again with sudo (sudo sh install.sh, or sudo airgap install ...)")]
 

@@ -159,13 +159,17 @@ def _read_safe_tgz(tgz: Path) -> dict[str, bytes]:
 
 
 def _ensure_docker_group(host: Host) -> None:
+    """docker.socket gives the socket to group docker: it must exist before the socket unit starts."""
     group = host.read_text("/etc/group", "") or ""
     if any(line.split(":", 1)[0] == "docker" for line in group.splitlines()):
         return
     if str(host.root) == "/":
         host.run(["groupadd", "--system", "docker"])
-    else:
-        host.run(["groupadd", "--system", "--prefix", str(host.root), "docker"])
+        return
+    # A staging root is plain files: add the line ourselves (groupadd --prefix needs root and shadow files).
+    used = {int(p[2]) for p in (line.split(":") for line in group.splitlines()) if len(p) > 2 and p[2].isdigit()}
+    gid = next(g for g in range(999, 100, -1) if g not in used)
+    host.write_file("/etc/group", group + ("" if group.endswith("\n") or not group else "\n") + f"docker:x:{gid}:\n")
 
 
 def _systemd_running(host: Host) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from airgap.artifacts import Artifact, Digest
+from airgap.bundle_layout import layer_dir
+from airgap.install_context import InstallContext
 from airgap.layers.base import Layer
 from airgap.manifest import Manifest
 
@@ -10,6 +12,7 @@ from airgap.manifest import Manifest
 class FilesLayer(Layer):
     name = "files"
     section = "files"
+    installable = True
 
     def plan(self, manifest: Manifest) -> list[Artifact]:
         out = []
@@ -18,3 +21,10 @@ class FilesLayer(Layer):
             out.append(Artifact(self.name, spec.file_name, [spec.url], ("files", i, "url"), pinned=pinned,
                                 no_digest_reason="no sha256 pinned for this file; add `sha256:` to check it"))
         return out
+
+    def installed(self, ctx: InstallContext) -> str | None:
+        # Nothing to put in place: these are the operator's own files (test scripts, configs).
+        return f"nothing to install: the files stay in the bundle, in {layer_dir(self.name)}/"
+
+    def install(self, ctx: InstallContext) -> str:
+        return ""
