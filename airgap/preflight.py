@@ -161,6 +161,38 @@ def check_disk(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     return results
 
 
+def check_ram_vram(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
+    """FIELD.md: host RAM >= 1.5x total VRAM, since model loading passes through host RAM."""
+    vram = _total_vram(ctx)
+    meminfo = ctx.host.read_text("/proc/meminfo", "") or ""
+    ram_kib = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), 0)
+    if not vram or not ram_kib:
+        return [CheckResult("ram_vram", PASS, "VRAM not known before the driver is installed; "
+                            "`airgap doctor` checks RAM against VRAM afterwards")]
+    ram = ram_kib * 1024
+    if ram < 1.5 * vram:
+        return [CheckResult("ram_vram", WARN, f"RAM {human_size(ram)} is less than 1.5x the GPUs' "
+                            f"{human_size(vram)} of VRAM: loading a large model may hit the OOM killer",
+                            "add RAM or swap (FIELD.md: RAM >= 1.5-2x total VRAM)")]
+    return [CheckResult("ram_vram", PASS, f"RAM {human_size(ram)} >= 1.5x VRAM {human_size(vram)}")]
+
+
+def _total_vram(ctx: InstallContext) -> int:
+    if str(ctx.host.root) != "/":
+        return 0  # a staging root says nothing about this machine's GPUs
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no driver yet, or no NVML library: the usual state before the driver layer
+        return 0
+    try:
+        return sum(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total
+                   for i in range(pynvml.nvmlDeviceGetCount()))
+    finally:
+        pynvml.nvmlShutdown()
+
+
 CHECKS: dict[str, Check] = {
     "root": check_root,
     "os": check_os,
@@ -169,6 +201,7 @@ CHECKS: dict[str, Check] = {
     "secure_boot": check_secure_boot,
     "kernel_headers": check_headers,
     "disk": check_disk,
+    "ram_vram": check_ram_vram,
 }
 ALWAYS = ("root", "os")
 

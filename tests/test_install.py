@@ -208,6 +208,22 @@ def test_a_corrupt_bundle_is_refused_before_anything_changes(gpu_bundle: Path, t
     assert "--no-verify: installing from a bundle that was NOT checked" in loud.stderr
 
 
+def test_dkms_is_used_when_the_server_has_it_and_from_starts_later(gpu_bundle: Path, tmp_path: Path) -> None:
+    root = prepare_root(tmp_path / "root")
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/dkms").write_text("#!/bin/sh\nexit 0\n")
+    (root / "usr/sbin/dkms").chmod(0o755)
+    r = run_airgap("install", str(gpu_bundle), "--root", str(root), "--only", "driver")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "dkms=1" in (root / "var/log/airgap/nvidia-installer.log").read_text()
+    fresh = prepare_root(tmp_path / "fresh")
+    r = run_airgap("install", str(gpu_bundle), "--root", str(fresh), "--from", "cuda", "--json")
+    steps = [s["step"] for s in json.loads(r.stdout)["steps"]]
+    assert steps == ["cuda", "smoke"]  # driver left alone; smoke fails here (no GPU), cuda went in
+    assert (fresh / "usr/local/cuda-12.4/bin/nvcc").exists()
+    assert not (fresh / "usr/bin/nvidia-smi").exists()
+
+
 def test_unknown_layer_names_are_bad_input(gpu_bundle: Path, tmp_path: Path) -> None:
     r = run_airgap("install", str(gpu_bundle), "--root", str(tmp_path), "--only", "drivers")
     assert r.returncode == 2

@@ -19,7 +19,7 @@ class DriverLayer(Layer):
     name = "driver"
     section = "driver"
     installable = True
-    preflight = frozenset({"gpu", "nouveau", "secure_boot", "kernel_headers", "disk"})
+    preflight = frozenset({"gpu", "nouveau", "secure_boot", "kernel_headers", "disk", "ram_vram"})
 
     def plan(self, manifest: Manifest) -> list[Artifact]:
         spec = manifest.driver
