@@ -15,6 +15,7 @@ from airgap.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     AirgapError,
+    BadInputError,
     ManifestError,
 )
 from airgap.ui import Output
@@ -76,43 +77,85 @@ def _source(mirrors: dict[str, str], retries: int = 5, timeout: float = 30.0):  
     return HttpSource(mirrors=mirrors, retries=retries, timeout=timeout)
 
 
+def _allow_mismatch_option(f):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--allow-mismatch",
+        is_flag=True,
+        help="Go ahead despite compatibility errors (driver too old for CUDA, torch for another CUDA, ...): "
+        "they become warnings, and collect records them in the lock.",
+    )(f)
+
+
 @cli.command(
     epilog=EXIT_CODES,
-    help="""Show what `collect` would fetch, without downloading.
+    help="""Show what `collect` would fetch, without downloading, and whether the stack fits together.
 
-For each artifact: its layer, its path in the bundle, the URL it comes from (after `mirrors:`), its size
-(from an HTTP HEAD, unless --no-head) and what it will be checked against. Warns about artifacts no
-publisher digest protects. Exits 3 if an artifact does not exist upstream.
+First the resolved versions and the compatibility verdict, one line per check (ok, warn, ERROR with
+the fix): driver vs CUDA's minimum, torch's CUDA build vs cuda.version, vLLM's torch pin, the target GPUs'
+architectures vs CUDA and torch, each model's memory vs the GPUs' VRAM, CUDA images vs the driver. Then
+each artifact: its layer, its path in the bundle, the URL it comes from (after `mirrors:`), its size
+(from an HTTP HEAD, unless --no-head) and what it will be checked against; the total, and with --media
+whether it fits the drive (decimal units as drives are sold: 128G = 128 x 10^9 bytes; GiB for binary).
+FAT32 cannot hold a file over 4 GiB: --fat32 makes that a failure, drives of 32 GB or less get a
+warning (--no-fat32 to say yours is exFAT or ext4).
+
+Exits 2 on a compatibility error (unless --allow-mismatch), 3 if an artifact does not exist upstream,
+1 if the bundle does not fit --media (or a file is too big for --fat32).
 
 \b
   airgap plan manifests/llm-ubuntu2204-cuda124.yaml
+  airgap plan manifest.yaml --media 128G
+  airgap plan manifest.yaml --media 32G --fat32 --no-head
   airgap plan manifest.yaml --json | jq .total_bytes""",
 )
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--no-head", is_flag=True, help="Do not contact any server (sizes stay unknown).")
+@click.option("--media", metavar="SIZE", help="Size of the drive that will carry the bundle: 128G, 4.7G, 64GB, 500GiB.")
+@click.option("--fat32/--no-fat32", default=None,
+              help="The drive is (not) FAT32. Default: assume FAT32 for drives of 32 GB or less, and warn.")
+@_allow_mismatch_option
 @_skip_option
 @click.pass_obj
-def plan(obj: Ctx, manifest: Path, json_mode: bool, no_head: bool, skip: str | None) -> int:
-    from dataclasses import asdict
-
+def plan(obj: Ctx, manifest: Path, json_mode: bool, no_head: bool, media: str | None, fat32: bool | None,
+         allow_mismatch: bool, skip: str | None) -> int:
     from airgap import manifest as manifest_mod
     from airgap.bundle import human_size
     from airgap.layers import parse_layer_names
-    from airgap.plan import make_plan
+    from airgap.plan import make_plan, parse_size
 
     out = obj.out(json_mode)
+    media_bytes = parse_size(media) if media is not None else None
+    if fat32 is not None and media_bytes is None:
+        raise BadInputError("--fat32/--no-fat32 need --media SIZE.", "Add the drive's size, e.g. --media 32G --fat32.")
     m = manifest_mod.load(manifest)
     report = make_plan(m, _source(m.mirrors, retries=1, timeout=15), parse_layer_names(skip, "--skip"),
-                       head=not no_head)
+                       head=not no_head, allow_mismatch=allow_mismatch, media=media_bytes, fat32=fat32)
     if json_mode:
-        data = asdict(report)
-        data["total_bytes"] = report.total
-        out.emit_json(data)
+        out.emit_json(report.to_dict())
     else:
         out.heading(f"Plan for {report.name}")
+        out.info("")
+        out.heading("Resolved versions")
+        width = max((len(k) for k in report.resolved), default=0)
+        for key, value in report.resolved.items():
+            out.info(f"  {key:<{width}}  {value}")
+        out.info("")
+        out.heading("Compatibility")
+        labels = {"ok": "ok", "warning": "warn", "error": "ERROR"}
+        for f in report.findings:
+            label = "warn*" if f.allowed else labels.get(f.level, f.level)
+            out.info(f"  {label:<5}  {f.field_path}: {f.message}")
+            if f.fix and f.level != "ok":
+                out.info(f"         fix: {f.fix}")
+        if not report.findings:
+            out.info("  (nothing to check: no driver, cuda, python, target.gpus or models)")
+        if any(f.allowed for f in report.findings):
+            out.info("  warn* = an error accepted with --allow-mismatch")
+        out.info("")
         rows = [
-            [r.layer, r.path.rsplit("/", 1)[-1], human_size(r.size) if r.size is not None else "?",
+            [r.layer, r.path.rsplit("/", 1)[-1] + (" (>4 GiB)" if r.too_big_for_fat32 else ""),
+             human_size(r.size) if r.size is not None else "?",
              r.digest, r.fetch_url if r.status != "missing" else f"NOT FOUND: {r.fetch_url}"]
             for r in report.rows
         ]
@@ -120,11 +163,27 @@ def plan(obj: Ctx, manifest: Path, json_mode: bool, no_head: bool, skip: str | N
         unknown = sum(1 for r in report.rows if r.size is None)
         total = human_size(report.total) + (f" (+{unknown} of unknown size)" if unknown else "")
         out.info(f"total: {total} in {len(report.rows)} files")
+        if report.media is not None:
+            for line in report.media.lines():
+                out.info(line)
         for w in report.warnings:
             out.warn(w)
+        if obj.quiet:  # -q keeps errors and warnings: the verdict's warnings go to stderr then
+            for f in report.findings:
+                if f.level == "warning":
+                    out.warn(f.text())
     for r in report.missing:
         out.warn(f"{r.path}: not found upstream at {r.fetch_url}")
-    return 3 if report.missing else EXIT_OK
+    if report.media is not None and not report.media.ok and (json_mode or obj.quiet):
+        for line in report.media.lines():
+            out.warn(line)
+    if report.blocking:
+        raise ManifestError(report.blocking)
+    if report.missing:
+        return 3
+    if report.media is not None and not report.media.ok:
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
 
 
 @cli.command(
@@ -135,6 +194,9 @@ Every file is hashed while it downloads, checked against a pinned sha256 or the 
 one exists, and renamed from *.part only once it matches. Interrupted? Run the same command again: files
 already verified are not transferred again, partial ones resume with HTTP Range. The bundle gets
 airgap.lock.json, SHA256SUMS (`sha256sum -c` works) and a README.txt for the person carrying it.
+
+Before anything is downloaded the stack is checked for version mismatches (what `airgap plan` shows):
+one stops the collection (exit 2) unless --allow-mismatch, which records it in the lock.
 
 Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach the bundle.
 
@@ -152,10 +214,11 @@ Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(1),
               help="Seconds without data before a retry.")
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON summary instead of text.")
+@_allow_mismatch_option
 @_skip_option
 @click.pass_obj
 def collect(obj: Ctx, manifest: Path, output: Path | None, jobs: int, retries: int, timeout: float,
-            json_mode: bool, skip: str | None) -> int:
+            json_mode: bool, allow_mismatch: bool, skip: str | None) -> int:
     from dataclasses import asdict
 
     from airgap import manifest as manifest_mod
@@ -168,7 +231,8 @@ def collect(obj: Ctx, manifest: Path, output: Path | None, jobs: int, retries: i
     dest = output or Path(f"bundle-{m.name}")
     mode = "off" if (obj.quiet or json_mode) and not sys.stderr.isatty() else "auto"
     report = do_collect(m, dest, _source(m.mirrors, retries, timeout), jobs=jobs,
-                        skip=parse_layer_names(skip, "--skip"), progress_mode=mode, warn=out.warn)
+                        skip=parse_layer_names(skip, "--skip"), progress_mode=mode, warn=out.warn,
+                        allow_mismatch=allow_mismatch)
     if json_mode:
         data = asdict(report)
         data.update(total_bytes=report.total_size, transferred_bytes=report.transferred, ok=True)
@@ -201,16 +265,25 @@ Hashing runs on all cores. Exit 0 only when every file holds.
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON object: files, bytes, problems, ok.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), help="Hashing threads (default: one per core).")
+@click.option("--key", type=click.Path(path_type=Path),
+              help="Public key (.pub from `airgap keygen`): the bundle must carry a valid signature by it.")
+@click.option("--report", "report_file", type=click.Path(path_type=Path),
+              help="Also write the verification report (what was checked, when, by which key) to this file.")
 @click.pass_obj
-def verify(obj: Ctx, bundle: Path, json_mode: bool, jobs: int | None) -> int:
+def verify(obj: Ctx, bundle: Path, json_mode: bool, jobs: int | None, key: Path | None,
+           report_file: Path | None) -> int:
     from airgap.bundle import human_size
     from airgap.progress import Progress
-    from airgap.verify import verify_bundle
+    from airgap.signing import load_public
+    from airgap.verify import verify_bundle, write_report
 
     out = obj.out(json_mode)
+    public = load_public(key) if key else None
     mode = "rich" if sys.stderr.isatty() and not obj.quiet and not json_mode else "off"
     with Progress("verify", None, mode=mode) as progress:
-        report = verify_bundle(bundle, jobs=jobs, on_bytes=progress.advance)
+        report = verify_bundle(bundle, jobs=jobs, on_bytes=progress.advance, key=public, key_file=str(key or ""))
+    if report_file:
+        write_report(report, report_file)
     if json_mode:
         out.emit_json(report.to_dict())
     else:
@@ -221,6 +294,9 @@ def verify(obj: Ctx, bundle: Path, json_mode: bool, jobs: int | None) -> int:
             f"{report.files} files, {human_size(report.bytes)} hashed in {report.seconds:.1f}s "
             f"({human_size(rate)}/s)"
         )
+        if report.signature and report.signature.get("valid") == "yes":
+            out.info(f"signature: valid, key {report.signature['key_id']} "
+                     f"({report.signature.get('trusted_comment', '')})")
         if report.ok:
             out.info(f"OK: {summary}; the bundle is complete and intact.")
         else:
@@ -246,7 +322,7 @@ def demo(obj: Ctx, workdir: Path | None) -> int:
 
 
 # Commands of the install side live in their own modules; importing them registers them on `cli`.
-from airgap import cli_install  # noqa: E402,F401
+from airgap import cli_bundle, cli_install  # noqa: E402,F401
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from airgap.install_context import InstallContext, InstallError, InstallOptions,
 from airgap.layers import LAYERS
 from airgap.layers.base import Layer
 from airgap.preflight import ALWAYS, FAIL, CheckResult, run_preflight
+from airgap.signing import PublicKey, check_bundle_signature
 from airgap.verify import verify_bundle
 
 STEPS: tuple[str, ...] = (*LAYER_ORDER, "smoke")
@@ -142,14 +143,17 @@ def install_bundle(
     options: InstallOptions | None = None,
     say: Say = print,
     warn: Say = print,
+    key: PublicKey | None = None,
 ) -> InstallReport:
     report = InstallReport(bundle=str(bundle), dry_run=host.dry_run)
     if not (bundle / SUMS_NAME).exists() and not (bundle / "airgap.lock.json").exists():
         raise BadInputError(f"{bundle}: not an airgap bundle (no SHA256SUMS, no airgap.lock.json).",
                             "Point at the bundle's top directory, the one holding README.txt.")
+    if key is not None and not verify:
+        check_bundle_signature(bundle, key)  # cheap, and never skipped when a key is given
     if verify:
         say(f"verifying {bundle} ...")
-        v = verify_bundle(bundle)
+        v = verify_bundle(bundle, key=key)
         if not v.ok:
             lines = [f"  {p.kind.upper():<10} {p.path}: {p.detail}" for p in v.problems]
             raise VerifyFailed(

@@ -19,9 +19,10 @@ from pathlib import Path
 from airgap.bundle import covered_dirs, read_lock, read_sums
 from airgap.bundle_layout import PART_SUFFIX
 from airgap.errors import BadInputError
+from airgap.signing import PublicKey, SignatureError, check_bundle_signature
 
 BUF = 1 << 20
-KINDS = ("missing", "truncated", "altered", "unexpected", "unreadable")
+KINDS = ("signature", "missing", "truncated", "altered", "unexpected", "unreadable")
 
 HINTS = {
     "missing": "copy it again from the original bundle",
@@ -29,6 +30,7 @@ HINTS = {
     "altered": "the bytes changed on the way (bad medium, or tampering): copy it again from the original",
     "unexpected": "not part of the bundle: remove it, or find out who put it there",
     "unreadable": "the medium failed while reading: copy it again, or try another drive",
+    "signature": "do not install it: get an intact, signed copy from the collecting side",
 }
 
 
@@ -46,6 +48,7 @@ class VerifyReport:
     bytes: int = 0
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
+    signature: dict[str, str] | None = None  # who signed SHA256SUMS, when checked with a public key
 
     @property
     def ok(self) -> bool:
@@ -71,13 +74,22 @@ def sha256_file(path: Path, buf: bytearray | None = None) -> str:
 
 
 def verify_bundle(
-    bundle: Path, jobs: int | None = None, on_bytes: Callable[[int], None] | None = None
+    bundle: Path, jobs: int | None = None, on_bytes: Callable[[int], None] | None = None,
+    key: PublicKey | None = None, key_file: str = "",
 ) -> VerifyReport:
     if not bundle.is_dir():
         raise BadInputError(f"{bundle}: no such directory.", "Give the path of the bundle's top directory.")
     start = time.monotonic()
     sums = read_sums(bundle)
     report = VerifyReport(bundle=str(bundle))
+    if key is not None:
+        try:
+            info = check_bundle_signature(bundle, key)
+            report.signature = {"key_id": info.key_id, "public_key_file": key_file,
+                                "trusted_comment": info.trusted_comment, "valid": "yes"}
+        except SignatureError as exc:
+            report.signature = {"key_id": key.key_id_hex, "public_key_file": key_file, "valid": "no"}
+            report.problems.append(Problem("SHA256SUMS.sig", "signature", f"{exc.message} {exc.hint or ''}".strip()))
     sizes: dict[str, int] = {}
     try:
         lock = read_lock(bundle)
@@ -177,3 +189,27 @@ def _unexpected(bundle: Path, listed: set[str]) -> list[Problem]:
                     )
                     problems.append(Problem(rel, "unexpected", why))
     return problems
+
+
+def write_report(report: VerifyReport, path: Path) -> None:
+    """Evidence for a security officer: what was checked, when, where, by which key, and the outcome."""
+    import json
+    import socket
+
+    from airgap import __version__
+    from airgap.bundle import now_utc, write_atomic
+    from airgap.bundle_layout import LOCK_NAME, SUMS_NAME
+
+    bundle = Path(report.bundle)
+    sums = bundle / SUMS_NAME
+    data = {
+        "tool": f"airgap {__version__}",
+        "checked_at": now_utc(),
+        "host": socket.gethostname(),
+        "bundle": str(bundle.resolve()),
+        "sha256sums_sha256": hashlib.sha256(sums.read_bytes()).hexdigest() if sums.is_file() else None,
+        "lock_sha256": hashlib.sha256((bundle / LOCK_NAME).read_bytes()).hexdigest()
+        if (bundle / LOCK_NAME).is_file() else None,
+        **report.to_dict(),
+    }
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
