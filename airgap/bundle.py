@@ -60,6 +60,8 @@ class LockedArtifact:
     upstream_digest: dict[str, str] | None = None  # {"algorithm", "value", "source"} it was checked against
     upstream_digest_note: str = ""  # why there is none, when there is none
     meta: dict[str, Any] = field(default_factory=dict)  # layer facts: model commit, image config digest...
+    # When the file is stored as numbered parts (--max-file-size): [{"path", "size", "sha256"}, ...]
+    parts: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -72,6 +74,9 @@ class Lock:
     format: int = LOCK_FORMAT
     skipped_layers: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
+    # Compatibility errors accepted with --allow-mismatch (airgap/checks.py Finding.to_dict()), so the
+    # server side knows the stack was knowingly mismatched and install's preflight keeps them warnings.
+    allowed_mismatches: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[LockedArtifact] = field(default_factory=list)
 
     def by_path(self) -> dict[str, LockedArtifact]:
@@ -159,7 +164,12 @@ def finalize(bundle: Path, lock: Lock) -> None:
     lock_bytes = write_lock(bundle, lock)
     readme = render_readme(lock).encode()
     write_atomic(bundle / README_NAME, readme)
-    entries = {a.path: a.sha256 for a in lock.artifacts}
+    entries: dict[str, str] = {}
+    for a in lock.artifacts:
+        if a.parts:
+            entries.update({p["path"]: p["sha256"] for p in a.parts})
+        else:
+            entries[a.path] = a.sha256
     entries[LOCK_NAME] = hashlib.sha256(lock_bytes).hexdigest()
     entries[README_NAME] = hashlib.sha256(readme).hexdigest()
     write_atomic(bundle / SUMS_NAME, format_sums(entries))

@@ -182,6 +182,17 @@ def _install(
     from_step: str | None, options: InstallOptions | None,
 ) -> InstallReport:
     ctx = InstallContext(host=host, bundle=bundle, lock=lock, options=options or InstallOptions())
+    try:
+        return _install_steps(ctx, report, only, skip, from_step)
+    finally:
+        ctx.cleanup()  # joined copies of split files are not left behind
+
+
+def _install_steps(
+    ctx: InstallContext, report: InstallReport, only: set[str] | None, skip: set[str] | None,
+    from_step: str | None,
+) -> InstallReport:
+    host, lock = ctx.host, ctx.lock
     steps = select_steps(lock, only or set(), skip or set(), from_step)
     state = State.load(host)
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from airgap.bundle import covered_dirs, read_lock, read_sums
+from airgap.bundle import LockedArtifact, covered_dirs, read_lock, read_sums
 from airgap.bundle_layout import PART_SUFFIX
 from airgap.errors import BadInputError
 from airgap.signing import PublicKey, SignatureError, check_bundle_signature
@@ -99,14 +99,15 @@ def verify_bundle(
         lock = None
     if lock is not None:
         for art in lock.artifacts:
-            sizes[art.path] = art.size
-            listed = sums.get(art.path)
-            if listed is None:
-                report.problems.append(Problem(art.path, "altered", "in the lock but not in SHA256SUMS"))
-            elif listed != art.sha256:
-                report.problems.append(
-                    Problem(art.path, "altered", "SHA256SUMS and airgap.lock.json disagree on its digest")
-                )
+            for path, size, digest in _stored_files(art):
+                sizes[path] = size
+                listed = sums.get(path)
+                if listed is None:
+                    report.problems.append(Problem(path, "altered", "in the lock but not in SHA256SUMS"))
+                elif listed != digest:
+                    report.problems.append(
+                        Problem(path, "altered", "SHA256SUMS and airgap.lock.json disagree on its digest")
+                    )
 
     todo: list[tuple[str, Path, int]] = []
     for rel, _digest in sums.items():
@@ -142,6 +143,13 @@ def verify_bundle(
     report.problems.sort(key=lambda p: (KINDS.index(p.kind), p.path))
     report.seconds = time.monotonic() - start
     return report
+
+
+def _stored_files(art: LockedArtifact) -> list[tuple[str, int, str]]:
+    """What is on disk for an artifact: the file itself, or its numbered parts."""
+    if art.parts:
+        return [(p["path"], p["size"], p["sha256"]) for p in art.parts]
+    return [(art.path, art.size, art.sha256)]
 
 
 def _hash_all(

@@ -224,6 +224,23 @@ def test_dkms_is_used_when_the_server_has_it_and_from_starts_later(gpu_bundle: P
     assert not (fresh / "usr/bin/nvidia-smi").exists()
 
 
+def test_install_from_a_split_bundle_joins_installers_and_cleans_up(gpu_bundle: Path, tmp_path: Path) -> None:
+    from airgap.bundle import finalize, read_lock
+    from airgap.parts import resplit
+
+    bundle = tmp_path / "split"
+    shutil.copytree(gpu_bundle, bundle)
+    lock = read_lock(bundle)
+    assert all(resplit(bundle, a, 4096) for a in lock.artifacts)  # tiny parts: every installer is split
+    finalize(bundle, lock)
+    assert not list((bundle / "layers/02-driver").glob("*.run"))
+    root = prepare_root(tmp_path / "root")
+    r = run_airgap("install", str(bundle), "--root", str(root), "--skip", "smoke")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (root / "usr/bin/nvidia-smi").exists() and (root / "usr/local/cuda-12.4/bin/nvcc").exists()
+    assert not list((root / "var/tmp").rglob("*.run"))  # joined copies removed
+
+
 def test_unknown_layer_names_are_bad_input(gpu_bundle: Path, tmp_path: Path) -> None:
     r = run_airgap("install", str(gpu_bundle), "--root", str(tmp_path), "--only", "drivers")
     assert r.returncode == 2

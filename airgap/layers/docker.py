@@ -7,6 +7,7 @@ import re
 import tarfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from airgap.artifacts import Artifact, Digest
 from airgap.host import Host
@@ -106,8 +107,9 @@ class DockerLayer(Layer):
     def install(self, ctx: InstallContext) -> str:
         host = ctx.host
         want = ctx.manifest["docker"]["version"]
-        ((_art, tgz),) = ctx.artifacts(self.name)
-        binaries = _read_safe_tgz(tgz)
+        (art,) = [a for a in ctx.lock.artifacts if a.layer == self.name]
+        with ctx.open_artifact(art) as stream:  # streamed: a split tgz needs no joined copy
+            binaries = _read_safe_tgz(stream, art.name)
         for name, data in binaries.items():
             host.write_file(f"{BIN_DIR}/{name}", data, mode=0o755)
         _ensure_docker_group(host)
@@ -133,12 +135,12 @@ def _vtuple(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
 
-def _read_safe_tgz(tgz: Path) -> dict[str, bytes]:
+def _read_safe_tgz(stream: BinaryIO, name: str) -> dict[str, bytes]:
     """The binaries of a docker-VERSION.tgz, refusing anything that is not a plain file in docker/ (a path
     that escapes with '..' or '/', a link, a device): a tampered tgz must not write outside /usr/bin."""
     out: dict[str, bytes] = {}
     try:
-        with tarfile.open(tgz, "r:gz") as tar:
+        with tarfile.open(fileobj=stream, mode="r|gz") as tar:
             for member in tar:
                 parts = Path(member.name).parts
                 if member.isdir() and parts == ("docker",):
@@ -146,15 +148,15 @@ def _read_safe_tgz(tgz: Path) -> dict[str, bytes]:
                 if (not member.isfile() or len(parts) != 2 or parts[0] != "docker"
                         or parts[1] in ("..", ".") or member.name.startswith("/")):
                     raise InstallError(
-                        f"{tgz.name}: unexpected entry {member.name!r}; a Docker static tgz holds only files "
+                        f"{name}: unexpected entry {member.name!r}; a Docker static tgz holds only files "
                         "in docker/.", "Collect the bundle again from download.docker.com or your mirror.")
                 f = tar.extractfile(member)
                 assert f is not None
                 out[parts[1]] = f.read()
     except (tarfile.TarError, OSError) as exc:
-        raise InstallError(f"{tgz.name}: not a readable tgz ({exc}).", "Run `airgap verify` on the bundle.") from None
+        raise InstallError(f"{name}: not a readable tgz ({exc}).", "Run `airgap verify` on the bundle.") from None
     if "dockerd" not in out or "docker" not in out:
-        raise InstallError(f"{tgz.name}: no docker/dockerd inside.", "Check the manifest's docker.url.")
+        raise InstallError(f"{name}: no docker/dockerd inside.", "Check the manifest's docker.url.")
     return out
 
 

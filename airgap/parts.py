@@ -1,0 +1,175 @@
+"""Files larger than the medium allows (FAT32: 4 GiB - 1; a DVD: 4.7 GB) stored as numbered parts.
+
+`NAME.001`, `NAME.002`, ... like `split -d -a 3`, so `cat NAME.0?? > NAME` rebuilds a file by hand. Each
+part has its own sha256 in SHA256SUMS and in the lock, so `verify` names the one bad part: the one DVD to
+burn again. The lock keeps the whole file's size and sha256 too, checked again whenever parts are joined.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from airgap.bundle import LockedArtifact
+from airgap.errors import BadInputError, DiskFullError, IntegrityError
+
+BUF = 1 << 20
+FAT32_MAX = (4 << 30) - 1
+PART_RE = re.compile(r"\.\d{3}$")
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
+
+
+def parse_size(text: str) -> int:
+    """'4G' and '4GiB' are binary (as file systems count); '4GB' and '4.7G' with B are decimal."""
+    m = SIZE_RE.match(text)
+    if not m:
+        raise BadInputError(f"{text!r} is not a size.", "Write it like 4G (4 GiB), 4.7GB (a DVD), 700M, 1T.")
+    number, unit, suffix = float(m.group(1)), m.group(2).lower(), m.group(3).lower()
+    power = " kmgt".index(unit or " ")
+    base = 1000 if suffix == "b" else 1024
+    size = int(number * base**power)
+    if unit == "g" and suffix != "b" and number == 4:
+        size = FAT32_MAX  # "4G" means "fits FAT32", whose limit is one byte short of 4 GiB
+    if size < 1 << 20:
+        raise BadInputError(f"{text!r} is too small for a part size.", "Use at least 1M.")
+    return size
+
+
+def part_paths(art: LockedArtifact) -> list[str]:
+    return [p["path"] for p in art.parts]
+
+
+class PartsReader(io.RawIOBase):
+    """Reads an artifact's parts as one stream: no joined copy on disk."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self._files = files
+        self._index = 0
+        self._current: io.BufferedReader | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while self._index < len(self._files):
+            if self._current is None:
+                self._current = open(self._files[self._index], "rb")  # noqa: SIM115 - closed below
+            n = self._current.readinto(b)
+            if n:
+                return n
+            self._current.close()
+            self._current = None
+            self._index += 1
+        return 0
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+        super().close()
+
+
+def source_files(bundle: Path, art: LockedArtifact) -> list[Path]:
+    return [bundle / p for p in part_paths(art)] if art.parts else [bundle / art.path]
+
+
+@contextmanager
+def open_artifact(bundle: Path, art: LockedArtifact) -> Iterator[io.BufferedReader]:
+    with io.BufferedReader(PartsReader(source_files(bundle, art)), buffer_size=BUF) as f:
+        yield f
+
+
+def resplit(bundle: Path, art: LockedArtifact, max_size: int | None) -> bool:
+    """Store `art` whole (max_size None or it fits) or as parts of at most max_size bytes, whatever form
+    it has now. New files are written as *.tmp, checked against the whole-file sha256, then renamed; the
+    old form is removed only then, so an interruption loses nothing. Returns True when it changed."""
+    if max_size is not None and art.size > max_size:
+        sizes = [max_size] * (art.size // max_size) + ([art.size % max_size] if art.size % max_size else [])
+    else:
+        sizes = [art.size]
+    want_parts = len(sizes) > 1
+    if (not want_parts and not art.parts) or (want_parts and [p["size"] for p in art.parts] == sizes):
+        return False  # already in the wanted form
+    old = source_files(bundle, art)
+    names = [f"{art.path}.{i + 1:03d}" for i in range(len(sizes))] if want_parts else [art.path]
+    whole = hashlib.sha256()
+    new_parts = []
+    try:
+        with open_artifact(bundle, art) as src:
+            for name, size in zip(names, sizes, strict=True):
+                h = hashlib.sha256()
+                tmp = bundle / f"{name}.tmp"
+                with open(tmp, "wb") as out:
+                    left = size
+                    while left:
+                        chunk = src.read(min(BUF, left))
+                        if not chunk:
+                            raise IntegrityError(f"{art.path}: shorter than the {art.size} bytes the lock records.",
+                                                 "Run `airgap verify` to see which file or part is damaged.")
+                        h.update(chunk)
+                        whole.update(chunk)
+                        out.write(chunk)
+                        left -= len(chunk)
+                new_parts.append({"path": name, "size": size, "sha256": h.hexdigest()})
+    except OSError as exc:
+        for name in names:
+            (bundle / f"{name}.tmp").unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"{bundle}: no space left while splitting {art.path}.",
+                "Free space (splitting needs room for one more copy of that file) and run again.",
+            ) from None
+        raise
+    if whole.hexdigest() != art.sha256:
+        for name in names:
+            (bundle / f"{name}.tmp").unlink(missing_ok=True)
+        raise IntegrityError(f"{art.path}: its bytes no longer match the lock's sha256; nothing was changed.",
+                             "Run `airgap verify` to see which file or part is damaged.")
+    for path in old:
+        if path.exists() and path.name not in {Path(n).name for n in names}:
+            path.unlink()
+    for name in names:
+        os.replace(bundle / f"{name}.tmp", bundle / name)
+    remove_stale_parts(bundle, art.path, {n for n in names})
+    art.parts = new_parts if want_parts else []
+    return True
+
+
+def remove_stale_parts(bundle: Path, path: str, keep: set[str]) -> None:
+    """Parts of an earlier, finer split (NAME.004 when there are now three) must not linger."""
+    target = bundle / path
+    for candidate in target.parent.glob(target.name + ".[0-9][0-9][0-9]"):
+        rel = candidate.relative_to(bundle).as_posix()
+        if rel not in keep:
+            candidate.unlink()
+
+
+def join_to(bundle: Path, art: LockedArtifact, dest: Path) -> Path:
+    """Join parts into `dest` (for installers that need a real file, like a `.run`), checked as it goes."""
+    h = hashlib.sha256()
+    tmp = dest.with_name(dest.name + ".tmp")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open_artifact(bundle, art) as src, open(tmp, "wb") as out:
+        while chunk := src.read(BUF):
+            h.update(chunk)
+            out.write(chunk)
+    if h.hexdigest() != art.sha256:
+        tmp.unlink()
+        raise IntegrityError(f"{art.path}: the joined parts do not match the lock's sha256.",
+                             "Run `airgap verify` on the bundle to find the bad part.")
+    os.replace(tmp, dest)
+    return dest
+
+
+def roomy_dir(candidates: list[Path], need: int) -> Path:
+    for c in candidates:
+        if c.is_dir() and shutil.disk_usage(c).free > need:
+            return c
+    raise DiskFullError(f"no directory with {need >> 20} MiB free to join a split file "
+                        f"(tried {', '.join(map(str, candidates))}).", "Free space on one of them and run again.")
