@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap import __version__
-from airgap.bundle_layout import LAYER_ORDER, LAYERS_DIR, LOCK_NAME, README_NAME, SUMS_NAME, TOOL_DIR
+from airgap.bundle_layout import LAYER_ORDER, LAYERS_DIR, LOCK_NAME, README_NAME, SUMS_NAME, TOOL_DIR, layer_dir
 from airgap.errors import BadInputError, DiskFullError, IntegrityError
 
 LOCK_FORMAT = 1
@@ -62,6 +62,8 @@ class LockedArtifact:
     meta: dict[str, Any] = field(default_factory=dict)  # layer facts: model commit, image config digest...
     # When the file is stored as numbered parts (--max-file-size): [{"path", "size", "sha256"}, ...]
     parts: list[dict[str, Any]] = field(default_factory=list)
+    # Delta bundles (collect --since): the file is not carried; the base bundle holds it with this sha256.
+    in_base: bool = False
 
 
 @dataclass
@@ -78,6 +80,8 @@ class Lock:
     # server side knows the stack was knowingly mismatched and install's preflight keeps them warnings.
     allowed_mismatches: list[dict[str, Any]] = field(default_factory=list)
     artifacts: list[LockedArtifact] = field(default_factory=list)
+    # For a delta bundle: the bundle it builds on {"name", "created", "lock_sha256"}; install needs --base.
+    base: dict[str, str] | None = None
 
     def by_path(self) -> dict[str, LockedArtifact]:
         return {a.path: a for a in self.artifacts}
@@ -87,7 +91,7 @@ class Lock:
 
     @property
     def total_size(self) -> int:
-        return sum(a.size for a in self.artifacts)
+        return sum(a.size for a in self.artifacts if not a.in_base)
 
 
 def now_utc() -> str:
@@ -110,6 +114,19 @@ def read_lock(bundle: Path) -> Lock:
             f"{path}: unreadable lock file ({exc}).",
             "Run `airgap verify` on the bundle, or `sha256sum -c SHA256SUMS` in it, to see what was damaged.",
         ) from None
+
+
+def load_base(path: Path) -> tuple[Lock, str]:
+    """A full bundle's lock (given the bundle directory or its lock file) and the lock file's sha256."""
+    lock_file = path / LOCK_NAME if path.is_dir() else path
+    lock = read_lock(lock_file.parent) if lock_file.name == LOCK_NAME else None
+    if lock is None:
+        raise BadInputError(f"{path}: not a bundle directory or an {LOCK_NAME}.",
+                            "Give the old bundle's directory, or its airgap.lock.json.")
+    if lock.base:
+        raise BadInputError(f"{path}: is itself a delta bundle (based on '{lock.base.get('name')}').",
+                            "Make deltas against a full bundle: merge the old delta with its base first.")
+    return lock, hashlib.sha256(lock_file.read_bytes()).hexdigest()
 
 
 def write_lock(bundle: Path, lock: Lock) -> bytes:
@@ -166,6 +183,8 @@ def finalize(bundle: Path, lock: Lock) -> None:
     write_atomic(bundle / README_NAME, readme)
     entries: dict[str, str] = {}
     for a in lock.artifacts:
+        if a.in_base:
+            continue  # not carried: checked in the base bundle at install time
         if a.parts:
             entries.update({p["path"]: p["sha256"] for p in a.parts})
         else:
@@ -197,6 +216,17 @@ _BY_HAND = {
     "docker": "tar -xzf {path} && cp docker/* /usr/bin/ && dockerd &",
     "files": "cp {path} wherever you need it",
 }
+# Layers with many files get one line for the whole layer directory.
+_BY_HAND_LAYER = {
+    "prereqs": "dpkg -i {dir}/*.deb",
+    "cudnn": "dpkg -i {dir}/*.deb",
+    "container_toolkit": "dpkg -i {dir}/*.deb && nvidia-ctk runtime configure --runtime=docker && "
+    "systemctl restart docker",
+    "images": "airgap install . --only images   (loads them into dockerd; see {dir}/)",
+    "python": "python3 -m venv /opt/airgap/venv && /opt/airgap/venv/bin/pip install --no-index "
+    "--find-links {dir} --require-hashes -r {dir}/requirements.lock.txt",
+    "models": "cp -r {dir}/* /data/models/ && chown -R 1000:1000 /data/models",
+}
 
 
 def render_readme(lock: Lock) -> str:
@@ -222,14 +252,28 @@ def render_readme(lock: Lock) -> str:
     for a in lock.artifacts:
         by_layer.setdefault(a.layer, []).append(a)
     for layer in LAYER_ORDER:
+        if layer in _BY_HAND_LAYER and by_layer.get(layer):
+            lines.append(f"    {layer:<8} {_BY_HAND_LAYER[layer].format(dir=f'layers/{layer_dir(layer)}')}")
+            continue
         for a in by_layer.get(layer, []):
             how = _BY_HAND.get(layer, "see the airgap documentation for this layer").format(path=a.path)
             lines.append(f"    {layer:<8} {how}")
+    if any(a.parts for a in lock.artifacts):
+        lines += ["", "Files stored in numbered parts (NAME.001, NAME.002, ...) for the medium's file size limit:",
+                  "rebuild one by hand with   cat NAME.0?? > NAME   (airgap install reads the parts itself)."]
+    if lock.base:
+        carried = sum(1 for a in lock.artifacts if not a.in_base)
+        lines += ["", f"DELTA BUNDLE: carries {carried} of {len(lock.artifacts)} files; the rest are in the bundle",
+                  f"'{lock.base.get('name')}' of {lock.base.get('created')}. Install with",
+                  "    airgap install . --base /path/of/that/bundle"]
     if lock.skipped_layers:
         lines += ["", f"NOT IN THIS BUNDLE (skipped when collecting): {', '.join(lock.skipped_layers)}."]
     lines += ["", "CONTENTS", ""]
     width = max((len(a.path) for a in lock.artifacts), default=10)
     for a in lock.artifacts:
+        if a.in_base:
+            lines.append(f"    {a.path:<{width}}  {human_size(a.size):>10}  in the base bundle (unchanged)")
+            continue
         checked = (
             f"checked against {a.upstream_digest['algorithm']} from {a.upstream_digest['source']}"
             if a.upstream_digest

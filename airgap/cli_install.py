@@ -41,11 +41,13 @@ the same command picks up where it stopped. The full log is in /var/log/airgap/.
 @click.option("--no-verify", is_flag=True, help="Skip verifying the bundle first. Not recommended.")
 @click.option("--key", type=click.Path(path_type=Path),
               help="Public key: refuse the bundle unless SHA256SUMS.sig is a valid signature by it.")
+@click.option("--base", type=click.Path(path_type=Path),
+              help="For a delta bundle (collect --since): the earlier bundle holding what it does not carry.")
 @click.option("--move", is_flag=True, help="Move model files out of the bundle instead of copying (saves space).")
 @click.option("--json", "json_mode", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_obj
 def install(obj: Ctx, bundle: Path, only: str | None, skip: str | None, from_step: str | None, dry_run: bool,
-            root: Path, no_verify: bool, key: Path | None, move: bool, json_mode: bool) -> int:
+            root: Path, no_verify: bool, key: Path | None, base: Path | None, move: bool, json_mode: bool) -> int:
     from airgap.host import Host
     from airgap.install_context import InstallOptions
     from airgap.installer import install_bundle, parse_steps
@@ -58,7 +60,7 @@ def install(obj: Ctx, bundle: Path, only: str | None, skip: str | None, from_ste
     report = install_bundle(
         bundle, host, only=parse_steps(only, "--only"), skip=parse_steps(skip, "--skip"), from_step=from_step,
         verify=not no_verify, options=InstallOptions(move=move), say=out.info, warn=out.warn,
-        key=load_public(key) if key else None,
+        key=load_public(key) if key else None, base=base,
     )
     log_path = report.log
     if json_mode:

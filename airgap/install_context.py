@@ -23,6 +23,8 @@ class InstallContext:
     bundle: Path
     lock: Lock
     options: InstallOptions = field(default_factory=InstallOptions)
+    base: Path | None = None  # for a delta bundle: the bundle holding what it does not carry
+    base_lock: Lock | None = None
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -35,26 +37,37 @@ class InstallContext:
         """The layer's files: their lock entries and a real file for each. A file stored as parts
         (--max-file-size) is joined once, checked, next to the install (installers such as a `.run` need
         a real file); `open_artifact` reads parts as one stream instead, with no extra disk."""
-        return [(a, self.bundle / a.path if not a.parts else self._join(a))
-                for a in self.lock.artifacts if a.layer == layer]
+        return [(a, self._path(a)) for a in self.lock.artifacts if a.layer == layer]
+
+    def _files(self, art: LockedArtifact) -> list[Path]:
+        from airgap.parts import source_files
+
+        if art.in_base and self.base is not None and self.base_lock is not None:
+            return source_files(self.base, self.base_lock.by_path()[art.path])
+        return source_files(self.bundle, art)
+
+    def _path(self, art: LockedArtifact) -> Path:
+        files = self._files(art)
+        return files[0] if len(files) == 1 and files[0].name == art.name else self._join(art)
 
     def open_artifact(self, art: LockedArtifact) -> BinaryIO:
         """The artifact's bytes as one stream, straight from its parts when split. The caller closes it."""
         import io
 
-        from airgap.parts import PartsReader, source_files
+        from airgap.parts import PartsReader
 
-        return io.BufferedReader(PartsReader(source_files(self.bundle, art)), buffer_size=1 << 20)
+        return io.BufferedReader(PartsReader(self._files(art)), buffer_size=1 << 20)
 
     def _join(self, art: LockedArtifact) -> Path:
-        from airgap.parts import join_to, roomy_dir
+        from airgap.parts import join_files, roomy_dir
 
         if art.path not in self._joined:
             if self.host.dry_run:
                 return self.bundle / art.path
-            base = roomy_dir([self.host.path(d) for d in ("/var/tmp", "/tmp", "/root")], art.size + (64 << 20))
-            self.host.note(f"joining {len(art.parts)} parts of {art.path} in {base}")
-            self._joined[art.path] = join_to(self.bundle, art, base / "airgap-joined" / art.name)
+            where = roomy_dir([self.host.path(d) for d in ("/var/tmp", "/tmp", "/root")], art.size + (64 << 20))
+            files = self._files(art)
+            self.host.note(f"joining {len(files)} parts of {art.path} in {where}")
+            self._joined[art.path] = join_files(files, art, where / "airgap-joined" / art.name)
         return self._joined[art.path]
 
     def cleanup(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from airgap.bundle import Lock, now_utc, read_lock
 from airgap.bundle_layout import LAYER_ORDER, SUMS_NAME
+from airgap.delta import check_base
 from airgap.errors import EXIT_CHECK_FAILED, AirgapError, BadInputError
 from airgap.host import CommandFailed, Host
 from airgap.install_context import InstallContext, InstallError, InstallOptions, RebootRequired
@@ -144,6 +145,7 @@ def install_bundle(
     say: Say = print,
     warn: Say = print,
     key: PublicKey | None = None,
+    base: Path | None = None,
 ) -> InstallReport:
     report = InstallReport(bundle=str(bundle), dry_run=host.dry_run)
     if not (bundle / SUMS_NAME).exists() and not (bundle / "airgap.lock.json").exists():
@@ -165,12 +167,15 @@ def install_bundle(
         warn("--no-verify: installing from a bundle that was NOT checked; a corrupt file will fail late or "
              "install wrong bytes")
     lock = read_lock(bundle)
+    base_lock = check_base(lock, base)
+    if base_lock is not None:
+        say(f"base bundle {base}: every artifact this delta references is there, intact")
     # The log starts once the bundle is known good: a refused bundle leaves no trace on the server.
     log, report.log = open_log(host)
     host.log = log
     try:
         host.note(f"airgap install {bundle} ({lock.name}), verified: {verify}")
-        return _install(bundle, host, lock, report, only, skip, from_step, options)
+        return _install(bundle, host, lock, report, only, skip, from_step, options, base, base_lock)
     finally:
         host.log = None
         if log is not None:
@@ -179,9 +184,10 @@ def install_bundle(
 
 def _install(
     bundle: Path, host: Host, lock: Lock, report: InstallReport, only: set[str] | None, skip: set[str] | None,
-    from_step: str | None, options: InstallOptions | None,
+    from_step: str | None, options: InstallOptions | None, base: Path | None, base_lock: Lock | None,
 ) -> InstallReport:
-    ctx = InstallContext(host=host, bundle=bundle, lock=lock, options=options or InstallOptions())
+    ctx = InstallContext(host=host, bundle=bundle, lock=lock, options=options or InstallOptions(), base=base,
+                         base_lock=base_lock)
     try:
         return _install_steps(ctx, report, only, skip, from_step)
     finally:

@@ -150,12 +150,12 @@ def remove_stale_parts(bundle: Path, path: str, keep: set[str]) -> None:
             candidate.unlink()
 
 
-def join_to(bundle: Path, art: LockedArtifact, dest: Path) -> Path:
+def join_files(files: list[Path], art: LockedArtifact, dest: Path) -> Path:
     """Join parts into `dest` (for installers that need a real file, like a `.run`), checked as it goes."""
     h = hashlib.sha256()
     tmp = dest.with_name(dest.name + ".tmp")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open_artifact(bundle, art) as src, open(tmp, "wb") as out:
+    with io.BufferedReader(PartsReader(files), buffer_size=BUF) as src, open(tmp, "wb") as out:
         while chunk := src.read(BUF):
             h.update(chunk)
             out.write(chunk)
