@@ -99,6 +99,8 @@ def verify_bundle(
         lock = None
     if lock is not None:
         for art in lock.artifacts:
+            if art.in_base:
+                continue
             for path, size, digest in _stored_files(art):
                 sizes[path] = size
                 listed = sums.get(path)
