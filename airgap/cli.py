@@ -214,28 +214,44 @@ Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(1),
               help="Seconds without data before a retry.")
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON summary instead of text.")
+@click.option("--max-file-size", metavar="SIZE",
+              help="Store larger files as numbered parts: 4G for FAT32 drives, 4.7GB for DVDs.")
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path),
+              help="Sign SHA256SUMS with this secret key (from `airgap keygen`) when the bundle is complete.")
+@click.option("--since", type=click.Path(path_type=Path),
+              help="Make a delta bundle: carry only what changed since this earlier bundle (its dir or lock).")
 @_allow_mismatch_option
 @_skip_option
 @click.pass_obj
 def collect(obj: Ctx, manifest: Path, output: Path | None, jobs: int, retries: int, timeout: float,
-            json_mode: bool, allow_mismatch: bool, skip: str | None) -> int:
+            json_mode: bool, max_file_size: str | None, sign_key: Path | None, since: Path | None,
+            allow_mismatch: bool, skip: str | None) -> int:
     from dataclasses import asdict
 
     from airgap import manifest as manifest_mod
-    from airgap.bundle import human_size
+    from airgap.bundle import human_size, load_base
     from airgap.collect import collect as do_collect
     from airgap.layers import parse_layer_names
+    from airgap.parts import parse_size
+    from airgap.signing import load_secret, sign_bundle
 
     out = obj.out(json_mode)
     m = manifest_mod.load(manifest)
+    # Options are checked before any download: a wrong key path found after 60 GB is a wasted hour.
+    limit = parse_size(max_file_size) if max_file_size else None
+    secret = load_secret(sign_key) if sign_key else None
+    base = load_base(since) if since else None
     dest = output or Path(f"bundle-{m.name}")
     mode = "off" if (obj.quiet or json_mode) and not sys.stderr.isatty() else "auto"
     report = do_collect(m, dest, _source(m.mirrors, retries, timeout), jobs=jobs,
                         skip=parse_layer_names(skip, "--skip"), progress_mode=mode, warn=out.warn,
-                        allow_mismatch=allow_mismatch)
+                        allow_mismatch=allow_mismatch, max_file_size=limit, since=base)
+    if secret is not None:
+        sign_bundle(dest, secret, m.name)
     if json_mode:
         data = asdict(report)
-        data.update(total_bytes=report.total_size, transferred_bytes=report.transferred, ok=True)
+        data.update(total_bytes=report.total_size, transferred_bytes=report.transferred,
+                    saved_by_base_bytes=report.saved_by_base, signed=secret is not None, ok=True)
         out.emit_json(data)
         return EXIT_OK
     rows = [[f.layer, f.path, human_size(f.size), f.status] for f in report.files]
@@ -246,6 +262,12 @@ def collect(obj: Ctx, manifest: Path, output: Path | None, jobs: int, retries: i
         f"bundle {dest}: {len(report.files)} files, {human_size(report.total_size)}; "
         f"transferred {human_size(report.transferred)} in {report.seconds:.1f}s"
     )
+    if base is not None:
+        carried = sum(1 for f in report.files if f.status != "in base")
+        out.info(f"delta against '{base[0].name}': carries {carried} of {len(report.files)} files, "
+                 f"{human_size(report.saved_by_base)} saved; install it with --base")
+    if secret is not None:
+        out.info(f"signed with key {secret.public().key_id_hex}")
     out.info(f"next: copy it, then `airgap verify {dest}` on the other side")
     return EXIT_OK
 
@@ -319,6 +341,65 @@ def demo(obj: Ctx, workdir: Path | None) -> int:
     from airgap.demo import run_demo
 
     return run_demo(obj.out(), workdir)
+
+
+@cli.command(
+    epilog=EXIT_CODES,
+    help="""Check this server is ready to serve models: FIELD notes' readiness checklist, one line per check.
+
+GPU on the PCI bus, nouveau, nvidia-smi, NVML, driver vs the CUDA toolkit (nvcc on PATH; nvidia-smi's
+"CUDA Version" is the driver's maximum, not the toolkit), cuDNN, PyTorch a CUDA build for the right CUDA,
+Docker up, the nvidia runtime in /etc/docker/daemon.json and dockerd restarted since, Compose v2, your user
+in the docker group, GPU temperature, throttling, ECC and memory, disk space, RAM vs VRAM, the OOM killer
+in the kernel log, models readable by the containers' uid 1000. Each is pass, warn, fail or skip, with
+the fix. No bundle is needed; --bundle adds what the bundle expects. Exits 1 if any check fails.
+
+\b
+  airgap doctor
+  sudo airgap doctor --bundle /media/usb/bundle
+  airgap doctor --json | jq '.checks[] | select(.status == "fail")'""",
+)
+@click.option("--bundle", type=click.Path(path_type=Path), help="A bundle whose lock says what to expect.")
+@click.option("--root", type=click.Path(path_type=Path), default=Path("/"), show_default=True,
+              help="Look at this tree instead of / (a mounted image, a chroot, tests).")
+@click.option("--json", "json_mode", is_flag=True, help="Print one JSON object: checks, facts, ok.")
+@click.pass_obj
+def doctor(obj: Ctx, bundle: Path | None, root: Path, json_mode: bool) -> int:
+    from airgap.bundle import read_lock
+    from airgap.doctor import FAIL, PASS, SKIP, WARN, run_doctor
+    from airgap.host import Host
+
+    out = obj.out(json_mode)
+    if not root.is_dir():
+        raise BadInputError(f"--root {root}: not a directory.", "Give the top of the tree to check, e.g. --root /mnt.")
+    lock = read_lock(bundle) if bundle is not None else None
+    report = run_doctor(Host(root=root.resolve()), lock)
+    report.bundle = str(bundle) if bundle is not None else None
+    if json_mode:
+        out.emit_json(report.to_dict())
+    else:
+        where = "" if report.root == "/" else f" (root {report.root})"
+        out.heading(f"airgap doctor{where}" + (f", expecting bundle {bundle}" if bundle else ""))
+        labels = {PASS: "pass", WARN: "warn", FAIL: "FAIL", SKIP: "skip"}
+        width = max((len(c.name) for c in report.checks), default=10)
+        for c in report.checks:
+            out.info(f"  {labels.get(c.status, c.status):<4}  {c.name:<{width}}  {c.message}")
+            if c.fix and c.status in (WARN, FAIL):
+                out.info(f"  {'':<4}  {'':<{width}}  fix: {c.fix}")
+        n = report.counts()
+        out.info(f"{n[PASS]} pass, {n[WARN]} warn, {n[FAIL]} fail, {n[SKIP]} skipped")
+        if obj.quiet:  # -q keeps what needs attention, on stderr
+            for c in report.checks:
+                line = f"{c.name}: {c.message}" + (f"; fix: {c.fix}" if c.fix else "")
+                if c.status == FAIL:
+                    print(f"fail: {line}", file=sys.stderr)
+                elif c.status == WARN:
+                    out.warn(line)
+    if not report.ok:
+        failed = ", ".join(c.name for c in report.checks if c.status == FAIL)
+        print(f"not ready: {failed} failed (fixes above).", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
 
 
 # Commands of the install side live in their own modules; importing them registers them on `cli`.

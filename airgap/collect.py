@@ -7,6 +7,7 @@ written last; its presence marks a finished bundle.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
+from typing import Any
 
 from airgap.artifacts import Artifact, Digest
 from airgap.bundle import (
@@ -27,9 +29,11 @@ from airgap.bundle import (
     write_lock,
 )
 from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, PART_SUFFIX
+from airgap.checks import WARNING, allowed, check_manifest, enforce
 from airgap.errors import EXIT_INTERRUPTED, AirgapError, BadInputError, UpstreamError
 from airgap.layers import LAYERS, plan_artifacts, wanted_layers
 from airgap.manifest import Manifest
+from airgap.parts import PART_RE, resplit
 from airgap.progress import Progress
 from airgap.sources.http import Cancelled, HttpSource, redact
 from airgap.verify import sha256_file
@@ -56,11 +60,16 @@ class CollectReport:
 
     @property
     def total_size(self) -> int:
-        return sum(f.size for f in self.files)
+        return sum(f.size for f in self.files if f.status != "in base")
 
     @property
     def transferred(self) -> int:
         return sum(f.transferred for f in self.files)
+
+    @property
+    def saved_by_base(self) -> int:
+        """Bytes a delta bundle does not carry because its base has them."""
+        return sum(f.size for f in self.files if f.status == "in base")
 
 
 class CollectFailed(AirgapError):
@@ -95,19 +104,31 @@ def collect(
     skip: set[str] | None = None,
     progress_mode: str = "auto",
     warn: Warn | None = None,
+    allow_mismatch: bool = False,
+    max_file_size: int | None = None,
+    since: tuple[Lock, str] | None = None,
 ) -> CollectReport:
     started = time.monotonic()
     skip = skip or set()
+    # Version mismatches first, before any network: a driver too old for the CUDA asked for is found here,
+    # not on the isolated server. (ManifestError, exit 2, unless --allow-mismatch.)
+    enforce(manifest, check_manifest(manifest), allow_mismatch)
     _, pending = wanted_layers(manifest, skip)
     if pending:
         raise pending_layers_error([p.name for p in pending])
     artifacts = plan_artifacts(manifest, skip, source)
+    # Again with the resolved artifacts: the models layer adds each model's parameter count and dtype.
+    findings = enforce(manifest, check_manifest(manifest, artifacts), allow_mismatch)
     report = CollectReport(bundle=str(out))
 
     def note(msg: str) -> None:
         report.warnings.append(msg)
         if warn:
             warn(msg)
+
+    for finding in findings:
+        if finding.level == WARNING:
+            note(("accepted with --allow-mismatch: " if finding.allowed else "") + finding.text())
 
     _prepare_output(out)
     previous = _previous_lock(out)
@@ -120,10 +141,14 @@ def collect(
         created=now_utc(),
         skipped_layers=sorted(layer.name for layer in LAYERS if layer.name in skip and layer.wanted(manifest)),
         manifest=_manifest_record(manifest),
+        allowed_mismatches=allowed(findings),
     )
+    base = since[0].by_path() if since else {}
+    if since:
+        lock.base = {"name": since[0].name, "created": since[0].created, "lock_sha256": since[1]}
     lock_mutex = threading.Lock()
 
-    def record(art: Artifact, url: str, size: int, sha: str) -> None:
+    def record(art: Artifact, url: str, size: int, sha: str, parts: list[dict[str, Any]] | None = None) -> None:
         entry = LockedArtifact(
             layer=art.layer,
             name=art.name,
@@ -134,18 +159,36 @@ def collect(
             upstream_digest=_digest_record(art.expected),
             upstream_digest_note="" if art.expected else art.no_digest_reason,
             meta=art.meta,
+            parts=parts or [],
         )
         with lock_mutex:
             lock.artifacts = [a for a in lock.artifacts if a.path != art.path] + [entry]
             write_lock(out, lock)
+
+    def in_base(art: Artifact, old: LockedArtifact) -> None:
+        """Delta bundles carry only what changed: reference the base's copy by its digest."""
+        dest = out / art.path
+        dest.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            dest.parent.rmdir()  # only when empty: a layer the delta carries nothing of leaves no directory
+        entry = LockedArtifact(layer=art.layer, name=art.name, path=art.path, size=old.size, sha256=old.sha256,
+                               url=old.url, upstream_digest=old.upstream_digest,
+                               upstream_digest_note=old.upstream_digest_note, meta=art.meta, in_base=True)
+        with lock_mutex:
+            lock.artifacts = [a for a in lock.artifacts if a.path != art.path] + [entry]
+            write_lock(out, lock)
+        report.files.append(CollectedFile(art.path, art.layer, old.size, "in base", 0))
 
     # Files already in place and verified (an earlier, possibly interrupted run) cost no transfer.
     present = _already_present(out, artifacts, previous, jobs)
     todo = []
     for art in artifacts:
         hit = present.get(art.path)
-        if hit is not None:
-            record(art, hit.url, hit.size, hit.sha256)
+        old = base.get(art.path)
+        if old is not None and (_known_unchanged(art, old) or (hit is not None and hit.sha256 == old.sha256)):
+            in_base(art, old)
+        elif hit is not None:
+            record(art, hit.url, hit.size, hit.sha256, hit.parts)
             report.files.append(CollectedFile(art.path, art.layer, hit.size, "present", 0))
         else:
             todo.append(art)
@@ -159,13 +202,22 @@ def collect(
             dest = out / art.path
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
+                old = base.get(art.path)
                 if art.content is not None:
+                    digest = sha256(art.content).hexdigest()
+                    if old is not None and old.sha256 == digest:
+                        in_base(art, old)
+                        return
                     write_atomic(dest, art.content)
-                    record(art, art.urls[0] if art.urls else "", len(art.content), sha256(art.content).hexdigest())
+                    record(art, art.urls[0] if art.urls else "", len(art.content), digest)
                     report.files.append(CollectedFile(art.path, art.layer, len(art.content), "generated", 0))
                     return
                 res = source.fetch(art.urls, dest, what=art.path, expected=art.expected, on_bytes=progress.advance,
                                    headers=art.headers, auth=art.auth)
+                if old is not None and old.sha256 == res.sha256:
+                    # No digest told us beforehand (e.g. a driver .run): downloaded, found unchanged, not carried.
+                    in_base(art, old)
+                    return
                 record(art, res.url, res.size, res.sha256)
             except Cancelled:
                 raise
@@ -198,6 +250,10 @@ def collect(
     if failures:
         write_lock(out, lock)
         raise CollectFailed(failures)
+    # Split (or join back) files so none is larger than the medium allows; a no-op for files already right.
+    for art in lock.artifacts:
+        if not art.in_base and resplit(out, art, max_file_size):
+            write_lock(out, lock)
     finalize(out, lock)
     report.seconds = time.monotonic() - started
     return report
@@ -272,7 +328,8 @@ def _parse_checksum_list(text: str) -> dict[str, str]:
 
 def _remove_stale(out: Path, artifacts: list[Artifact]) -> list[str]:
     """Files an earlier manifest put in layers/ that this one no longer wants would make verify fail."""
-    keep = {a.path for a in artifacts} | {a.path + PART_SUFFIX for a in artifacts}
+    planned = {a.path for a in artifacts}
+    keep = planned | {a.path + PART_SUFFIX for a in artifacts}
     removed = []
     root = out / LAYERS_DIR
     if not root.is_dir():
@@ -280,6 +337,8 @@ def _remove_stale(out: Path, artifacts: list[Artifact]) -> list[str]:
     for dirpath, _dirs, files in os.walk(root, topdown=False):
         for name in files:
             rel = Path(dirpath, name).relative_to(out).as_posix()
+            if PART_RE.search(rel) and rel[:-4] in planned:
+                continue  # a numbered part of a planned file: resplit() decides whether it stays
             if rel not in keep:
                 Path(dirpath, name).unlink()
                 removed.append(rel)
@@ -293,6 +352,7 @@ class _Present:
     url: str
     size: int
     sha256: str
+    parts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _already_present(
@@ -300,9 +360,11 @@ def _already_present(
 ) -> dict[str, _Present]:
     def check(art: Artifact) -> tuple[str, _Present | None]:
         dest = out / art.path
+        prev = previous.get(art.path)
+        if art.content is None and prev is not None and prev.parts and not dest.exists():
+            return art.path, _present_parts(out, art, prev)
         if art.content is not None or not dest.is_file():
             return art.path, None
-        prev = previous.get(art.path)
         # What the file must hash to: a pin, or what an earlier run recorded for the same URL.
         want = art.pinned.value if art.pinned else None
         if want is None and prev is not None and prev.url in {redact(u) for u in art.urls}:
@@ -316,6 +378,32 @@ def _already_present(
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, os.cpu_count() or 1))) as pool:
         return {path: hit for path, hit in pool.map(check, artifacts) if hit is not None}
+
+
+def _known_unchanged(art: Artifact, old: LockedArtifact) -> bool:
+    """Unchanged since the base, known without downloading: same pinned sha256, or the same publisher
+    digest (CUDA's md5, a model file's LFS sha256 or git blob id, an image blob's digest)."""
+    if art.content is not None:
+        return False  # generated files are compared after they are made
+    if art.pinned is not None:
+        return art.pinned.algorithm == "sha256" and art.pinned.value == old.sha256
+    up = art.upstream
+    if up is not None and old.upstream_digest:
+        return up.algorithm == old.upstream_digest.get("algorithm") and up.value == old.upstream_digest.get("value")
+    return False
+
+
+def _present_parts(out: Path, art: Artifact, prev: LockedArtifact) -> _Present | None:
+    """An artifact an earlier run stored as parts is present when every part still hashes as recorded."""
+    if art.pinned is not None and art.pinned.value != prev.sha256:
+        return None
+    if art.pinned is None and prev.url not in {redact(u) for u in art.urls}:
+        return None
+    for part in prev.parts:
+        path = out / part["path"]
+        if not path.is_file() or path.stat().st_size != part["size"] or sha256_file(path) != part["sha256"]:
+            return None
+    return _Present(prev.url, prev.size, prev.sha256, list(prev.parts))
 
 
 def _head_sizes(artifacts: list[Artifact], source: HttpSource, jobs: int) -> dict[str, int]:

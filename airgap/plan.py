@@ -1,14 +1,60 @@
-"""`airgap plan`: what a collection would fetch, from where, how big, checked against what; no download."""
+"""`airgap plan`: what a collection would fetch, from where, how big, checked against what; no download.
+
+Also the compatibility verdict (airgap/checks.py) and, with `--media SIZE`, whether the bundle fits the
+drive that will carry it, FAT32's 4 GiB-per-file limit included.
+"""
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from airgap.artifacts import Artifact
+from airgap.bundle import human_size
+from airgap.checks import ERROR, Finding, check_manifest, resolved_versions
+from airgap.errors import BadInputError, ManifestError
 from airgap.layers import plan_artifacts, wanted_layers
 from airgap.manifest import Manifest
+from airgap.parts import FAT32_MAX
 from airgap.sources.http import HttpSource, redact
+
+# FAT32 stores a file size in 32 bits: 4 GiB minus one byte is the largest file it can hold.
+FAT32_MAX_FILE = FAT32_MAX
+# Drives up to 32 GB are sold (and formatted by Windows) as FAT32; bigger ones come as exFAT or NTFS.
+# 32 GiB covers "32 GB" however it is counted.
+FAT32_SIZED = 32 * 2**30
+# Above this share of the drive a plan is "tight": file systems keep some room for themselves
+# (ext4 reserves 5% for root by default, every file system its tables).
+TIGHT_SHARE = 0.95
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+
+
+def parse_size(text: str) -> int:
+    """'128G', '4.7G', '64GB', '500 MiB', '2T' -> bytes. K/M/G/T (with or without B) are decimal, as drives
+    are sold (a "128 GB" stick holds 128 x 10^9 bytes); KiB/MiB/GiB/TiB are binary. (collect's
+    --max-file-size reads a bare G as GiB, a file-system limit; a drive's size read that way would be
+    7% too big, and "fits" would lie.)"""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text or "")
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _UNITS or (unit in ("", "b") and "." in m.group(1)):
+        raise BadInputError(
+            f"--media {text!r}: not a size.",
+            "Give the drive's size with a unit, e.g. --media 128G (a 128 GB USB drive), --media 4.7G (a DVD), "
+            "--media 64GB or --media 500GiB.",
+        )
+    if unit in ("", "b"):
+        raise BadInputError(
+            f"--media {text!r}: a size needs a unit; {text} bytes is surely not meant.",
+            "Write it like --media 128G (decimal, as drives are sold) or --media 119GiB.",
+        )
+    return int(float(m.group(1)) * _UNITS[unit])
 
 
 @dataclass
@@ -20,6 +66,51 @@ class PlanRow:
     size: int | None
     digest: str  # what the download will be checked against
     status: str = "ok"  # "ok", "unknown" (no HEAD, or HEAD failed) or "missing" (404)
+    too_big_for_fat32: bool = False
+
+
+@dataclass
+class MediaVerdict:
+    size: int  # bytes the drive holds
+    total: int  # bytes of the bundle (known sizes)
+    unknown: int  # artifacts of unknown size
+    fits: bool | None  # None: the known part fits, but some sizes are unknown
+    tight: bool
+    fat32: bool  # whether the FAT32 limit applies
+    fat32_reason: str  # "--fat32", "drive of 32 GB or less", or "" when it does not apply
+    fat32_strict: bool  # --fat32 given: a too-big file is a failure, not a warning
+    too_big: list[str] = field(default_factory=list)  # artifacts over 4 GiB - 1 byte
+
+    @property
+    def ok(self) -> bool:
+        return self.fits is not False and not (self.fat32_strict and self.too_big)
+
+    def lines(self) -> list[str]:
+        """What `plan` says about the drive, a line each."""
+        out = []
+        size = f"{human_size(self.size)} ({self.size / 1e9:g} GB)"
+        known = human_size(self.total) + (f" + {self.unknown} file(s) of unknown size" if self.unknown else "")
+        if self.fits is False:
+            out.append(f"media {size}: does NOT fit: the bundle is {known}, {human_size(self.total - self.size)} "
+                       "too much; use a bigger drive, split it with --skip LAYER, or collect twice")
+        elif self.fits is None:
+            out.append(f"media {size}: the known part ({known}) fits, but sizes are missing; run plan without "
+                       "--no-head to know")
+        elif self.tight:
+            out.append(f"media {size}: fits, but tight: {known}, {human_size(self.size - self.total)} left "
+                       "(file systems keep some room for themselves)")
+        else:
+            out.append(f"media {size}: fits: {known}, {human_size(self.size - self.total)} left")
+        if self.fat32 and self.too_big:
+            kind = "cannot be stored" if self.fat32_strict else "cannot be stored if the drive is FAT32"
+            out.append(f"FAT32 ({self.fat32_reason}): {len(self.too_big)} file(s) over 4 GiB {kind}: "
+                       f"{', '.join(p.rsplit('/', 1)[-1] for p in self.too_big)}; format the drive exFAT or ext4, "
+                       "or collect with --max-file-size 4G (numbered parts)")
+        elif self.fat32 and self.unknown:
+            out.append(f"FAT32 ({self.fat32_reason}): no file known to be over 4 GiB ({self.unknown} of unknown size)")
+        elif self.fat32:
+            out.append(f"FAT32 ({self.fat32_reason}): every file is under 4 GiB")
+        return out
 
 
 @dataclass
@@ -28,6 +119,10 @@ class PlanReport:
     rows: list[PlanRow] = field(default_factory=list)
     pending_layers: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    resolved: dict[str, str] = field(default_factory=dict)
+    media: MediaVerdict | None = None
+    blocking: list[str] = field(default_factory=list)  # compatibility errors, as manifest problems (exit 2)
 
     @property
     def total(self) -> int:
@@ -37,14 +132,52 @@ class PlanReport:
     def missing(self) -> list[PlanRow]:
         return [r for r in self.rows if r.status == "missing"]
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": not self.blocking and not self.missing and (self.media is None or self.media.ok),
+            "resolved": self.resolved,
+            "findings": [f.to_dict() for f in self.findings],
+            "rows": [r.__dict__ for r in self.rows],
+            "total_bytes": self.total,
+            "unknown_size": sum(1 for r in self.rows if r.size is None),
+            "media": None if self.media is None else {
+                **{k: v for k, v in self.media.__dict__.items()}, "ok": self.media.ok, "lines": self.media.lines()},
+            "pending_layers": self.pending_layers,
+            "warnings": self.warnings,
+        }
+
 
 def make_plan(
-    manifest: Manifest, source: HttpSource, skip: set[str] | None = None, head: bool = True, jobs: int = 8
+    manifest: Manifest,
+    source: HttpSource,
+    skip: set[str] | None = None,
+    head: bool = True,
+    jobs: int = 8,
+    allow_mismatch: bool = False,
+    media: int | None = None,
+    fat32: bool | None = None,
 ) -> PlanReport:
+    """The plan, with the compatibility verdict. Compatibility errors do not raise here: they are in
+    `findings` and `blocking`, so the CLI shows the whole verdict before it exits 2."""
     skip = skip or set()
-    artifacts = plan_artifacts(manifest, skip, source if head else None)
+    early = check_manifest(manifest)
+    try:
+        artifacts = plan_artifacts(manifest, skip, source if head else None)
+    except ManifestError as exc:
+        # A mismatch often explains why a layer cannot be planned (CUDA 11.7 with no runfile in the table):
+        # report both, the mismatches first.
+        raise ManifestError([f.text() for f in early if f.level == ERROR] + exc.problems) from None
+    findings = check_manifest(manifest, artifacts)
+    errors = [f for f in findings if f.level == ERROR]
     _, pending = wanted_layers(manifest, skip)
-    report = PlanReport(name=manifest.name, pending_layers=[p.name for p in pending])
+    report = PlanReport(name=manifest.name, pending_layers=[p.name for p in pending], findings=findings,
+                        resolved=resolved_versions(manifest, artifacts))
+    if allow_mismatch:
+        for f in errors:
+            f.level, f.allowed = "warning", True
+    else:
+        report.blocking = [f"{f.text()} (or accept it with --allow-mismatch)" for f in errors]
     for name in report.pending_layers:
         report.warnings.append(
             f"layer {name}: in the manifest, but this version of airgap cannot collect it yet "
@@ -73,6 +206,32 @@ def make_plan(
         if status in (404, 410):
             row_status = "missing"
         report.rows.append(
-            PlanRow(art.layer, art.path, redact(url), redact(source.resolve(url)), size, digest, row_status)
+            PlanRow(art.layer, art.path, redact(url), redact(source.resolve(url)), size, digest, row_status,
+                    too_big_for_fat32=size is not None and size > FAT32_MAX_FILE)
         )
+    if media is not None:
+        report.media = media_verdict(report.rows, media, fat32)
     return report
+
+
+def media_verdict(rows: list[PlanRow], media: int, fat32: bool | None) -> MediaVerdict:
+    """Whether the artifacts fit a drive of `media` bytes. `fat32`: True (--fat32: the drive is FAT32, a
+    file over 4 GiB is a failure), False (--no-fat32: it is not), None (decide by size: a drive of 32 GB or
+    less usually is FAT32, so a file over 4 GiB is a warning)."""
+    total = sum(r.size or 0 for r in rows)
+    unknown = sum(1 for r in rows if r.size is None)
+    if total > media:
+        fits: bool | None = False
+    elif unknown:
+        fits = None
+    else:
+        fits = True
+    if fat32 is True:
+        applies, reason = True, "--fat32"
+    elif fat32 is None and media <= FAT32_SIZED:
+        applies, reason = True, "a drive of 32 GB or less usually is; --no-fat32 if it is not"
+    else:
+        applies, reason = False, ""
+    too_big = [r.path for r in rows if r.too_big_for_fat32] if applies else []
+    return MediaVerdict(media, total, unknown, fits, fits is not False and total > media * TIGHT_SHARE, applies,
+                        reason, fat32 is True, too_big)

@@ -1,0 +1,666 @@
+"""Compatibility checks on a manifest: the "version hell" caught before a single byte is downloaded.
+
+`check_manifest` combines the tables of `airgap/compat.py` with what a manifest asks for (driver, CUDA,
+torch, vLLM, target GPUs, models, CUDA images) and returns one Finding per check: `ok` lines make the
+verdict `airgap plan` prints, `warning`s never stop anything, `error`s stop `plan`, `collect` and
+`install` (exit 2) unless `--allow-mismatch` turns them into warnings, which the lock then records.
+
+The checks need no network and do not depend on artifact planning, so a manifest whose CUDA release
+airgap cannot even name a runfile for (CUDA 11.7 with a pinned `cuda.url`) still gets its verdict.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from airgap import compat
+from airgap.errors import ManifestError
+from airgap.manifest import Manifest
+
+ERROR, WARNING, OK = "error", "warning", "ok"
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
+_INDEX_BUILD_RE = re.compile(r"/whl/(cu\d{3}|cpu|rocm[\d.]+)/?$")
+_CUDA_IMAGE_RE = re.compile(r"^(?:docker\.io/|registry-1\.docker\.io/)?nvidia/cuda:(\d+\.\d+(?:\.\d+)?)-")
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class Finding:
+    level: str  # "error", "warning" or "ok"
+    code: str  # stable name of the check, e.g. "driver-cuda"
+    field: Path_  # the manifest field it is about, e.g. ("cuda", "version")
+    message: str
+    fix: str = ""
+    where: str = ""  # manifest.yaml:LINE, filled in by check_manifest
+    allowed: bool = False  # an error that --allow-mismatch turned into a warning
+
+    @property
+    def field_path(self) -> str:
+        out = ""
+        for p in self.field:
+            out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        return out or "(top level)"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["field"] = self.field_path
+        return d
+
+    def text(self) -> str:
+        """One line: where, field, what, and the fix."""
+        fix = f"; {self.fix}" if self.fix else ""
+        return f"{self.where}: {self.field_path}: {self.message}{fix}"
+
+
+class ArtifactLike(Protocol):
+    """An Artifact at collect time or a LockedArtifact at install time: both carry layer and meta."""
+
+    layer: str
+    meta: dict[str, Any]
+
+
+# --- what the manifest asks for, parsed once ---------------------------------------------------------------
+
+
+@dataclass
+class Pin:
+    """A requirement from python.requirements."""
+
+    name: str
+    raw: str
+    field: Path_
+    version: str | None  # the exact version when pinned with ==, else None
+    local: str | None  # "cu124" from "==2.5.1+cu124"
+    spec: SpecifierSet
+
+
+@dataclass
+class TorchChoice:
+    version: str | None  # public version, e.g. "2.5.1"; None when not pinned
+    build: str | None  # "cu124", "cpu", ...; None when it cannot be known
+    source: str  # how the build was decided, for messages
+    field: Path_  # where to point at when the build is wrong
+    pin: Pin | None  # the torch requirement itself (None when torch comes only from vLLM's pin)
+    from_vllm: bool = False
+
+    @property
+    def label(self) -> str:
+        v = self.version or "(unpinned)"
+        return f"{v}+{self.build}" if self.build else v
+
+
+@dataclass
+class GpuEntry:
+    raw: str
+    count: int
+    gpu: compat.Gpu | None
+    field: Path_
+
+
+@dataclass
+class ModelFacts:
+    repo: str
+    field: Path_
+    params: float | None  # billions
+    params_source: str  # "hub metadata", "estimated from the name", ""
+    dtype: str  # key of compat.BYTES_PER_PARAM
+    dtype_source: str
+    commit: str | None = None
+    weight_bytes: int | None = None  # exact, from the safetensors headers the models layer read
+
+    def need_gib(self) -> tuple[float, float]:
+        """(low, high) GiB to serve it: the weights plus 20-30% for KV cache and activations."""
+        if self.weight_bytes:
+            gib = self.weight_bytes / 2**30
+            return gib * compat.RUNTIME_OVERHEAD[0], gib * compat.RUNTIME_OVERHEAD[1]
+        return compat.model_memory_gib(self.params or 0, self.dtype)
+
+
+@dataclass
+class Stack:
+    manifest: Manifest
+    pins: dict[str, Pin] = field(default_factory=dict)
+    indexes: list[tuple[int, str]] = field(default_factory=list)  # (position in index_urls, build)
+    torch: TorchChoice | None = None
+    gpus: list[GpuEntry] = field(default_factory=list)
+    models: list[ModelFacts] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, level: str, code: str, path: Path_, message: str, fix: str = "") -> None:
+        self.findings.append(Finding(level, code, path, message, fix))
+
+    @property
+    def total_vram(self) -> int:
+        return sum(g.count * g.gpu.vram_gib for g in self.gpus if g.gpu)
+
+    @property
+    def gpu_summary(self) -> str:
+        parts = [f"{g.count}× {g.gpu.name}" for g in self.gpus if g.gpu]
+        return " + ".join(parts)
+
+
+def _parse_pin(raw: str, path: Path_) -> Pin | None:
+    try:
+        req = Requirement(raw)
+    except InvalidRequirement:
+        return None
+    exact = [s for s in req.specifier if s.operator in ("==", "===") and "*" not in s.version]
+    version = local = None
+    if exact:
+        try:
+            v = Version(exact[0].version)
+        except InvalidVersion:
+            v = None
+        if v is not None:
+            version, local = v.public, v.local
+    return Pin(req.name.lower().replace("_", "-"), raw, path, version, local, req.specifier)
+
+
+def _stack(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None) -> Stack:
+    st = Stack(manifest)
+    if manifest.python is not None:
+        for i, raw in enumerate(manifest.python.requirements):
+            pin = _parse_pin(raw, ("python", "requirements", i))
+            if pin is None:
+                st.add(WARNING, "requirement-syntax", ("python", "requirements", i),
+                       f"{raw!r} is not a requirement pip understands, so it was not checked",
+                       "write it like torch==2.5.1 or vllm==0.6.4.post1")
+            elif pin.name not in st.pins:
+                st.pins[pin.name] = pin
+        for i, url in enumerate(manifest.python.index_urls):
+            m = _INDEX_BUILD_RE.search(url.rstrip("/") + "/")
+            if m:
+                st.indexes.append((i, m.group(1)))
+    st.torch = _choose_torch(st)
+    for i, raw in enumerate(manifest.target.gpus):
+        count, name = compat.parse_gpu_entry(raw)
+        st.gpus.append(GpuEntry(raw, count, compat.find_gpu(name), ("target", "gpus", i)))
+    st.models = _model_facts(manifest, artifacts)
+    return st
+
+
+def _choose_torch(st: Stack) -> TorchChoice | None:
+    pin = st.pins.get("torch")
+    vllm = st.pins.get("vllm")
+    from_vllm = False
+    version = pin.version if pin else None
+    if pin is None:
+        if vllm is None or vllm.version is None:
+            return None
+        version = compat.vllm_torch_pin(vllm.version)
+        if version is None:
+            return None
+        from_vllm = True
+    path: Path_ = pin.field if pin else vllm.field  # type: ignore[union-attr]
+    if pin is not None and pin.local:
+        return TorchChoice(version, pin.local, f"the +{pin.local} in {pin.raw!r}", path, pin, from_vllm)
+    if st.indexes:
+        # pip takes the highest version over every index, and a local label sorts after none:
+        # 2.5.1+cu124 from the PyTorch index beats PyPI's plain 2.5.1.
+        i, build = max(st.indexes, key=lambda ib: ib[1])
+        return TorchChoice(version, build, f"index {st.manifest.python.index_urls[i]}",  # type: ignore[union-attr]
+                           ("python", "index_urls", i), pin, from_vllm)
+    release = compat.torch_release(version) if version else None
+    if release is not None:
+        return TorchChoice(version, release.pypi, f"PyPI's torch {compat.torch_minor(version)} is the "  # type: ignore[arg-type]
+                           f"{release.pypi} build", path, pin, from_vllm)
+    return TorchChoice(version, None, "", path, pin, from_vllm)
+
+
+def _model_facts(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None) -> list[ModelFacts]:
+    meta_by_repo: dict[str, dict[str, Any]] = {}
+    for art in artifacts or ():
+        info = (art.meta or {}).get("model") if art.layer == "models" else None
+        if isinstance(info, dict) and info.get("repo"):
+            meta_by_repo.setdefault(str(info["repo"]), info)
+    out = []
+    for i, spec in enumerate(manifest.models):
+        info = meta_by_repo.get(spec.repo, {})
+        params: float | None = None
+        params_source = ""
+        raw_params = info.get("params")
+        if isinstance(raw_params, (int, float)) and raw_params > 0:
+            # The hub reports a parameter count; a small number can only be billions already.
+            params = raw_params / 1e9 if raw_params > 1e5 else float(raw_params)
+            params_source = "hub metadata"
+        else:
+            params = compat.params_from_name(spec.repo)
+            params_source = "estimated from the name" if params is not None else ""
+        dtype = compat.normalize_dtype(info.get("dtype"))
+        dtype_source = "hub metadata" if dtype else ""
+        if dtype is None:
+            dtype = compat.dtype_from_name(spec.repo)
+            dtype_source = "from the name" if dtype else "assumed"
+        weight_bytes = info.get("weight_bytes") if isinstance(info.get("weight_bytes"), int) else None
+        if params is None and weight_bytes:
+            params_source = "hub metadata"
+        out.append(ModelFacts(spec.repo, ("models", i), params, params_source, dtype or "bf16", dtype_source,
+                              info.get("commit"), weight_bytes))
+    return out
+
+
+# --- the checks ---------------------------------------------------------------------------------------------
+
+
+def _check_driver_cuda(st: Stack) -> None:
+    m = st.manifest
+    if m.cuda is None:
+        return
+    cuda = m.cuda.version
+    minimum = compat.cuda_min_driver(cuda)
+    runfile = compat.cuda_runfile_driver(cuda)
+    if minimum is None:
+        st.add(WARNING, "cuda-unknown", ("cuda", "version"),
+               f"CUDA {cuda} is not in airgap's table of minimum drivers (11.0 to 13.0), so the driver was not "
+               "checked against it", "check table 3 of NVIDIA's CUDA release notes by hand")
+        return
+    if m.driver is None:
+        st.add(OK, "driver-cuda", ("cuda", "version"),
+               f"CUDA {cuda} needs driver >= {minimum.driver} on the server (no driver: section, so the server's "
+               "own driver must be at least that)")
+        return
+    driver = m.driver.version
+    note = "" if minimum.exact else f" (as for {minimum.cuda}, the nearest release in the table)"
+    if compat.version_tuple(driver) < compat.version_tuple(minimum.driver):
+        bundled = f"; CUDA {cuda}'s runfile bundles driver {runfile}" if runfile else ""
+        older = compat.driver_max_cuda(driver)
+        keep = (f", or keep driver {driver} and choose CUDA {older} or older (the newest it supports)"
+                if older else "")
+        st.add(ERROR, "driver-cuda", ("driver", "version"),
+               f"driver {driver} is older than {minimum.driver}, the minimum for CUDA {cuda}{note} "
+               f"(NVIDIA CUDA release notes, table 3){bundled}; CUDA programs would stop with \"CUDA driver "
+               "version is insufficient for CUDA runtime version\"",
+               f"set driver.version to {minimum.driver} or newer{keep}")
+        return
+    st.add(OK, "driver-cuda", ("driver", "version"),
+           f"driver {driver} >= {minimum.driver}, the minimum for CUDA {cuda}{note}")
+
+
+def _check_torch(st: Stack) -> None:
+    t = st.torch
+    m = st.manifest
+    if t is None:
+        if "torch" in st.pins and st.pins["torch"].version is None:
+            st.add(WARNING, "torch-unpinned", st.pins["torch"].field,
+                   f"{st.pins['torch'].raw!r} is not pinned with ==, so its CUDA build is decided at collect time",
+                   "pin it, e.g. torch==2.5.1 with the index https://download.pytorch.org/whl/cu124")
+        return
+    if t.version is None:
+        st.add(WARNING, "torch-unpinned", t.field,
+               "torch is not pinned with ==, so which release (and which CUDA builds exist for it) is decided "
+               "at collect time", "pin it, e.g. torch==2.5.1")
+    release = compat.torch_release(t.version) if t.version else None
+    if t.version and release is None:
+        st.add(WARNING, "torch-unknown", t.field,
+               f"torch {t.version} is not in airgap's table (2.1 to 2.9), so its CUDA builds were not checked",
+               "check pytorch's RELEASE.md compatibility matrix by hand")
+    if release is not None:
+        py = m.target.python
+        lo, hi = release.python
+        if not (compat.version_tuple(lo) <= compat.version_tuple(py) <= compat.version_tuple(hi)):
+            st.add(ERROR, "torch-python", t.pin.field if t.pin else t.field,
+                   f"torch {t.version} has wheels for CPython {lo} to {hi}, and target.python is {py}: pip would "
+                   "find no torch wheel to download",
+                   f"set target.python to a version from {lo} to {hi}, or choose another torch")
+    if t.build is None:
+        return
+    if not t.build.startswith("cu"):
+        st.add(ERROR, "torch-build", t.field,
+               f"torch comes from a {t.build} build ({t.source}): no CUDA at all, torch.cuda.is_available() "
+               "would be False on the GPU server",
+               f"use a CUDA index, e.g. {PYTORCH_INDEX}/{_suggest_build(m, t)}")
+        return
+    if t.pin is not None and t.pin.local and t.pin.local.startswith("cu") and st.indexes:
+        index_builds = {b for _, b in st.indexes}
+        if t.pin.local not in index_builds:
+            i, b = st.indexes[0]
+            st.add(ERROR, "torch-index", ("python", "index_urls", i),
+                   f"{t.pin.raw!r} asks for a {t.pin.local} build, but the PyTorch index given serves {b} builds",
+                   f"make them agree: the index {PYTORCH_INDEX}/{t.pin.local}, or {t.pin.name}=={t.version}+{b}")
+    if release is not None and t.build not in release.builds:
+        with_build = compat.torch_versions_with_build(t.build)
+        alt = (f"torch {', '.join(with_build)} ship {t.build}" if with_build
+               else f"no torch in the table ships {t.build}")
+        st.add(ERROR, "torch-build", t.field,
+               f"torch {t.version} has no {t.build} build ({t.source}); its CUDA builds are "
+               f"{', '.join(release.builds)}",
+               f"{alt}; or use one of torch {t.version}'s builds with the matching cuda.version")
+        return
+    if m.cuda is not None:
+        want = compat.cuda_minor(m.cuda.version)
+        have = compat.build_cuda(t.build)
+        if want != have:
+            wanted = compat.cuda_build(m.cuda.version)
+            if release is not None and wanted in release.builds:
+                fix = (f"use the {wanted} build: index {PYTORCH_INDEX}/{wanted}"
+                       + (f" and torch=={t.version}" if t.pin and t.pin.local else ""))
+            else:
+                others = compat.torch_versions_with_build(wanted)
+                fix = (f"torch {', '.join(others)} ship {wanted} builds (index {PYTORCH_INDEX}/{wanted})"
+                       if others else f"no torch in the table ships {wanted}")
+            fix += f"; or set cuda.version to a CUDA {have} release"
+            st.add(ERROR, "torch-cuda", t.field,
+                   f"torch {t.label} is built for CUDA {have} ({t.source}), but the manifest installs CUDA "
+                   f"{m.cuda.version}: PyTorch must be built for the same CUDA as the toolkit", fix)
+        else:
+            st.add(OK, "torch-cuda", t.field, f"torch {t.label} is built for CUDA {have}, as cuda.version ({t.source})")
+    if m.driver is not None:
+        major = int(compat.build_cuda(t.build).split(".")[0])
+        floor = compat.CUDA_MINOR_COMPAT_DRIVER.get(major)
+        if floor and compat.version_tuple(m.driver.version) < compat.version_tuple(floor):
+            st.add(ERROR, "torch-driver", ("driver", "version"),
+                   f"torch {t.label} needs driver >= {floor} (CUDA {major}.x minor-version compatibility), and the "
+                   f"manifest installs driver {m.driver.version}: torch.cuda.is_available() would be False",
+                   f"set driver.version to {floor} or newer (better: the minimum for the CUDA you install)")
+
+
+def _suggest_build(m: Manifest, t: TorchChoice) -> str:
+    if m.cuda is not None:
+        return compat.cuda_build(m.cuda.version)
+    release = compat.torch_release(t.version) if t.version else None
+    return release.pypi if release else "cu124"
+
+
+def _check_vllm(st: Stack) -> None:
+    vllm = st.pins.get("vllm")
+    if vllm is None:
+        return
+    m = st.manifest
+    if m.cuda is not None and m.cuda.version.startswith("11."):
+        st.add(ERROR, "vllm-cuda", vllm.field,
+               f"vLLM's wheels on PyPI are CUDA 12 builds and the manifest installs CUDA {m.cuda.version} "
+               "(FIELD notes: vLLM 0.6.x needs CUDA 12.1 or 12.4, no 11.x)",
+               "set cuda.version to a 12.x release (e.g. 12.4.0, with driver >= 550.54.14)")
+    if vllm.version is None:
+        st.add(WARNING, "vllm-unpinned", vllm.field,
+               f"{vllm.raw!r} is not pinned with ==: which torch it pins is only known at collect time",
+               "pin it, e.g. vllm==0.6.4.post1 (which pins torch 2.5.1)")
+        return
+    pin = compat.vllm_torch_pin(vllm.version)
+    if pin is None:
+        st.add(WARNING, "vllm-unknown", vllm.field,
+               f"vLLM {vllm.version} is not in airgap's table (0.5.4 to 0.11.x), so its torch pin was not checked",
+               "check the torch== line of that release's requirements/cuda.txt by hand")
+        return
+    torch = st.pins.get("torch")
+    if torch is None:
+        st.add(OK, "vllm-torch", vllm.field, f"vLLM {vllm.version} pins torch {pin}, which pip will bring")
+        return
+    agrees = torch.version == pin if torch.version is not None else torch.spec.contains(pin, prereleases=True)
+    if agrees:
+        st.add(OK, "vllm-torch", vllm.field, f"vLLM {vllm.version} pins torch {pin}, as requested")
+        return
+    asked = torch.raw
+    other_vllm = compat.vllm_versions_for_torch(torch.version) if torch.version else None
+    fix = f"torch=={pin} (what vLLM {vllm.version} needs)"
+    if other_vllm:
+        fix += f", or keep {asked!r} with vllm{other_vllm}"
+    st.add(ERROR, "vllm-torch", vllm.field,
+           f"vLLM {vllm.version} pins torch=={pin}, and the manifest asks for {asked!r}: pip cannot install both",
+           fix)
+
+
+def _check_gpus(st: Stack) -> None:
+    m = st.manifest
+    t = st.torch
+    known = ", ".join(compat.known_gpu_names())
+    for entry in st.gpus:
+        if entry.gpu is None:
+            close = compat.gpu_suggestions(compat.parse_gpu_entry(entry.raw)[1])
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            st.add(ERROR, "gpu-unknown", entry.field,
+                   f"{entry.raw!r} is not a GPU model airgap knows, so its architecture and memory cannot be checked",
+                   f"{hint}known models (case and spaces do not matter, '2x' prefix for several): {known}")
+            continue
+        gpu = entry.gpu
+        ok_parts = [f"{gpu.name} ({gpu.sm}, {gpu.vram_gib} GiB)"]
+        if m.cuda is not None:
+            supported = compat.cuda_supports_cc(m.cuda.version, gpu.cc)
+            first, last = compat.CC_CUDA_RANGE.get(gpu.cc, ("?", None))
+            if supported is False:
+                if compat.version_tuple(compat.cuda_minor(m.cuda.version)) < compat.version_tuple(first):
+                    minimum = compat.cuda_min_driver(f"{first}.0")
+                    drv = f" (with driver >= {minimum.driver})" if minimum else ""
+                    st.add(ERROR, "gpu-cuda", entry.field,
+                           f"the {gpu.name} is {gpu.sm}, which CUDA {m.cuda.version} does not know: {gpu.sm} needs "
+                           f"CUDA {first} or newer; kernels would fail with \"no kernel image is available for "
+                           "execution on the device\"",
+                           f"set cuda.version to {first}.0 or newer{drv}")
+                else:
+                    st.add(ERROR, "gpu-cuda", entry.field,
+                           f"the {gpu.name} is {gpu.sm}, which CUDA {m.cuda.version} no longer supports (the last "
+                           f"CUDA for it is {last})",
+                           f"set cuda.version to a {last} release or older")
+                continue
+            if supported:
+                ok_parts.append(f"supported by CUDA {m.cuda.version}")
+        if t is not None and t.version and t.build and t.build.startswith("cu"):
+            arches = compat.torch_arches(t.version, t.build)
+            if arches is not None and not compat.arches_cover(arches, gpu.cc):
+                st.add(ERROR, "gpu-torch", entry.field,
+                       f"torch {t.label} has no kernels for the {gpu.name} ({gpu.sm}); it is built for "
+                       f"{', '.join('sm_' + a.replace('.', '') for a in arches)}: \"no kernel image is available "
+                       "for execution on the device\"", _torch_arch_fix(t, gpu))
+                continue
+            if arches is not None:
+                ok_parts.append(f"torch {t.label} has kernels for it")
+        st.add(OK, "gpu", entry.field, ", ".join(ok_parts))
+
+
+def _torch_arch_fix(t: TorchChoice, gpu: compat.Gpu) -> str:
+    release = compat.torch_release(t.version or "")
+    if release is not None:
+        minor = compat.torch_minor(t.version or "")
+        builds = [b for b in release.builds if compat.arches_cover(compat.TORCH_ARCHES.get((minor, b), ()), gpu.cc)]
+        if builds:
+            b = builds[-1]
+            return (f"use torch {t.version}+{b} (index {PYTORCH_INDEX}/{b}) with a CUDA {compat.build_cuda(b)} "
+                    "toolkit")
+    for minor, rel in reversed(compat.TORCH_RELEASES.items()):
+        for b in reversed(rel.builds):
+            if compat.arches_cover(compat.TORCH_ARCHES.get((minor, b), ()), gpu.cc):
+                return f"use torch {minor}.x+{b} (index {PYTORCH_INDEX}/{b})"
+    return "no torch build in airgap's table supports this GPU"
+
+
+def _check_models(st: Stack) -> None:
+    gpus = [g for g in st.gpus if g.gpu]
+    total = st.total_vram
+    for model in st.models:
+        if model.params is None and not model.weight_bytes:
+            st.add(WARNING, "model-size", model.field,
+                   f"{model.repo}: the parameter count cannot be read from the name, so whether it fits the GPUs "
+                   "was not checked",
+                   "plan without --no-head lets the models layer read it from the hub; or compare by hand: "
+                   "FP16 needs about params (billions) x 2 GB, +20-30%")
+            continue
+        est = " (estimated from the name)" if model.params_source == "estimated from the name" else ""
+        dtype_note = " (assumed)" if model.dtype_source == "assumed" else ""
+        lo, hi = model.need_gib()
+        if model.weight_bytes:
+            count = f"~{_fmt_params(model.params)} params, " if model.params else ""
+            what = f"{count}{model.weight_bytes / 2**30:.1f} GiB of weights ({model.params_source})"
+        else:
+            what = f"~{_fmt_params(model.params or 0)} params{est} at {model.dtype.upper()}{dtype_note}"
+        size = f"{model.repo}: {what} needs about {lo:.0f}-{hi:.0f} GiB (weights, +20-30% for KV cache and activations)"
+        if not gpus:
+            st.add(OK, "model-vram", model.field, f"{size}; target.gpus is not set, so the fit was not checked")
+            continue
+        where = f"the {total} GiB of {st.gpu_summary}"
+        if lo > total:
+            st.add(WARNING, "model-vram", model.field, f"{size}: more than {where}; it will not load",
+                   _quantised_fix(model, total, gpus))
+            continue
+        if hi > total:
+            st.add(WARNING, "model-vram", model.field,
+                   f"{size}: tight for {where} (short context, little KV cache)", _quantised_fix(model, total, gpus))
+        else:
+            st.add(OK, "model-vram", model.field, f"{size}; fits {where}")
+        biggest = max(g.gpu.vram_gib for g in gpus)  # type: ignore[union-attr]
+        cards = sum(g.count for g in gpus)
+        no_link = [g.gpu.name for g in gpus if g.gpu and g.gpu.nvlink == "no"]
+        if hi > biggest and cards > 1 and no_link:
+            st.add(WARNING, "gpu-nvlink", model.field,
+                   f"{model.repo} needs more than one card, and the {no_link[0]} has no NVLink: tensor parallelism "
+                   "runs over PCIe, far slower (and no NVLink bridge fits it)",
+                   "expect lower throughput, or use cards with NVLink (H100/A100 SXM) or one card with enough memory")
+
+
+def _fmt_params(b: float) -> str:
+    return f"{b:.0f}B" if b >= 10 else f"{b:.2g}B"
+
+
+def _quantised_fix(model: ModelFacts, total: int, gpus: list[GpuEntry]) -> str:
+    current = compat.BYTES_PER_PARAM[model.dtype][0]
+    options = []
+    for q, label in (("int8", "INT8"), ("int4", "INT4 (AWQ/GPTQ)")):
+        if compat.BYTES_PER_PARAM[q][0] >= current or not model.params:
+            continue
+        lo, hi = compat.model_memory_gib(model.params or 0, q)
+        verdict = "fits" if hi <= total else ("tight" if lo <= total else "does not fit")
+        options.append(f"{label} ~{lo:.0f}-{hi:.0f} GiB ({verdict})")
+    _, hi_now = model.need_gib()
+    card = max((g.gpu for g in gpus if g.gpu), key=lambda g: g.vram_gib)
+    need_cards = math.ceil(hi_now / card.vram_gib)
+    parts = [f"quantised sizes: {', '.join(options)}"] if options else []
+    parts.append(f"or about {need_cards}x {card.name} for {model.dtype.upper()}")
+    if not model.weight_bytes:
+        biggest = total * 2**30 / (compat.BYTES_PER_PARAM[model.dtype][1] * compat.RUNTIME_OVERHEAD[1] * 1e9)
+        parts.append(f"or a model of at most ~{_fmt_params(math.floor(biggest * 10) / 10)} at "
+                     f"{model.dtype.upper()} for {total} GiB")
+    return "; ".join(parts)
+
+
+def _check_images(st: Stack) -> None:
+    m = st.manifest
+    if m.driver is None:
+        return
+    top = compat.driver_max_cuda(m.driver.version)
+    for i, image in enumerate(m.images):
+        match = _CUDA_IMAGE_RE.match(image.ref)
+        if not match or top is None:
+            continue
+        want = match.group(1)
+        if compat.version_tuple(compat.cuda_minor(want)) > compat.version_tuple(compat.cuda_minor(top)):
+            minimum = compat.cuda_min_driver(want if want.count(".") == 2 else f"{want}.0")
+            need = f" (driver >= {minimum.driver})" if minimum else ""
+            st.add(ERROR, "image-cuda", ("images", i),
+                   f"{image.ref} needs CUDA {compat.cuda_minor(want)}{need}, and driver {m.driver.version} supports "
+                   f"CUDA up to {compat.cuda_minor(top)}: the container toolkit refuses to start it "
+                   f"(\"unsatisfied condition: cuda>={compat.cuda_minor(want)}\")",
+                   f"use an nvidia/cuda:{compat.cuda_minor(top)}.x image, or a newer driver.version")
+        else:
+            st.add(OK, "image-cuda", ("images", i),
+                   f"{image.ref}: CUDA {compat.cuda_minor(want)} runs on driver {m.driver.version}")
+
+
+def check_manifest(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None = None) -> list[Finding]:
+    """Every compatibility check on the manifest, in the order a person reads a stack: driver and CUDA,
+    torch, vLLM, GPUs, models, images. `artifacts` (when resolved) give models' hub metadata."""
+    st = _stack(manifest, artifacts)
+    _check_driver_cuda(st)
+    _check_torch(st)
+    _check_vllm(st)
+    _check_gpus(st)
+    _check_models(st)
+    _check_images(st)
+    for f in st.findings:
+        f.where = manifest.location(f.field)
+    return st.findings
+
+
+def resolved_versions(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None = None) -> dict[str, str]:
+    """What the stack will be, one readable line per part, for `plan`."""
+    st = _stack(manifest, artifacts)
+    m = manifest
+    out: dict[str, str] = {"target": f"{m.target.os} {m.target.arch}, python {m.target.python}"}
+    if m.target.kernel:
+        out["target"] += f", kernel {m.target.kernel}"
+    if m.driver:
+        out["driver"] = m.driver.version
+    if m.cuda:
+        bits = []
+        runfile = compat.cuda_runfile_driver(m.cuda.version)
+        if runfile:
+            bits.append(f"runfile bundles driver {runfile}")
+        minimum = compat.cuda_min_driver(m.cuda.version)
+        if minimum:
+            bits.append(f"needs driver >= {minimum.driver}")
+        out["cuda"] = m.cuda.version + (f" ({'; '.join(bits)})" if bits else "")
+    if m.cudnn:
+        out["cudnn"] = m.cudnn.version
+    if m.docker:
+        out["docker"] = m.docker.version
+    if m.container_toolkit:
+        out["container_toolkit"] = m.container_toolkit.version
+    if st.torch is not None:
+        how = "vLLM's pin" if st.torch.from_vllm else ""
+        src = "; ".join(x for x in (how, st.torch.source) if x)
+        out["torch"] = st.torch.label + (f" ({src})" if src else "")
+    vllm = st.pins.get("vllm")
+    if vllm is not None:
+        pin = compat.vllm_torch_pin(vllm.version) if vllm.version else None
+        out["vllm"] = (vllm.version or vllm.raw) + (f" (pins torch {pin})" if pin else "")
+    if st.gpus:
+        out["gpus"] = ", ".join(
+            f"{g.count}× {g.gpu.name} ({g.gpu.sm}, {g.gpu.vram_gib} GiB, NVLink: {g.gpu.nvlink})" if g.gpu
+            else f"{g.raw} (unknown)" for g in st.gpus
+        )
+    if st.models:
+        lines = []
+        for mf in st.models:
+            size = f"~{_fmt_params(mf.params)} params ({mf.params_source})" if mf.params else "size unknown"
+            commit = f" @ {mf.commit[:12]}" if mf.commit else ""
+            lines.append(f"{mf.repo}{commit}: {size}, {mf.dtype.upper()}")
+        out["models"] = "; ".join(lines)
+    for img in m.images:
+        out.setdefault("images", "")
+        out["images"] = ", ".join(x for x in (out["images"], img.ref) if x)
+    return out
+
+
+def enforce(manifest: Manifest, findings: list[Finding], allow_mismatch: bool = False) -> list[Finding]:
+    """Stop on errors (a ManifestError, exit 2, one line per mismatch with its fix), or with
+    `allow_mismatch` turn them into warnings marked `allowed` for the lock to record."""
+    errors = [f for f in findings if f.level == ERROR]
+    if not errors:
+        return findings
+    if not allow_mismatch:
+        problems = []
+        for f in errors:
+            fix = f"; {f.fix}" if f.fix else ""
+            problems.extend(manifest.error(f.field, f"{f.message}{fix} (or accept it with --allow-mismatch)").problems)
+        raise ManifestError(problems)
+    for f in errors:
+        f.level = WARNING
+        f.allowed = True
+    return findings
+
+
+def allowed(findings: Iterable[Finding]) -> list[dict[str, Any]]:
+    """What the lock records about mismatches accepted with --allow-mismatch."""
+    return [f.to_dict() for f in findings if f.allowed]
+
+
+def check_lock(lock: Any) -> list[Finding]:
+    """The same checks on a bundle's lock (install's preflight): the manifest recorded at collect time,
+    its artifacts' meta, and the mismatches accepted then, which stay warnings."""
+    data = getattr(lock, "manifest", None)
+    if not data:
+        return []
+    manifest = Manifest.model_validate(data)
+    findings = check_manifest(manifest, getattr(lock, "artifacts", None))
+    accepted = {(a.get("code"), a.get("field")) for a in getattr(lock, "allowed_mismatches", []) or []}
+    for f in findings:
+        if f.level == ERROR and (f.code, f.field_path) in accepted:
+            f.level, f.allowed = WARNING, True
+    return findings
