@@ -193,6 +193,24 @@ def _total_vram(ctx: InstallContext) -> int:
         pynvml.nvmlShutdown()
 
 
+def check_compat(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
+    """The connected side's version checks once more, on the lock: a bundle collected with
+    --allow-mismatch keeps those as warnings; anything else wrong stops the install before it starts."""
+    from airgap.checks import ERROR, WARNING, check_lock
+
+    try:
+        findings = check_lock(ctx.lock)
+    except Exception as exc:  # a lock from another airgap version may not validate: say so, do not crash
+        return [CheckResult("compat", WARN, f"could not re-check versions from the lock: {exc}")]
+    results = []
+    for f in findings:
+        if f.level == ERROR:
+            results.append(CheckResult(f"compat:{f.code}", FAIL, f.message, f.fix))
+        elif f.level == WARNING:
+            results.append(CheckResult(f"compat:{f.code}", WARN, f.message, f.fix))
+    return results or [CheckResult("compat", PASS, "driver, CUDA, torch, vLLM and GPU versions fit together")]
+
+
 CHECKS: dict[str, Check] = {
     "root": check_root,
     "os": check_os,
@@ -202,8 +220,9 @@ CHECKS: dict[str, Check] = {
     "kernel_headers": check_headers,
     "disk": check_disk,
     "ram_vram": check_ram_vram,
+    "compat": check_compat,
 }
-ALWAYS = ("root", "os")
+ALWAYS = ("root", "os", "compat")
 
 
 def run_preflight(ctx: InstallContext, layers: list[str], needs: set[str]) -> list[CheckResult]:

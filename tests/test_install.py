@@ -393,3 +393,21 @@ def test_whole_install_without_network_killed_part_way_resumes(docker_root: Path
     assert third.returncode == 0, third.stderr
     assert {s["step"]: s["status"] for s in json.loads(third.stdout)["steps"]} == {
         "driver": "skipped", "cuda": "skipped", "docker": "skipped"}
+
+
+def test_preflight_rechecks_versions_from_the_lock(tmp_path: Path) -> None:
+    from airgap import manifest as manifest_mod
+    from airgap.bundle import Lock
+    from airgap.checks import allowed, check_manifest, enforce
+    from airgap.host import Host
+    from airgap.install_context import InstallContext
+    from airgap.preflight import check_compat
+
+    m = manifest_mod.loads("name: x\ntarget: {os: ubuntu-22.04}\ndriver: {version: 535.54.03}\n"
+                           "cuda: {version: 12.4.0}\n")
+    lock = Lock(name="x", target={"os": "ubuntu-22.04"}, manifest=m.model_dump(mode="json"))
+    ctx = InstallContext(Host(root=tmp_path), tmp_path, lock)
+    (fail,) = [c for c in check_compat(ctx, []) if c.status == "fail"]
+    assert "550.54.14" in fail.message + fail.fix  # CUDA 12.4's minimum driver is named
+    lock.allowed_mismatches = allowed(enforce(m, check_manifest(m), allow_mismatch=True))  # as collect records
+    assert {c.status for c in check_compat(ctx, [])} == {"warn"}
