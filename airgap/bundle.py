@@ -82,6 +82,8 @@ class Lock:
     artifacts: list[LockedArtifact] = field(default_factory=list)
     # For a delta bundle: the bundle it builds on {"name", "created", "lock_sha256"}; install needs --base.
     base: dict[str, str] | None = None
+    # airgap itself for the server (tool/ and install.sh): {"python", "arch", "glibc", "files": [{path,size,sha256}]}
+    tool: dict[str, Any] | None = None
 
     def by_path(self) -> dict[str, LockedArtifact]:
         return {a.path: a for a in self.artifacts}
@@ -189,6 +191,8 @@ def finalize(bundle: Path, lock: Lock) -> None:
             entries.update({p["path"]: p["sha256"] for p in a.parts})
         else:
             entries[a.path] = a.sha256
+    for f in (lock.tool or {}).get("files", []):
+        entries[f["path"]] = f["sha256"]
     entries[LOCK_NAME] = hashlib.sha256(lock_bytes).hexdigest()
     entries[README_NAME] = hashlib.sha256(readme).hexdigest()
     write_atomic(bundle / SUMS_NAME, format_sums(entries))
@@ -218,13 +222,15 @@ _BY_HAND = {
 }
 # Layers with many files get one line for the whole layer directory.
 _BY_HAND_LAYER = {
-    "prereqs": "dpkg -i {dir}/*.deb",
-    "cudnn": "dpkg -i {dir}/*.deb",
-    "container_toolkit": "dpkg -i {dir}/*.deb && nvidia-ctk runtime configure --runtime=docker && "
+    # apt-get orders Pre-Depends; one `dpkg -i` call refuses a package whose pre-dependency is only unpacked
+    "prereqs": "apt-get install ./{dir}/*.deb",
+    "cudnn": "apt-get install ./{dir}/*.deb",
+    "container_toolkit": "apt-get install ./{dir}/*.deb && nvidia-ctk runtime configure --runtime=docker && "
     "systemctl restart docker",
     "images": "airgap install . --only images   (loads them into dockerd; see {dir}/)",
-    "python": "python3 -m venv /opt/airgap/venv && /opt/airgap/venv/bin/pip install --no-index "
-    "--find-links {dir} --require-hashes -r {dir}/requirements.lock.txt",
+    "python": "python3 -m venv --without-pip /opt/airgap/venv && /opt/airgap/venv/bin/python "
+    "\"$(ls {dir}/pip-*.whl)/pip\" install --no-index --find-links {dir} --require-hashes "
+    "-r {dir}/requirements.lock.txt",
     "models": "cp -r {dir}/* /data/models/ && chown -R 1000:1000 /data/models",
 }
 
@@ -244,6 +250,8 @@ def render_readme(lock: Lock) -> str:
         "    sha256sum -c SHA256SUMS         (the same check with coreutils alone)",
         "",
         "INSTALL IT on the server:",
+        *(["    sudo sh install.sh              (sets up airgap from tool/, then installs every layer)"]
+          if lock.tool else []),
         "    airgap install .                (every layer in order, offline)",
         "",
         "or by hand, in this order:",

@@ -230,7 +230,7 @@ def _model_facts(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None) -
         raw_params = info.get("params")
         if isinstance(raw_params, (int, float)) and raw_params > 0:
             # The hub reports a parameter count; a small number can only be billions already.
-            params = raw_params / 1e9 if raw_params > 1e5 else float(raw_params)
+            params = raw_params / 1e9  # the models layer records the exact element count
             params_source = "hub metadata"
         else:
             params = compat.params_from_name(spec.repo)

@@ -63,6 +63,21 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     ctx.obj = Ctx(verbose, quiet)
 
 
+def _target_status_option(f):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--target-status", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="A copy of the server's /var/lib/dpkg/status: Debian packages it already has are left out "
+        "(docs/packages.md says how to bring that small file out).",
+    )(f)
+
+
+def _use_target_status(path: Path | None) -> None:
+    if path is not None:
+        from airgap.sources.apt import set_target_status
+
+        set_target_status(path)
+
+
 def _skip_option(f):  # type: ignore[no-untyped-def]
     return click.option(
         "--skip",
@@ -115,10 +130,11 @@ Exits 2 on a compatibility error (unless --allow-mismatch), 3 if an artifact doe
 @click.option("--fat32/--no-fat32", default=None,
               help="The drive is (not) FAT32. Default: assume FAT32 for drives of 32 GB or less, and warn.")
 @_allow_mismatch_option
+@_target_status_option
 @_skip_option
 @click.pass_obj
 def plan(obj: Ctx, manifest: Path, json_mode: bool, no_head: bool, media: str | None, fat32: bool | None,
-         allow_mismatch: bool, skip: str | None) -> int:
+         allow_mismatch: bool, target_status: Path | None, skip: str | None) -> int:
     from airgap import manifest as manifest_mod
     from airgap.bundle import human_size
     from airgap.layers import parse_layer_names
@@ -129,6 +145,7 @@ def plan(obj: Ctx, manifest: Path, json_mode: bool, no_head: bool, media: str | 
     if fat32 is not None and media_bytes is None:
         raise BadInputError("--fat32/--no-fat32 need --media SIZE.", "Add the drive's size, e.g. --media 32G --fat32.")
     m = manifest_mod.load(manifest)
+    _use_target_status(target_status)
     report = make_plan(m, _source(m.mirrors, retries=1, timeout=15), parse_layer_names(skip, "--skip"),
                        head=not no_head, allow_mismatch=allow_mismatch, media=media_bytes, fat32=fat32)
     if json_mode:
@@ -193,7 +210,8 @@ def plan(obj: Ctx, manifest: Path, json_mode: bool, no_head: bool, media: str | 
 Every file is hashed while it downloads, checked against a pinned sha256 or the publisher's digest where
 one exists, and renamed from *.part only once it matches. Interrupted? Run the same command again: files
 already verified are not transferred again, partial ones resume with HTTP Range. The bundle gets
-airgap.lock.json, SHA256SUMS (`sha256sum -c` works) and a README.txt for the person carrying it.
+airgap.lock.json, SHA256SUMS (`sha256sum -c` works) and a README.txt for the person carrying it, and
+(unless --no-tool) airgap itself under tool/ with install.sh: on the server, `sudo sh install.sh`.
 
 Before anything is downloaded the stack is checked for version mismatches (what `airgap plan` shows):
 one stops the collection (exit 2) unless --allow-mismatch, which records it in the lock.
@@ -220,12 +238,16 @@ Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach
               help="Sign SHA256SUMS with this secret key (from `airgap keygen`) when the bundle is complete.")
 @click.option("--since", type=click.Path(path_type=Path),
               help="Make a delta bundle: carry only what changed since this earlier bundle (its dir or lock).")
+@click.option("--tool/--no-tool", default=True, show_default=True,
+              help="Put airgap itself in the bundle (tool/: its wheels for the target's python, fetched from "
+                   "PyPI) with install.sh, so `sudo sh install.sh` is all the server needs.")
 @_allow_mismatch_option
+@_target_status_option
 @_skip_option
 @click.pass_obj
 def collect(obj: Ctx, manifest: Path, output: Path | None, jobs: int, retries: int, timeout: float,
             json_mode: bool, max_file_size: str | None, sign_key: Path | None, since: Path | None,
-            allow_mismatch: bool, skip: str | None) -> int:
+            tool: bool, allow_mismatch: bool, target_status: Path | None, skip: str | None) -> int:
     from dataclasses import asdict
 
     from airgap import manifest as manifest_mod
@@ -237,6 +259,7 @@ def collect(obj: Ctx, manifest: Path, output: Path | None, jobs: int, retries: i
 
     out = obj.out(json_mode)
     m = manifest_mod.load(manifest)
+    _use_target_status(target_status)
     # Options are checked before any download: a wrong key path found after 60 GB is a wasted hour.
     limit = parse_size(max_file_size) if max_file_size else None
     secret = load_secret(sign_key) if sign_key else None
@@ -245,7 +268,7 @@ def collect(obj: Ctx, manifest: Path, output: Path | None, jobs: int, retries: i
     mode = "off" if (obj.quiet or json_mode) and not sys.stderr.isatty() else "auto"
     report = do_collect(m, dest, _source(m.mirrors, retries, timeout), jobs=jobs,
                         skip=parse_layer_names(skip, "--skip"), progress_mode=mode, warn=out.warn,
-                        allow_mismatch=allow_mismatch, max_file_size=limit, since=base)
+                        allow_mismatch=allow_mismatch, max_file_size=limit, since=base, tool=tool)
     if secret is not None:
         sign_bundle(dest, secret, m.name)
     if json_mode:

@@ -31,7 +31,7 @@ from airgap.bundle import (
 from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, PART_SUFFIX
 from airgap.checks import WARNING, allowed, check_manifest, enforce
 from airgap.errors import EXIT_INTERRUPTED, AirgapError, BadInputError, UpstreamError
-from airgap.layers import LAYERS, plan_artifacts, wanted_layers
+from airgap.layers import LAYERS, plan_artifacts
 from airgap.manifest import Manifest
 from airgap.parts import PART_RE, resplit
 from airgap.progress import Progress
@@ -87,15 +87,6 @@ class CollectFailed(AirgapError):
         )
 
 
-def pending_layers_error(names: list[str]) -> BadInputError:
-    listed = ",".join(names)
-    return BadInputError(
-        f"The manifest asks for {', '.join(names)}, which this version of airgap cannot collect yet.",
-        f"Add --skip {listed} to collect everything else; the bundle's README.txt and lock will then say "
-        "that those layers are not in it.",
-    )
-
-
 def collect(
     manifest: Manifest,
     out: Path,
@@ -107,15 +98,13 @@ def collect(
     allow_mismatch: bool = False,
     max_file_size: int | None = None,
     since: tuple[Lock, str] | None = None,
+    tool: bool = False,
 ) -> CollectReport:
     started = time.monotonic()
     skip = skip or set()
     # Version mismatches first, before any network: a driver too old for the CUDA asked for is found here,
     # not on the isolated server. (ManifestError, exit 2, unless --allow-mismatch.)
     enforce(manifest, check_manifest(manifest), allow_mismatch)
-    _, pending = wanted_layers(manifest, skip)
-    if pending:
-        raise pending_layers_error([p.name for p in pending])
     artifacts = plan_artifacts(manifest, skip, source)
     # Again with the resolved artifacts: the models layer adds each model's parameter count and dtype.
     findings = enforce(manifest, check_manifest(manifest, artifacts), allow_mismatch)
@@ -143,6 +132,8 @@ def collect(
         manifest=_manifest_record(manifest),
         allowed_mismatches=allowed(findings),
     )
+    # airgap itself for the server first: a target python with no wheels fails now, not after 60 GB.
+    lock.tool = _build_tool(out, manifest) if tool else _remove_tool(out)
     base = since[0].by_path() if since else {}
     if since:
         lock.base = {"name": since[0].name, "created": since[0].created, "lock_sha256": since[1]}
@@ -367,6 +358,8 @@ def _already_present(
             return art.path, None
         # What the file must hash to: a pin, or what an earlier run recorded for the same URL.
         want = art.pinned.value if art.pinned else None
+        if want is None and art.upstream is not None and art.upstream.algorithm == "sha256":
+            want = art.upstream.value  # e.g. a model's LFS sha256: same bytes even when its branch moved
         if want is None and prev is not None and prev.url in {redact(u) for u in art.urls}:
             want = prev.sha256
         if want is None:
@@ -378,6 +371,34 @@ def _already_present(
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, os.cpu_count() or 1))) as pool:
         return {path: hit for path, hit in pool.map(check, artifacts) if hit is not None}
+
+
+def _build_tool(out: Path, manifest: Manifest) -> dict[str, Any]:
+    from airgap import __version__
+    from airgap.install_sh import write_install_sh
+    from airgap.selfinstall import DEFAULT_GLIBC, build_tool_dir
+
+    try:
+        from airgap.sources.apt import DISTROS
+
+        glibc = DISTROS[manifest.target.os].glibc
+    except (ImportError, KeyError):
+        glibc = DEFAULT_GLIBC
+    t = manifest.target
+    files = build_tool_dir(out, t.python, t.arch, glibc=glibc)
+    files.append(write_install_sh(out, __version__, t.python))
+    return {"python": t.python, "arch": t.arch, "glibc": glibc,
+            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files]}
+
+
+def _remove_tool(out: Path) -> None:
+    """--no-tool: a tool/ from an earlier run would no longer be covered by SHA256SUMS."""
+    import shutil
+
+    from airgap.bundle_layout import TOOL_DIR
+
+    shutil.rmtree(out / TOOL_DIR, ignore_errors=True)
+    (out / "install.sh").unlink(missing_ok=True)
 
 
 def _known_unchanged(art: Artifact, old: LockedArtifact) -> bool:

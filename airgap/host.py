@@ -173,6 +173,11 @@ class Host:
         """A line for the install log only (what a layer decided, and why), with the time."""
         self._log(f"# {time.strftime('%H:%M:%S')} {text}")
 
+    def announce(self, text: str) -> None:
+        """Record a change a layer makes by its own means (copying a model, loading an image): printed as
+        'would TEXT' in a dry run, logged otherwise. The layer itself must skip the change in a dry run."""
+        self._action(text)
+
     def _action(self, text: str, log: bool = True) -> None:
         self.actions.append(text)
         if self.dry_run and self.echo is not None:

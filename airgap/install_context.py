@@ -39,7 +39,8 @@ class InstallContext:
         a real file); `open_artifact` reads parts as one stream instead, with no extra disk."""
         return [(a, self._path(a)) for a in self.lock.artifacts if a.layer == layer]
 
-    def _files(self, art: LockedArtifact) -> list[Path]:
+    def files(self, art: LockedArtifact) -> list[Path]:
+        """Where the artifact's bytes are: its file or its parts, in this bundle or in the delta's base."""
         from airgap.parts import source_files
 
         if art.in_base and self.base is not None and self.base_lock is not None:
@@ -47,8 +48,11 @@ class InstallContext:
         return source_files(self.bundle, art)
 
     def _path(self, art: LockedArtifact) -> Path:
-        files = self._files(art)
-        return files[0] if len(files) == 1 and files[0].name == art.name else self._join(art)
+        if not art.parts and not art.in_base:
+            return self.bundle / art.path
+        files = self.files(art)
+        base_entry = self.base_lock.by_path().get(art.path) if art.in_base and self.base_lock else None
+        return files[0] if base_entry is not None and not base_entry.parts else self._join(art)
 
     def open_artifact(self, art: LockedArtifact) -> BinaryIO:
         """The artifact's bytes as one stream, straight from its parts when split. The caller closes it."""
@@ -56,7 +60,7 @@ class InstallContext:
 
         from airgap.parts import PartsReader
 
-        return io.BufferedReader(PartsReader(self._files(art)), buffer_size=1 << 20)
+        return io.BufferedReader(PartsReader(self.files(art)), buffer_size=1 << 20)
 
     def _join(self, art: LockedArtifact) -> Path:
         from airgap.parts import join_files, roomy_dir
@@ -65,7 +69,7 @@ class InstallContext:
             if self.host.dry_run:
                 return self.bundle / art.path
             where = roomy_dir([self.host.path(d) for d in ("/var/tmp", "/tmp", "/root")], art.size + (64 << 20))
-            files = self._files(art)
+            files = self.files(art)
             self.host.note(f"joining {len(files)} parts of {art.path} in {where}")
             self._joined[art.path] = join_files(files, art, where / "airgap-joined" / art.name)
         return self._joined[art.path]

@@ -120,10 +120,24 @@ class CudaSpec(PinnedDownload):
     _v = field_validator("version", mode="before")(_version(SEMVER3_RE, "12.4.0"))
 
 
+APT_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(\s*=\s*\S+|\s*\((<<|<=|=|>=|>>)\s*[^)\s]+\s*\))?$")
+
+
+def _apt_packages(v: list[str] | None) -> list[str] | None:
+    for item in v or []:
+        if not APT_PACKAGE_RE.match(item.strip()):
+            raise ValueError(f"{item!r} is not a Debian package request; write it like `dkms`, "
+                             "`nvidia-container-toolkit=1.16.2` or `gcc-12 (>= 12.3)`")
+    return v
+
+
 class CudnnSpec(StrictModel):
     version: str
-    packages: list[str] | None = None
+    packages: list[str] | None = None  # default: libcudnnN-cuda-M and libcudnnN-dev-cuda-M
+    # The CUDA major version in the package names (libcudnn9-cuda-12); default: cuda.version's, else 12.
+    cuda_major: int | None = None
     _v = field_validator("version", mode="before")(_version(re.compile(r"^\d+(\.\d+){0,3}$"), "9"))
+    _pkgs = field_validator("packages")(_apt_packages)
 
 
 class DockerSpec(PinnedDownload):
@@ -166,11 +180,74 @@ class PythonSpec(StrictModel):
     requirements: list[str] = Field(min_length=1)
     index_urls: list[str] = Field(default_factory=lambda: ["https://pypi.org/simple"])
     venv: str = "/opt/airgap/venv"
+    # The server's glibc, which decides the manylinux tags a wheel may carry; default from target.os.
+    glibc: str | None = None
+    # Platform tags to accept instead of the manylinux ladder derived from target.arch and glibc.
+    platforms: list[str] | None = None
+    # Modules to import after the install; default: the top-level modules of each requirement.
+    imports: list[str] | None = None
 
     @field_validator("index_urls")
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
         return [_check_url(u) for u in v]
+
+    @field_validator("venv")
+    @classmethod
+    def _venv(cls, v: str) -> str:
+        if not v.startswith("/") or ".." in v.split("/"):
+            raise ValueError(f"{v!r} is not an absolute path; write it like /opt/airgap/venv")
+        return v
+
+    @field_validator("glibc", mode="before")
+    @classmethod
+    def _glibc(cls, v: Any) -> str | None:
+        if v is None:
+            return None
+        if isinstance(v, float):
+            raise ValueError(f"YAML read this version as the number {v!r}; quote it, e.g. \"2.35\"")
+        if not re.match(r"^2\.\d{1,2}$", str(v)):
+            raise ValueError(f"{v!r} is not a glibc version; write it like \"2.35\" (`ldd --version` on the server)")
+        return str(v)
+
+
+class AptRepoSpec(StrictModel):
+    """An apt repository: `deb URL SUITE COMPONENTS`, or a flat one (`deb URL /`) with suites: ["/"]."""
+
+    name: str
+    url: str
+    suites: list[str] = Field(default_factory=lambda: ["/"], min_length=1)
+    components: list[str] = Field(default_factory=lambda: ["main"])
+    keyring: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v).rstrip("/")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a usable repository name; use letters, digits, '.', '_' and '-'")
+        return v
+
+
+class AptSpec(StrictModel):
+    """Debian packages for the server: where they come from and how to check them."""
+
+    # The driver build's prerequisites (build-essential, gcc-12, dkms, linux-headers-<target.kernel>).
+    prereqs: bool = False
+    # More packages for the prereqs layer (e.g. python3.10-venv, nfs-common).
+    packages: list[str] = Field(default_factory=list)
+    # Keyrings (binary .gpg or armored .asc, relative to the manifest) by repository name: ubuntu, debian,
+    # nvidia-container, cuda, or a name from `repos`.
+    keyrings: dict[str, str] = Field(default_factory=dict)
+    repos: list[AptRepoSpec] = Field(default_factory=list)
+    # A copy of the server's /var/lib/dpkg/status: what it already has is left out precisely.
+    target_status: str | None = None
+
+    _pkgs = field_validator("packages")(_apt_packages)
 
 
 class ModelSpec(StrictModel):
@@ -180,6 +257,16 @@ class ModelSpec(StrictModel):
     ignore: list[str] | None = None
     dest: str | None = None
     owner: str = "1000:1000"
+    # Also install into a Hugging Face cache under this HF_HOME (files in <hf_home>/hub/models--owner--name),
+    # so programs run with HF_HOME=<hf_home> HF_HUB_OFFLINE=1 find the model by repo id.
+    hf_home: str | None = None
+
+    @field_validator("hf_home")
+    @classmethod
+    def _hf_home(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or ".." in v.split("/")):
+            raise ValueError(f"{v!r} is not an absolute path; write it like /data/hf (the HF_HOME programs will use)")
+        return v
 
     @field_validator("repo")
     @classmethod
@@ -237,6 +324,7 @@ class Manifest(StrictModel):
     python: PythonSpec | None = None
     models: Annotated[list[ModelSpec], Field(default_factory=list)]
     files: Annotated[list[FileSpec], Field(default_factory=list)]
+    apt: AptSpec | None = None
     mirrors: dict[str, str] = Field(default_factory=dict)
     insecure_registries: list[str] = Field(default_factory=list)
 

@@ -147,7 +147,7 @@ def check_disk(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
         if layer not in DESTINATIONS:
             continue
         dest, factor = DESTINATIONS[layer]
-        need = int(sum(a.size for a, _ in ctx.artifacts(layer)) * factor)
+        need = int(sum(a.size for a in ctx.lock.artifacts if a.layer == layer) * factor)
         if not need:
             continue
         where = _existing_ancestor(ctx.host.path(dest))

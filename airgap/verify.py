@@ -98,6 +98,8 @@ def verify_bundle(
         # so a short file shows as altered rather than truncated.
         lock = None
     if lock is not None:
+        for f in (lock.tool or {}).get("files", []):
+            sizes[f["path"]] = f["size"]
         for art in lock.artifacts:
             if art.in_base:
                 continue

@@ -109,6 +109,10 @@ def upstream(tmp_path: Path) -> Iterator[Upstream]:
 
 
 def run_airgap(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m airgap ARGS`. collect gets --no-tool unless the test says --tool: putting airgap's own
+    wheels in the bundle downloads them from PyPI (tests/test_selfinstall.py covers that, marked network)."""
+    if args and args[0] == "collect" and "--tool" not in args and "--no-tool" not in args:
+        args = (*args, "--no-tool")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, "-m", "airgap", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env

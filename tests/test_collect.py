@@ -153,7 +153,7 @@ def test_killed_process_resumes_from_its_part_file(upstream: Upstream, tmp_path:
     m = upstream.manifest(tmp_path)
     bundle = tmp_path / "bundle"
     part = bundle / (IN_BUNDLE[CUDA] + ".part")
-    proc = subprocess.Popen([sys.executable, "-m", "airgap", "collect", str(m), "-o", str(bundle)],
+    proc = subprocess.Popen([sys.executable, "-m", "airgap", "collect", str(m), "-o", str(bundle), "--no-tool"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -213,14 +213,10 @@ def test_md5_list_missing_is_a_warning_and_recorded(upstream: Upstream, tmp_path
     assert "could not be read" in cuda["upstream_digest_note"]
 
 
-def test_layers_not_collectable_yet_are_refused_unless_skipped(upstream: Upstream, tmp_path: Path) -> None:
+def test_skipped_layers_are_left_out_and_said_so(upstream: Upstream, tmp_path: Path) -> None:
     m = upstream.manifest(tmp_path, images="[ubuntu:22.04]", models="[org/model]")
-    r = collect_cli(upstream, tmp_path, manifest=m)
-    assert r.returncode == 2
-    assert "cannot collect yet" in r.stderr
-    assert "--skip images,models" in r.stderr
     r = collect_cli(upstream, tmp_path, "--skip", "images,models", manifest=m)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0, r.stderr  # no registry or hub was contacted: both were skipped
     lock = json.loads((tmp_path / "bundle/airgap.lock.json").read_text())
     assert lock["skipped_layers"] == ["images", "models"]
     readme = (tmp_path / "bundle/README.txt").read_text()
@@ -335,7 +331,8 @@ def test_progress_degrades_to_periodic_lines_when_piped(upstream: Upstream, tmp_
     upstream.server.throttle(upstream.path(CUDA), 4 * MiB)
     env = dict(os.environ, AIRGAP_PROGRESS_INTERVAL="0.2")
     r = subprocess.run(
-        [sys.executable, "-m", "airgap", "collect", str(upstream.manifest(tmp_path)), "-o", str(tmp_path / "b")],
+        [sys.executable, "-m", "airgap", "collect", str(upstream.manifest(tmp_path)), "-o", str(tmp_path / "b"),
+         "--no-tool"],
         capture_output=True, text=True, env=env, timeout=60,
     )
     assert r.returncode == 0, r.stderr

@@ -327,7 +327,7 @@ def test_enforce_raises_one_line_per_mismatch_with_file_and_line() -> None:
     problems = exc.value.problems
     assert exc.value.exit_code == 2
     assert any(p.startswith("manifest.yaml:11: driver.version: driver 535.104.05 is older") for p in problems)
-    assert any(p.startswith("manifest.yaml:21: python.index_urls[0]: torch 2.5.1+cu121") for p in problems)
+    assert any(p.startswith("manifest.yaml:27: python.index_urls[0]: torch 2.5.1+cu121") for p in problems)
     assert all("--allow-mismatch" in p for p in problems)
 
 

@@ -5,24 +5,30 @@ from __future__ import annotations
 from airgap.artifacts import Artifact
 from airgap.bundle_layout import LAYER_ORDER
 from airgap.errors import BadInputError
-from airgap.layers.base import Layer, PendingLayer
+from airgap.layers.base import Layer
+from airgap.layers.container_toolkit import ContainerToolkitLayer
 from airgap.layers.cuda import CudaLayer
+from airgap.layers.cudnn import CudnnLayer
 from airgap.layers.docker import DockerLayer
 from airgap.layers.driver import DriverLayer
 from airgap.layers.files import FilesLayer
+from airgap.layers.images import ImagesLayer
+from airgap.layers.models import ModelsLayer
+from airgap.layers.prereqs import PrereqsLayer
+from airgap.layers.python import PythonLayer
 from airgap.manifest import Manifest
 from airgap.sources.http import HttpSource
 
 LAYERS: tuple[Layer, ...] = (
-    PendingLayer("prereqs", "driver"),  # build tools for the driver: asked for by `driver:` (issue 5)
+    PrereqsLayer(),  # build tools for the driver (and any apt.packages): asked for in `apt:`
     DriverLayer(),
     CudaLayer(),
-    PendingLayer("cudnn"),
+    CudnnLayer(),
     DockerLayer(),
-    PendingLayer("container_toolkit"),
-    PendingLayer("images"),
-    PendingLayer("python"),
-    PendingLayer("models"),
+    ContainerToolkitLayer(),
+    ImagesLayer(),
+    PythonLayer(),
+    ModelsLayer(),
     FilesLayer(),
 )
 assert tuple(layer.name for layer in LAYERS) == LAYER_ORDER
@@ -42,16 +48,9 @@ def parse_layer_names(value: str | None, option: str) -> set[str]:
     return names
 
 
-def wanted_layers(manifest: Manifest, skip: set[str]) -> tuple[list[Layer], list[Layer]]:
-    """(layers to collect, layers the manifest asks for that this version cannot collect yet)."""
-    active, pending = [], []
-    for layer in LAYERS:
-        if layer.name in skip or not layer.wanted(manifest):
-            continue
-        (active if layer.collectable else pending).append(layer)
-    # prereqs rides on `driver:`; it is pending, but is no reason to refuse a driver-only manifest.
-    pending = [p for p in pending if p.name != "prereqs"]
-    return active, pending
+def wanted_layers(manifest: Manifest, skip: set[str]) -> list[Layer]:
+    """The layers the manifest asks for, in install order, less those skipped."""
+    return [layer for layer in LAYERS if layer.name not in skip and layer.wanted(manifest)]
 
 
 def plan_artifacts(
@@ -59,7 +58,7 @@ def plan_artifacts(
 ) -> list[Artifact]:
     """Every artifact the collectable layers need, with names checked for clashes. Identical artifacts
     (same path, same expected digest: a layer blob two images share) are kept once."""
-    active, _ = wanted_layers(manifest, skip or set())
+    active = wanted_layers(manifest, skip or set())
     artifacts: list[Artifact] = []
     for layer in active:
         artifacts.extend(layer.resolve(manifest, source))

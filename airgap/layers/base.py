@@ -17,10 +17,6 @@ class Layer:
 
     name: ClassVar[str]
     section: ClassVar[str]
-    # False for layers whose collect side a later release brings: the manifest validates them already,
-    # but collect refuses them (or skips them with --skip) instead of silently leaving them out.
-    collectable: ClassVar[bool] = True
-
     def wanted(self, manifest: Manifest) -> bool:
         return bool(getattr(manifest, self.section))
 
@@ -48,16 +44,3 @@ class Layer:
         """Install idempotently and return a one-line summary; raise InstallError (or RebootRequired)
         with the fix when it cannot."""
         raise NotImplementedError
-
-
-class PendingLayer(Layer):
-    """A manifest section this version validates but cannot collect yet."""
-
-    collectable = False
-
-    def __init__(self, name: str, section: str | None = None) -> None:
-        self.name = name  # type: ignore[misc]
-        self.section = section or name  # type: ignore[misc]
-
-    def plan(self, manifest: Manifest) -> list[Artifact]:
-        return []

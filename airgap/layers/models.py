@@ -1,0 +1,600 @@
+"""Model weights from the Hugging Face hub.
+
+Collect: each `models:` entry's revision is pinned to the exact commit, the files at that commit are
+selected with `allow`/`ignore` (huggingface_hub's own matching), and each becomes one artifact checked
+against the hub's digest: sha256 for LFS files, git's blob sha1 for the others. The bytes are fetched by
+the HTTP source like every other artifact. In the bundle a model lives in
+`layers/09-models/<owner>--<name>/<path in repo>`.
+
+Install: each model's files are copied (or moved) to `dest` (default `/data/models/<name>`, the directory
+vLLM's `--model` takes), hashed on the way, owned by `owner` (default 1000:1000, the uid serving containers
+run as), and optionally laid out as a Hugging Face cache under `hf_home` so `HF_HUB_OFFLINE=1` programs
+find the model by its repo id. Files already in place with the right sha256 are left alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from airgap.artifacts import Artifact, Digest
+from airgap.bundle import LockedArtifact, human_size
+from airgap.errors import BadInputError
+from airgap.install_context import InstallContext, InstallError
+from airgap.layers.base import Layer
+from airgap.manifest import Manifest, ModelSpec, safe_file_name
+from airgap.parts import source_files
+from airgap.sources.http import HttpSource
+from airgap.sources.huggingface import DTYPE_BITS, HubClient, HubFile, Snapshot, cache_folder_name, hub_token
+
+DEFAULT_DEST = "/data/models"
+DEFAULT_OWNER = "1000:1000"
+_BUF = 1 << 20
+
+
+def bundle_folder(repo: str) -> str:
+    """`owner--name`: two repos with the same name under different owners (a model and its quantised
+    copy) must not share a folder, and `--` is how huggingface_hub's own cache spells a repo id."""
+    return repo.replace("/", "--")
+
+
+def default_dest(repo: str) -> str:
+    return f"{DEFAULT_DEST}/{repo.split('/', 1)[1]}"
+
+
+def format_params(n: int | None) -> str:
+    """8030261248 -> '8.03B'; the way model cards count parameters."""
+    if n is None:
+        return "?"
+    for unit, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)
+
+
+@dataclass
+class ModelSummary:
+    """One model as `plan` shows it: what was pinned, how big, how many parameters."""
+
+    repo: str
+    revision: str
+    commit: str
+    files: int
+    size: int
+    params: int | None
+    dtype: str | None
+
+    def line(self) -> str:
+        dtype = f" {self.dtype}" if self.dtype else ""
+        return (f"{self.repo} @ {self.revision} = {self.commit[:12]}: {self.files} files, {human_size(self.size)}, "
+                f"{format_params(self.params)} parameters{dtype}")
+
+
+def model_summaries(artifacts: list[Artifact]) -> list[ModelSummary]:
+    """Per model, from the `meta["model"]` the layer puts on each model's first artifact."""
+    out = []
+    for art in artifacts:
+        m = art.meta.get("model") if art.layer == "models" else None
+        if m:
+            out.append(ModelSummary(m["repo"], m["revision"], m["commit"], m["files"], m["size"], m["params"],
+                                    m["dtype"]))
+    return out
+
+
+class ModelsLayer(Layer):
+    name = "models"
+    section = "models"
+    installable = True
+    preflight = frozenset({"disk"})
+
+    def __init__(self) -> None:
+        # sha256 of files already hashed in this process, keyed by what would change if the file did:
+        # installed() and install() both look at every file, and a 70B model takes minutes to hash.
+        self._hashes: dict[tuple[int, int, int, int], str] = {}
+
+    # --- collect ----------------------------------------------------------------------------------------
+
+    def plan(self, manifest: Manifest) -> list[Artifact]:
+        return []  # which files, and their digests, only the hub can say
+
+    def resolve(self, manifest: Manifest, source: HttpSource | None) -> list[Artifact]:
+        if source is None or not manifest.models:
+            return []  # `plan --no-head`: no network, and nothing about a model is known without it
+        check_entries(manifest)
+        token = hub_token()
+        client = HubClient(source, token=token)
+        headers = client.headers
+        out: list[Artifact] = []
+        for i, spec in enumerate(manifest.models):
+            snap = client.snapshot(spec.repo, spec.revision, spec.allow, spec.ignore)
+            if not snap.files:
+                where = "allow" if spec.allow else "ignore" if spec.ignore else "repo"
+                raise manifest.error(("models", i, where), _nothing_matched(spec, snap))
+            arts = [self._artifact(manifest, i, spec, snap, client.base, f, headers) for f in snap.files]
+            counted = checkpoint_files(snap.files)
+            stats, why = client.tensor_stats([snap.file_url(f.path, client.base) for f in counted], spec.repo)
+            model: dict[str, Any] = {
+                "repo": spec.repo,
+                "revision": spec.revision,
+                "commit": snap.commit,
+                "params": stats.params if stats else None,
+                "dtype": stats.dtype if stats else None,
+                "dtypes": dict(sorted(stats.by_dtype.items())) if stats else {},
+                # Bytes the weights take in memory, for VRAM estimates (None if a dtype is unknown).
+                "weight_bytes": _weight_bytes(stats.by_dtype) if stats else None,
+                "params_from": [f.path for f in counted],
+                "files": len(arts),
+                "size": sum(f.size for f in snap.files),
+            }
+            if why:
+                model["params_note"] = why
+            arts[0].meta["model"] = model
+            out.extend(arts)
+        return out
+
+    def _artifact(self, manifest: Manifest, i: int, spec: ModelSpec, snap: Snapshot, base: str,
+                  f: HubFile, headers: dict[str, str]) -> Artifact:
+        parts = f.path.split("/")
+        if not all(safe_file_name(p) for p in parts):
+            raise manifest.error(
+                ("models", i, "repo"),
+                f"{spec.repo} has a file named {f.path!r}, which cannot be stored in a bundle (a control character, "
+                f"a backslash or a '.'/'..' component); leave it out with `ignore: [{f.path!r}]`",
+            )
+        if f.lfs_sha256:
+            upstream = Digest("sha256", f.lfs_sha256, snap.tree_url)
+        else:
+            upstream = Digest("git-sha1", f.blob_id, snap.tree_url, f.size)
+        return Artifact(
+            layer=self.name,
+            name=f"{bundle_folder(spec.repo)}/{f.path}",
+            urls=[snap.file_url(f.path, base)],
+            field=("models", i, "repo"),
+            upstream=upstream,
+            size=f.size,
+            headers=dict(headers),
+            meta={"repo": spec.repo, "revision": spec.revision, "commit": snap.commit, "path_in_repo": f.path},
+        )
+
+    # --- install ----------------------------------------------------------------------------------------
+
+    def installed(self, ctx: InstallContext) -> str | None:
+        models = self._models(ctx)
+        if not models:
+            return "the bundle holds no model"
+        for m in models:
+            todo = self._todo(ctx, m)
+            if todo.files or todo.blobs or todo.links or todo.ref or todo.chown:
+                return None
+        names = ", ".join(f"{m.repo} in {m.dest}" for m in models)
+        return f"already in place with the right sha256: {names}"
+
+    def install(self, ctx: InstallContext) -> str:
+        models = self._models(ctx)
+        plans = [(m, self._todo(ctx, m)) for m in models]
+        self._check_space(ctx, plans)
+        lines = []
+        for m, todo in plans:
+            lines.append(self._install_one(ctx, m, todo))
+        return "; ".join(lines) if lines else "no model in the bundle"
+
+    def _models(self, ctx: InstallContext) -> list[_Model]:
+        specs = {s["repo"]: s for s in (ctx.manifest.get("models") or []) if isinstance(s, dict)}
+        models: dict[str, _Model] = {}
+        # Not ctx.artifacts(): it joins split files into a temp copy, and a model is copied (streamed from its
+        # parts) straight to where it belongs.
+        for art in (a for a in ctx.lock.artifacts if a.layer == self.name):
+            meta = art.meta
+            repo = meta.get("repo")
+            if not repo or "commit" not in meta or "path_in_repo" not in meta:
+                raise InstallError(f"{art.path}: the lock records no repo/commit for this model file.",
+                                   "The bundle was made by another airgap version; collect it again with this one.")
+            rel = meta["path_in_repo"]
+            if not all(safe_file_name(p) for p in str(rel).split("/")):
+                raise InstallError(f"{art.path}: the lock names an unsafe path in the repo ({rel!r}).",
+                                   "The lock was altered: run `airgap verify` on the bundle.")
+            m = models.get(repo)
+            if m is None:
+                spec = specs.get(repo, {})
+                dest = spec.get("dest") or default_dest(repo)
+                _check_server_path(dest, f"{repo}: dest")
+                hf_home = spec.get("hf_home")
+                if hf_home:
+                    _check_server_path(hf_home, f"{repo}: hf_home")
+                uid, gid = (int(x) for x in str(spec.get("owner") or DEFAULT_OWNER).split(":"))
+                m = models[repo] = _Model(repo, meta.get("revision", meta["commit"]), meta["commit"], dest, uid,
+                                          gid, hf_home)
+            m.files.append(_File(art, *_sources(ctx, art), rel, _etag(art)))
+        return list(models.values())
+
+    # What is missing, decided up front so the disk check knows the sizes and a re-run does only the rest.
+    def _todo(self, ctx: InstallContext, m: _Model) -> _Todo:
+        host = ctx.host
+        todo = _Todo()
+        dests = [(f, host.path(f"{m.dest}/{f.rel}")) for f in m.files]
+        ok = self._in_place_many([(p, f.art.size, f.art.sha256) for f, p in dests])
+        for f, p in dests:
+            if not ok[p]:
+                todo.files.append(f)
+            elif _owner_differs(p, m.uid, m.gid):
+                todo.chown = True
+        if _owner_differs(host.path(m.dest), m.uid, m.gid):
+            todo.chown = True
+        if m.hf_home:
+            storage = host.path(m.storage)
+            if m.revision != m.commit:
+                ref = storage / "refs" / m.revision
+                todo.ref = not ref.is_file() or ref.read_text(errors="replace") != m.commit
+            blobs = []
+            for f, dest_file in dests:
+                blob = storage / "blobs" / f.etag
+                link = storage / "snapshots" / m.commit / f.rel
+                if not (link.is_symlink() and os.path.realpath(link) == os.path.realpath(blob)):
+                    todo.links.append(f)
+                if _same_inode(blob, dest_file):
+                    # A hard link to the dest file, hashed above; if that file is replaced, so must this be.
+                    if not ok[dest_file]:
+                        todo.blobs.append(f)
+                else:
+                    blobs.append((f, blob))
+            blob_ok = self._in_place_many([(b, f.art.size, f.art.sha256) for f, b in blobs])
+            todo.blobs += [f for f, b in blobs if not blob_ok[b]]
+        return todo
+
+    def _check_space(self, ctx: InstallContext, plans: list[tuple[_Model, _Todo]]) -> None:
+        """Sum what each filesystem must take before copying anything: a copy that fills the disk half-way
+        leaves a model that does not load, and an operator who learns it an hour later."""
+        host = ctx.host
+        need: dict[int, int] = {}
+        where: dict[int, tuple[Path, str]] = {}
+        for m, todo in plans:
+            dest_dir = host.path(m.dest)
+            dev = _device(dest_dir)
+            where.setdefault(dev, (dest_dir, m.dest))
+            for f in todo.files:
+                # A move of a whole file within one filesystem is a rename and takes no room.
+                if not (ctx.options.move and f.movable and _device(f.sources[0]) == dev):
+                    need[dev] = need.get(dev, 0) + f.art.size
+            if m.hf_home:
+                cache_dir = host.path(m.storage)
+                cdev = _device(cache_dir)
+                where.setdefault(cdev, (cache_dir, m.hf_home))
+                if cdev != dev:  # on the same filesystem, blobs are hard links to the dest files
+                    need[cdev] = need.get(cdev, 0) + sum(f.art.size for f in todo.blobs)
+        for dev, n in need.items():
+            local, shown = where[dev]
+            free = shutil.disk_usage(_existing_ancestor(local)).free
+            if n > free:
+                raise InstallError(
+                    f"models: not enough disk space for {shown}: the models need {human_size(n)} "
+                    f"({n} bytes) there and the filesystem has {human_size(free)} ({free} bytes) free. "
+                    "Nothing was copied.",
+                    "Free space on that filesystem, or mount a larger disk at that path, then run the install "
+                    "again (with --move, files on the bundle's own filesystem are moved and need no space).",
+                )
+
+    def _install_one(self, ctx: InstallContext, m: _Model, todo: _Todo) -> str:
+        host = ctx.host
+        done = 0
+        moved = ctx.options.move
+        made = {m.dest}
+        host.makedirs(m.dest)
+        for f in todo.files:
+            target = f"{m.dest}/{f.rel}"
+            parent = str(Path(target).parent)
+            if parent not in made:  # in a dry run nothing is created, so makedirs would announce it per file
+                made.add(parent)
+                host.makedirs(parent)
+            if host.dry_run:
+                host.note(f"would {'move' if moved else 'copy'} {f.art.path} -> {target}")
+                continue
+            if not all(p.is_file() for p in f.sources):
+                raise InstallError(
+                    f"{m.repo}: {f.art.path} is not in the bundle and {target} is not in place.",
+                    "Copy the bundle again from the original (an earlier --move install spends the bundle's "
+                    "copy of each file it places), then run the install again.",
+                )
+            self._place(ctx, f, host.path(target), move=moved)
+            host.note(f"{'moved' if moved else 'copied'} {f.art.path} -> {target} ({f.art.size} bytes, sha256 ok)")
+            done += f.art.size
+        if not host.dry_run:
+            _chown_tree(host.path(m.dest), m.uid, m.gid)
+        cache = self._install_cache(ctx, m, todo) if m.hf_home else ""
+        kept = len(m.files) - len(todo.files)
+        verb = "moved" if moved else "copied"
+        return (f"{m.repo} @ {m.commit[:12]}: {len(todo.files)} files ({human_size(done)}) {verb} to {m.dest}, "
+                f"{kept} already in place, owner {m.uid}:{m.gid}{cache}")
+
+    def _install_cache(self, ctx: InstallContext, m: _Model, todo: _Todo) -> str:
+        """huggingface_hub's cache layout: blobs/<etag> (sha256 for LFS files, git blob id otherwise),
+        snapshots/<commit>/<path> as relative links to the blobs, refs/<revision> holding the commit."""
+        host = ctx.host
+        assert m.hf_home is not None
+        created = [d for d in (m.hf_home, f"{m.hf_home}/hub") if not host.path(d).exists()]
+        storage = host.path(m.storage)
+        for f in todo.blobs:
+            blob = f"{m.storage}/blobs/{f.etag}"
+            host.makedirs(f"{m.storage}/blobs")
+            if host.dry_run:
+                host.note(f"would place {f.rel} in the cache as {blob}")
+                continue
+            src = host.path(f"{m.dest}/{f.rel}")
+            local = host.path(blob)
+            local.unlink(missing_ok=True)
+            if _device(src) == _device(local.parent):
+                os.link(src, local)  # same bytes, no second copy of a 16 GB file
+            else:
+                with open(src, "rb") as fin:
+                    self._copy(fin, local, f.art.sha256, f.art.path)
+        for f in todo.links:
+            link = f"{m.storage}/snapshots/{m.commit}/{f.rel}"
+            host.makedirs(str(Path(link).parent))
+            if host.dry_run:
+                host.note(f"would link {link} -> blobs/{f.etag}")
+                continue
+            local = host.path(link)
+            # Relative, as huggingface_hub makes them: valid under --root and inside a container mount.
+            target = os.path.relpath(storage / "blobs" / f.etag, local.parent)
+            tmp = local.with_name(f".{local.name}.airgap-tmp")
+            tmp.unlink(missing_ok=True)
+            os.symlink(target, tmp)
+            os.replace(tmp, local)
+        if todo.ref:
+            # No trailing newline: huggingface_hub compares the file's whole text with the commit.
+            host.write_file(f"{m.storage}/refs/{m.revision}", m.commit)
+        if not host.dry_run:
+            for d in created:
+                os.chown(host.path(d), m.uid, m.gid)
+            _chown_tree(storage, m.uid, m.gid)
+        host.note(f"{m.repo}: Hugging Face cache at {m.hf_home}/hub ({cache_folder_name(m.repo)})")
+        return f"; HF cache in {m.hf_home} (HF_HOME={m.hf_home} HF_HUB_OFFLINE=1)"
+
+    def _place(self, ctx: InstallContext, f: _File, target: Path, move: bool) -> None:
+        if move and f.movable and _device(f.sources[0]) == _device(target.parent):
+            # The bundle was verified before install began; a rename does not change a byte.
+            os.chmod(f.sources[0], 0o644)
+            os.replace(f.sources[0], target)
+            return
+        # A file split into parts (FAT32, DVDs) is streamed from them: no joined copy on the way.
+        with ctx.open_artifact(f.art) as fin:
+            self._copy(fin, target, f.art.sha256, f.art.path)
+        if move and not f.in_base:
+            for part in f.sources:
+                part.unlink()
+
+    def _copy(self, fin: BinaryIO, target: Path, sha256: str, what: str) -> None:
+        """Copy through a temp name beside the target, hashing on the way: a file under its real name is
+        complete and has the bundle's bytes, even after a power cut."""
+        tmp = target.with_name(f".{target.name}.airgap-tmp")
+        h = hashlib.sha256()
+        buf = bytearray(_BUF)
+        view = memoryview(buf)
+        try:
+            with open(tmp, "wb") as fout:
+                while n := fin.readinto(buf):
+                    h.update(view[:n])
+                    fout.write(view[:n])
+                fout.flush()
+                os.fsync(fout.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InstallError(f"models: the disk holding {target.parent} filled up while copying {what}.",
+                                   "Free space there and run the install again; files already placed are kept.") \
+                    from None
+            raise
+        if h.hexdigest() != sha256:
+            tmp.unlink(missing_ok=True)
+            raise InstallError(
+                f"models: {what} does not match the bundle's lock (sha256 {h.hexdigest()}, expected {sha256}); "
+                "it was not installed.",
+                "The bundle was altered or damaged after it was verified: run `airgap verify` on it and copy the "
+                "bad files again from the original.",
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+        st = target.stat()
+        self._hashes[(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)] = sha256
+
+    def _in_place_many(self, items: list[tuple[Path, int, str]]) -> dict[Path, bool]:
+        """Whether each path holds a regular file with this size and sha256; hashes in parallel."""
+
+        def check(item: tuple[Path, int, str]) -> tuple[Path, bool]:
+            path, size, sha = item
+            try:
+                st = path.stat()
+            except OSError:
+                return path, False
+            # A symlink in a model directory may point outside what a container mounts: not "in place".
+            if path.is_symlink() or not path.is_file() or st.st_size != size:
+                return path, False
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            got = self._hashes.get(key)
+            if got is None:
+                got = _sha256(path)
+                self._hashes[key] = got
+            return path, got == sha
+
+        if not items:
+            return {}
+        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1, len(items)))) as pool:
+            return dict(pool.map(check, items))
+
+
+# --- collect-side helpers ------------------------------------------------------------------------------
+
+
+def check_entries(manifest: Manifest) -> None:
+    """Problems in `models:` that the schema cannot see: a repo listed twice, two models in one `dest`."""
+    seen: dict[str, int] = {}
+    dests: dict[str, int] = {}
+    for i, spec in enumerate(manifest.models):
+        if spec.repo in seen:
+            other = manifest.location(("models", seen[spec.repo]))
+            raise manifest.error(("models", i, "repo"),
+                                 f"{spec.repo} is listed twice (also at {other}); keep one entry per repo")
+        seen[spec.repo] = i
+        dest = (spec.dest or default_dest(spec.repo)).rstrip("/")
+        if not dest.startswith("/") or ".." in dest.split("/"):
+            raise manifest.error(("models", i, "dest"), f"{spec.dest!r} is not an absolute path; write it like "
+                                 f"{default_dest(spec.repo)}")
+        if dest in dests:
+            raise manifest.error(("models", i, "dest"),
+                                 f"{spec.repo} would be installed into {dest}, like the model at "
+                                 f"{manifest.location(('models', dests[dest]))}; give one of them its own `dest:`")
+        dests[dest] = i
+
+
+SHARD_RE = re.compile(r"^(?P<stem>.+)-\d{5}-of-\d{5}\.safetensors$")
+
+
+def checkpoint_files(files: list[HubFile]) -> list[HubFile]:
+    """The safetensors files that make up the model's one checkpoint, for the parameter count. Repos often
+    carry two copies of the weights (Mistral's `consolidated.safetensors` beside transformers'
+    `model-0000N-of-0000M.safetensors`); summing both would double the count. Top-level files first;
+    shards group by their stem; transformers' `model` set wins, else the biggest set."""
+    tensors = [f for f in files if f.path.endswith(".safetensors")]
+    top = [f for f in tensors if "/" not in f.path] or tensors
+    sets: dict[str, list[HubFile]] = {}
+    for f in top:
+        m = SHARD_RE.match(f.path)
+        sets.setdefault(m.group("stem") if m else f.path.removesuffix(".safetensors"), []).append(f)
+    if not sets:
+        return []
+    if "model" in sets:
+        return sets["model"]
+    return max(sets.values(), key=lambda fs: (sum(f.size for f in fs), fs[0].path))
+
+
+def _nothing_matched(spec: ModelSpec, snap: Snapshot) -> str:
+    shown = ", ".join(snap.all_paths[:12]) + (", ..." if len(snap.all_paths) > 12 else "")
+    return (f"no file of {spec.repo} at {snap.commit[:12]} matches allow={spec.allow!r} ignore={spec.ignore!r}; "
+            f"the repo holds: {shown or 'no files'}")
+
+
+def _weight_bytes(by_dtype: dict[str, int]) -> int | None:
+    bits = 0
+    for dtype, n in by_dtype.items():
+        if dtype not in DTYPE_BITS:
+            return None
+        bits += n * DTYPE_BITS[dtype]
+    return (bits + 7) // 8
+
+
+# --- install-side helpers ------------------------------------------------------------------------------
+
+
+@dataclass
+class _File:
+    art: LockedArtifact
+    sources: list[Path]  # the file in the bundle, or its parts when split for FAT32 or DVDs
+    in_base: bool  # held by the base bundle of a delta: copied, never moved out of it
+    rel: str  # path in the repo
+    etag: str  # the hub's ETag: the name of its blob in a Hugging Face cache
+
+    @property
+    def movable(self) -> bool:
+        """--move renames only a whole file of the bundle being installed."""
+        return not self.in_base and len(self.sources) == 1 and self.sources[0].name == self.art.name
+
+
+@dataclass
+class _Model:
+    repo: str
+    revision: str
+    commit: str
+    dest: str  # server path
+    uid: int
+    gid: int
+    hf_home: str | None
+    files: list[_File] = field(default_factory=list)
+
+    @property
+    def storage(self) -> str:
+        return f"{self.hf_home}/hub/{cache_folder_name(self.repo)}"
+
+
+@dataclass
+class _Todo:
+    files: list[_File] = field(default_factory=list)  # to copy or move into dest
+    blobs: list[_File] = field(default_factory=list)  # to put in the cache's blobs/
+    links: list[_File] = field(default_factory=list)  # snapshot links to (re)make
+    ref: bool = False
+    chown: bool = False
+
+
+def _etag(art: LockedArtifact) -> str:
+    d = art.upstream_digest
+    if d and d.get("algorithm") in ("sha256", "git-sha1"):
+        return d["value"]
+    return art.sha256
+
+
+def _sources(ctx: InstallContext, art: LockedArtifact) -> tuple[list[Path], bool]:
+    """The files holding an artifact (its parts when split) and whether they are in a delta's base bundle;
+    the same choice InstallContext.open_artifact makes."""
+    if art.in_base and ctx.base is not None and ctx.base_lock is not None:
+        return source_files(ctx.base, ctx.base_lock.by_path()[art.path]), True
+    return source_files(ctx.bundle, art), False
+
+
+def _check_server_path(path: str, what: str) -> None:
+    if not path.startswith("/") or ".." in path.split("/"):
+        raise BadInputError(f"{what}: {path!r} is not an absolute path.",
+                            "Collect the bundle again with an absolute path in the manifest (e.g. /data/models/NAME).")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(_BUF)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _device(path: Path) -> int:
+    return _existing_ancestor(path).stat().st_dev
+
+
+def _same_inode(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = a.stat(), b.stat()
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _owner_differs(path: Path, uid: int, gid: int) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False  # a missing path is counted as missing, not as mis-owned
+    return (st.st_uid, st.st_gid) != (uid, gid)
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Containers serving the model run as `uid` (1000 for vLLM's and most images): files owned by root
+    are the "Permission denied on mounted models" of FIELD.md."""
+    try:
+        os.chown(root, uid, gid)
+        for dirpath, dirs, files in os.walk(root):
+            for name in dirs + files:
+                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+    except PermissionError:
+        raise InstallError(f"models: cannot give {root} to {uid}:{gid} (permission denied).",
+                           "Run the install as root (sudo).") from None
