@@ -226,18 +226,9 @@ class Doctor:
     # --- GPU and driver -----------------------------------------------------------------------------------
 
     def pci_gpus(self) -> list[str]:
-        root = self.host.path("/sys/bus/pci/devices")
-        found = []
-        if root.is_dir():
-            for dev in sorted(root.iterdir()):
-                try:
-                    vendor = (dev / "vendor").read_text().strip().lower()
-                    klass = (dev / "class").read_text().strip().lower()
-                except OSError:
-                    continue
-                if vendor == "0x10de" and klass.startswith("0x03"):
-                    found.append(dev.name)
-        return found
+        from airgap.preflight import nvidia_gpus
+
+        return nvidia_gpus(self.host)
 
     def check_gpu_pci(self) -> None:
         gpus = self.pci_gpus()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from airgap.bundle import human_size
+from airgap.host import Host
 from airgap.install_context import InstallContext
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -51,9 +52,9 @@ def running_kernel(ctx: InstallContext) -> str:
     return (ctx.host.read_text("/proc/sys/kernel/osrelease") or platform.release()).strip()
 
 
-def nvidia_gpus(ctx: InstallContext) -> list[str]:
+def nvidia_gpus(host: Host) -> list[str]:
     """PCI addresses of NVIDIA display controllers (vendor 0x10de, class 0x03xxxx), from sysfs."""
-    root = ctx.host.path("/sys/bus/pci/devices")
+    root = host.path("/sys/bus/pci/devices")
     found = []
     if root.is_dir():
         for dev in sorted(root.iterdir()):
@@ -100,7 +101,7 @@ def check_os(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
 
 
 def check_gpu(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
-    gpus = nvidia_gpus(ctx)
+    gpus = nvidia_gpus(ctx.host)
     if gpus:
         return [CheckResult("gpu", PASS, f"{len(gpus)} NVIDIA GPU(s) on the PCI bus: {', '.join(gpus)}")]
     return [CheckResult("gpu", FAIL, "no NVIDIA GPU on the PCI bus (sysfs vendor 0x10de, class 0x03)",
