@@ -99,7 +99,7 @@ def bench_pull(work: Path, refs: list[str], repeat: int, env: dict[str, str]) ->
 
     def ours() -> float:
         shutil.rmtree(out_ours, ignore_errors=True)
-        return timed([*AIRGAP, "-q", "collect", str(one), "-o", str(out_ours)], env)
+        return timed([*AIRGAP, "-q", "collect", str(one), "-o", str(out_ours), "--no-tool"], env)
 
     def skopeo() -> float:
         out_skopeo.unlink(missing_ok=True)
@@ -117,7 +117,7 @@ def bench_pull(work: Path, refs: list[str], repeat: int, env: dict[str, str]) ->
 def bench_storage(work: Path, refs: list[str], env: dict[str, str]) -> Path:
     both = manifest_for(work, refs, "both")
     bundle = work / "bundle-both"
-    timed([*AIRGAP, "-q", "collect", str(both), "-o", str(bundle)], env)
+    timed([*AIRGAP, "-q", "collect", str(both), "-o", str(bundle), "--no-tool"], env)
     lock = read_lock(bundle)
     stats = next(a.meta for a in lock.artifacts if a.path.endswith("/index.json"))
     stored = du(bundle / "layers" / "07-images")
@@ -136,7 +136,7 @@ def bench_load(work: Path, bundle: Path, refs: list[str], repeat: int) -> None:
     one = manifest_for(work, refs[:1], "one")
     one_bundle = work / "bundle-one"
     if not (one_bundle / "SHA256SUMS").exists():
-        timed([*AIRGAP, "-q", "collect", str(one), "-o", str(one_bundle)])
+        timed([*AIRGAP, "-q", "collect", str(one), "-o", str(one_bundle), "--no-tool"])
     with run_dockerd(work / "dockerd") as d:
         client = d.client(timeout=600)
         layer = ImagesLayer()

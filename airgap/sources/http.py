@@ -13,6 +13,7 @@ import errno
 import hashlib
 import http.client
 import os
+import queue
 import random
 import re
 import threading
@@ -300,27 +301,30 @@ class HttpSource:
         what: str,
     ) -> int:
         received = 0
-        update = [h.update for h in hashers.values()]
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
         read_into = _body_reader(r)
         try:
             with open(part, "r+b" if offset else "wb") as f:
                 f.seek(offset)
                 f.truncate()
-                while True:
-                    if self.cancel.is_set():
-                        raise Cancelled(f"{what}: interrupted; the partial download is kept for the next run.")
-                    n = read_into(buf)
-                    if not n:
-                        break
-                    chunk = view[:n]
-                    for u in update:
-                        u(chunk)
-                    f.write(chunk)
-                    received += n
-                    if on_bytes:
-                        on_bytes(n)
+                # Receiving and hashing+writing overlap in two threads (all three release the GIL), so a
+                # download costs about max(network, sha256) instead of their sum.
+                with _HashWriter(f, [h.update for h in hashers.values()]) as sink:
+                    while True:
+                        if self.cancel.is_set():
+                            raise Cancelled(f"{what}: interrupted; the partial download is kept for the next run.")
+                        buf = sink.free_buffer()
+                        n = read_into(buf)
+                        if not n:
+                            sink.give_back(buf)
+                            break
+                        sink.put(buf, n)
+                        received += n
+                        if on_bytes:
+                            on_bytes(n)
+                # On disk before the caller may rename it "complete": people collect straight onto a USB
+                # drive and pull it out when the command returns.
+                f.flush()
+                os.fsync(f.fileno())
         except (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException,
                 ConnectionError, TimeoutError) as exc:
             raise _Retryable(f"connection cut after {offset + received} bytes: {_short(exc)}") from None
@@ -349,6 +353,55 @@ class HttpSource:
         delay = min(self.backoff * (2**attempt), 30.0) * (0.5 + random.random() / 2)
         if self.cancel.wait(delay):
             raise Cancelled("interrupted while waiting to retry; partial downloads are kept for the next run.")
+
+
+class _HashWriter:
+    """The second stage of a download: hashes and writes filled buffers in order, on its own thread.
+    An error in this stage (a full disk) is raised in the receiving thread when the stage closes."""
+
+    def __init__(self, f: Any, updates: list[Callable[[Any], None]], buffers: int = 4) -> None:
+        self._f = f
+        self._updates = updates
+        self._filled: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(buffers):
+            self._free.put(bytearray(CHUNK))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hash-write", daemon=True)
+
+    def __enter__(self) -> _HashWriter:
+        self._thread.start()
+        return self
+
+    def free_buffer(self) -> bytearray:
+        if self._error is not None:
+            raise self._error
+        return self._free.get()
+
+    def give_back(self, buf: bytearray) -> None:
+        self._free.put(buf)
+
+    def put(self, buf: bytearray, n: int) -> None:
+        self._filled.put((buf, n))
+
+    def _run(self) -> None:
+        while (item := self._filled.get()) is not None:
+            buf, n = item
+            if self._error is None:
+                try:
+                    chunk = memoryview(buf)[:n]
+                    for update in self._updates:
+                        update(chunk)
+                    self._f.write(chunk)
+                except BaseException as exc:  # handed to the receiving thread, which decides
+                    self._error = exc
+            self._free.put(buf)
+
+    def __exit__(self, *exc: object) -> None:
+        self._filled.put(None)
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise self._error
 
 
 @dataclass(frozen=True)
