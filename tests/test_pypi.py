@@ -267,3 +267,16 @@ def test_pypi_collect_for_this_python_then_install_with_no_network(tmp_path: Pat
     out = subprocess.run([vpy, "-c", "import pydantic_core, markupsafe; print(markupsafe.escape('<a>'))"],
                          capture_output=True, text=True)
     assert out.stdout.strip() == "&lt;a&gt;", out.stderr
+
+
+@pytest.mark.network
+def test_markers_are_judged_for_the_target_python_not_this_one() -> None:
+    """anyio needs exceptiongroup only below Python 3.11: collecting from a newer Python for a 3.10 server
+    must still bring it (pip alone judges markers with the Python it runs on)."""
+    if sys.version_info < (3, 11):
+        pytest.skip("needs a collecting Python newer than the 3.10 target")
+    wheels = resolve_wheels(["anyio==4.4.0"], ["https://pypi.org/simple"], PyTarget("3.10", "amd64", "2.35"), {})
+    names = {w.project.lower().replace("_", "-") for w in wheels.wheels}
+    assert {"anyio", "exceptiongroup", "typing-extensions", "idna", "sniffio"} <= names
+    newer = resolve_wheels(["anyio==4.4.0"], ["https://pypi.org/simple"], PyTarget("3.12", "amd64", "2.35"), {})
+    assert "exceptiongroup" not in {w.project.lower() for w in newer.wheels}

@@ -24,6 +24,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -166,6 +167,73 @@ def resolve_wheels(requirements: list[str], index_urls: list[str], target: PyTar
     check_indexes(index_urls, indexes, requirement_name(requirements[0]) if requirements else "pip")
     reqs = list(requirements) + [e for e in extra if normalize(e) not in {normalize(requirement_name(r))
                                                                            for r in requirements}]
+    # pip evaluates environment markers with the Python it runs on, not --python-version (pip issue #11664):
+    # collecting on 3.11 for a 3.10 server would leave out exceptiongroup, tomli, async-timeout... Walk the
+    # closure again with the target's markers; resolve once more with what was missing; drop what only
+    # this machine wanted.
+    data: dict[str, Any] = {}
+    for _round in range(MAX_MARKER_ROUNDS):
+        data = _pip_report(reqs, indexes, index_urls, target, mirrors)
+        missing, unneeded = target_gaps(data.get("install", []), reqs, target)
+        if not missing:
+            break
+        reqs += missing
+    else:
+        raise UpstreamError(f"the Python requirements did not settle for {target.describe()} after "
+                            f"{MAX_MARKER_ROUNDS} rounds (still missing: {', '.join(missing)}).",
+                            "Pin the missing packages in python.requirements.")
+    data["install"] = [i for i in data.get("install", [])
+                       if normalize((i.get("metadata") or {}).get("name", "")) not in unneeded]
+    return _wheel_set(data, requirements, index_urls, target, mirrors, source)
+
+
+MAX_MARKER_ROUNDS = 4
+
+
+def target_gaps(items: list[dict[str, Any]], roots: list[str], target: PyTarget) -> tuple[list[str], set[str]]:
+    """(requirements the target needs that pip left out, names only the collecting Python needed)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from airgap.selfinstall import marker_applies, marker_environments
+
+    envs = marker_environments(target.python, target.arch)
+    requires: dict[str, list[Requirement]] = {}
+    for item in items:
+        meta = item.get("metadata") or {}
+        deps = []
+        for line in meta.get("requires_dist") or []:
+            try:
+                deps.append(Requirement(line))
+            except InvalidRequirement:
+                continue
+        requires[normalize(meta.get("name", ""))] = deps
+    needed: dict[str, set[str]] = {}
+    missing: dict[str, str] = {}
+    pending = []
+    for r in roots:
+        try:
+            pending.append(Requirement(r))
+        except InvalidRequirement:
+            continue
+    pending = [r for r in pending if marker_applies(r.marker, envs)]
+    while pending:
+        req = pending.pop()
+        name = normalize(req.name)
+        extras = needed.get(name)
+        if extras is not None and set(req.extras) <= extras:
+            continue
+        needed[name] = (extras or set()) | set(req.extras)
+        if name not in requires:
+            plain = f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}{req.specifier}"
+            missing[name] = plain
+            continue
+        wanted = ["", *sorted(needed[name])]
+        pending += [d for d in requires[name] if marker_applies(d.marker, envs, wanted)]
+    return list(missing.values()), set(requires) - set(needed)
+
+
+def _pip_report(reqs: list[str], indexes: list[str], index_urls: list[str], target: PyTarget,
+                mirrors: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="airgap-pip-") as tmp:
         report = Path(tmp) / "report.json"
         argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-cache-dir",
@@ -186,7 +254,11 @@ def resolve_wheels(requirements: list[str], index_urls: list[str], target: PyTar
                                 "Check the indexes in python.index_urls answer (and `mirrors:`).") from None
         if proc.returncode != 0 or not report.exists():
             raise explain_failure(proc.stdout + proc.stderr, reqs, index_urls, target, mirrors)
-        data = json.loads(report.read_text())
+        return json.loads(report.read_text())  # type: ignore[no-any-return]
+
+
+def _wheel_set(data: dict[str, Any], requirements: list[str], index_urls: list[str], target: PyTarget,
+               mirrors: dict[str, str], source: HttpSource | None) -> WheelSet:
     wheels = []
     requested_names = {normalize(requirement_name(r)) for r in requirements}
     for item in data.get("install", []):
