@@ -265,6 +265,8 @@ def render_readme(lock: Lock) -> str:
             continue
         for a in by_layer.get(layer, []):
             how = _BY_HAND.get(layer, "see the airgap documentation for this layer").format(path=a.path)
+            if a.name.startswith("docker-compose-"):
+                how = f"install -D -m 755 {a.path} /usr/libexec/docker/cli-plugins/docker-compose"
             lines.append(f"    {layer:<8} {how}")
     if any(a.parts for a in lock.artifacts):
         lines += ["", "Files stored in numbered parts (NAME.001, NAME.002, ...) for the medium's file size limit:",

@@ -142,7 +142,14 @@ class CudnnSpec(StrictModel):
 
 class DockerSpec(PinnedDownload):
     version: str
+    # Compose v2 plugin release (`docker compose`); the static tgz does not carry it.
+    compose: str | None = None
     _v = field_validator("version", mode="before")(_version(SEMVER3_RE, "25.0.3"))
+
+    @field_validator("compose", mode="before")
+    @classmethod
+    def _compose(cls, v: Any) -> str | None:
+        return None if v is None else _version(SEMVER3_RE, "2.29.7")(str(v).removeprefix("v"))
 
 
 class ContainerToolkitSpec(StrictModel):

@@ -29,7 +29,17 @@ CUDA = "12.4.0"
 KERNEL = "5.15.0-122-generic"
 
 
-def build_bundle(work: Path, driver_exit: int = 0, docker: str | None = None, evil_docker: bool = False) -> Path:
+COMPOSE_PLUGIN = b"""#!/bin/sh
+if [ "$1" = docker-cli-plugin-metadata ]; then
+  echo '{"SchemaVersion":"0.1.0","Vendor":"Docker Inc.","Version":"v2.29.7","ShortDescription":"Docker Compose"}'
+  exit 0
+fi
+echo "Docker Compose version v2.29.7"
+"""
+
+
+def build_bundle(work: Path, driver_exit: int = 0, docker: str | None = None, evil_docker: bool = False,
+                 compose: bool = False) -> Path:
     """Collect a bundle through the real collect path from a local server holding real installers."""
     up = work / "upstream"
     drv = up / f"nvidia-us/XFree86/Linux-x86_64/{DRIVER}"
@@ -51,6 +61,13 @@ def build_bundle(work: Path, driver_exit: int = 0, docker: str | None = None, ev
         tgz = make_evil_tgz(build) if evil_docker else make_docker_tgz(build, docker)
         shutil.move(tgz, dd / f"docker-{docker}.tgz")
         docker_line = f"docker: {{version: {docker}}}\n"
+        if compose:
+            rel = up / "github/docker/compose/releases/download/v2.29.7"
+            rel.mkdir(parents=True)
+            (rel / "docker-compose-linux-x86_64").write_bytes(COMPOSE_PLUGIN)
+            digest = hashlib.sha256(COMPOSE_PLUGIN).hexdigest()
+            (rel / "checksums.txt").write_text(f"{digest} *docker-compose-linux-x86_64\n{'0' * 64} *other\n")
+            docker_line = f"docker: {{version: {docker}, compose: 2.29.7}}\n"
     with LocalHTTPServer(up) as server:
         m = work / "manifest.yaml"
         m.write_text(
@@ -61,6 +78,7 @@ def build_bundle(work: Path, driver_exit: int = 0, docker: str | None = None, ev
             f"  https://us.download.nvidia.com: {server.url}/nvidia-us\n"
             f"  https://developer.download.nvidia.com: {server.url}/nvidia-dev\n"
             f"  https://download.docker.com: {server.url}/docker\n"
+            f"  https://github.com: {server.url}/github\n"
         )
         manifest = manifest_mod.load(m)
         collect(manifest, work / "bundle", HttpSource(manifest.mirrors, backoff=0.01), progress_mode="off")
@@ -316,12 +334,17 @@ def docker_root() -> Iterator[Path]:
 @pytest.mark.slow
 def test_docker_layer_installs_the_static_binaries_and_starts_dockerd(docker_root: Path, tmp_path: Path) -> None:
     version = dockerd_version()
-    bundle = build_bundle(tmp_path / "w", docker=version)
+    bundle = build_bundle(tmp_path / "w", docker=version, compose=True)
+    lock = json.loads((bundle / "airgap.lock.json").read_text())
+    compose = next(a for a in lock["artifacts"] if a["name"] == "docker-compose-linux-x86_64")
+    assert compose["upstream_digest"]["source"].endswith("/v2.29.7/checksums.txt")  # checked at collect
     r = run_airgap("install", str(bundle), "--root", str(docker_root), "--only", "docker", timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr + (docker_root / "var/log/airgap/dockerd.log").read_text()
     for name in ("dockerd", "docker", "containerd", "runc"):
         assert os.access(docker_root / "usr/bin" / name, os.X_OK)
     assert "SocketGroup=docker" in (docker_root / "etc/systemd/system/docker.socket").read_text()
+    plugin = docker_root / "usr/libexec/docker/cli-plugins/docker-compose"
+    assert plugin.read_bytes() == COMPOSE_PLUGIN and os.access(plugin, os.X_OK)
     assert "docker:x:" in (docker_root / "etc/group").read_text()
     host = f"unix://{docker_root}/run/docker.sock"
     docker = str(docker_root / "usr/bin/docker")

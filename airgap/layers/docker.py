@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from airgap.artifacts import Artifact, Digest
+from airgap.artifacts import Artifact, Digest, PublishedDigest
+from airgap.bundle import LockedArtifact
 from airgap.host import Host
 from airgap.install_context import InstallContext, InstallError
 from airgap.layers.base import Layer
@@ -17,6 +18,9 @@ from airgap.manifest import Manifest
 from airgap.sources.http import file_name_from_url
 
 BASE = "https://download.docker.com/linux/static/stable"
+COMPOSE_BASE = "https://github.com/docker/compose/releases/download"
+# One of the directories the docker CLI searches for plugins (docs.docker.com: cli-plugins).
+PLUGIN_DIR = "/usr/libexec/docker/cli-plugins"
 ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 BIN_DIR = "/usr/bin"
 DAEMON_JSON = "/etc/docker/daemon.json"
@@ -94,11 +98,18 @@ class DockerLayer(Layer):
         reason = "Docker publishes no checksum for its static tgz; pin `docker.sha256` to check one"
         url = spec.url or f"{BASE}/{ARCH[manifest.target.arch]}/docker-{spec.version}.tgz"
         field = ("docker", "url") if spec.url else ("docker", "version")
-        return [Artifact(self.name, file_name_from_url(url), [url], field, pinned=pinned,
-                         no_digest_reason=reason)]
+        arts = [Artifact(self.name, file_name_from_url(url), [url], field, pinned=pinned, no_digest_reason=reason)]
+        if spec.compose:
+            name = f"docker-compose-linux-{ARCH[manifest.target.arch]}"
+            base = f"{COMPOSE_BASE}/v{spec.compose}"
+            arts.append(Artifact(self.name, name, [f"{base}/{name}"], ("docker", "compose"),
+                                 published=PublishedDigest("sha256", f"{base}/checksums.txt", name)))
+        return arts
 
     def installed(self, ctx: InstallContext) -> str | None:
         want = ctx.manifest["docker"]["version"]
+        if _compose_artifacts(ctx) and not ctx.host.exists(f"{PLUGIN_DIR}/docker-compose"):
+            return None  # the daemon may run, but the bundle's Compose plugin is not in place yet
         running = server_version(ctx.host)
         if running and _vtuple(running) >= _vtuple(want):
             return f"Docker {running} is already running (bundle has {want})"
@@ -107,11 +118,17 @@ class DockerLayer(Layer):
     def install(self, ctx: InstallContext) -> str:
         host = ctx.host
         want = ctx.manifest["docker"]["version"]
-        (art,) = [a for a in ctx.lock.artifacts if a.layer == self.name]
+        running = server_version(host)
+        if running and _vtuple(running) >= _vtuple(want):
+            # Only the Compose plugin is missing: never restart a daemon that runs containers.
+            _install_compose(ctx)
+            return f"Docker {running} already running; Compose plugin installed to {PLUGIN_DIR}"
+        (art,) = [a for a in ctx.lock.artifacts if a.layer == self.name and a.name.endswith(".tgz")]
         with ctx.open_artifact(art) as stream:  # streamed: a split tgz needs no joined copy
             binaries = _read_safe_tgz(stream, art.name)
         for name, data in binaries.items():
             host.write_file(f"{BIN_DIR}/{name}", data, mode=0o755)
+        _install_compose(ctx)
         _ensure_docker_group(host)
         host.write_file("/etc/systemd/system/containerd.service", CONTAINERD_SERVICE)
         host.write_file("/etc/systemd/system/docker.socket", DOCKER_SOCKET)
@@ -129,6 +146,16 @@ class DockerLayer(Layer):
                 + "\n".join(log.splitlines()[-10:]),
             )
         return f"Docker {running} installed to {BIN_DIR} ({len(binaries)} binaries) and running"
+
+
+def _install_compose(ctx: InstallContext) -> None:
+    for plugin in _compose_artifacts(ctx):
+        with ctx.open_artifact(plugin) as stream:
+            ctx.host.write_file(f"{PLUGIN_DIR}/docker-compose", stream.read(), mode=0o755)
+
+
+def _compose_artifacts(ctx: InstallContext) -> list[LockedArtifact]:
+    return [a for a in ctx.lock.artifacts if a.layer == "docker" and a.name.startswith("docker-compose-")]
 
 
 def _vtuple(v: str) -> tuple[int, ...]:
