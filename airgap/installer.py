@@ -21,7 +21,7 @@ from airgap.delta import check_base
 from airgap.errors import EXIT_CHECK_FAILED, AirgapError, BadInputError
 from airgap.host import CommandFailed, Host
 from airgap.install_context import InstallContext, InstallError, InstallOptions, RebootRequired
-from airgap.layers import LAYERS
+from airgap.layers import LAYERS, parse_layer_names
 from airgap.layers.base import Layer
 from airgap.preflight import ALWAYS, FAIL, CheckResult, run_preflight
 from airgap.signing import PublicKey, check_bundle_signature
@@ -103,14 +103,7 @@ def layer_fingerprint(lock: Lock, layer: str) -> str:
 
 
 def parse_steps(value: str | None, option: str) -> set[str]:
-    if not value:
-        return set()
-    names = {n.strip() for n in value.split(",") if n.strip()}
-    unknown = sorted(names - set(STEPS))
-    if unknown:
-        raise BadInputError(f"{option}: unknown layer {', '.join(repr(u) for u in unknown)}.",
-                            f"Layers, in install order: {', '.join(STEPS)}.")
-    return names
+    return parse_layer_names(value, option, STEPS)
 
 
 def select_steps(lock: Lock, only: set[str], skip: set[str], from_step: str | None) -> list[str]:

@@ -34,16 +34,16 @@ LAYERS: tuple[Layer, ...] = (
 assert tuple(layer.name for layer in LAYERS) == LAYER_ORDER
 
 
-def parse_layer_names(value: str | None, option: str) -> set[str]:
-    """`--skip images,python` -> {"images", "python"}, refusing names that are not layers."""
+def parse_layer_names(value: str | None, option: str, known: tuple[str, ...] = LAYER_ORDER) -> set[str]:
+    """`--skip images,python` -> {"images", "python"}, refusing names not in `known` (install adds smoke)."""
     if not value:
         return set()
     names = {n.strip() for n in value.split(",") if n.strip()}
-    unknown = sorted(names - set(LAYER_ORDER))
+    unknown = sorted(names - set(known))
     if unknown:
         raise BadInputError(
             f"{option}: unknown layer {', '.join(repr(u) for u in unknown)}.",
-            f"Layers are: {', '.join(LAYER_ORDER)}.",
+            f"Layers, in install order: {', '.join(known)}.",
         )
     return names
 
