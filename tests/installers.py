@@ -7,10 +7,12 @@ terminal on an unattended install), and install stub `nvidia-smi`/`nvcc` under $
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -153,3 +155,32 @@ def make_evil_tgz(workdir: Path) -> Path:
         member.size = len(data)
         tar.addfile(member, io.BytesIO(data))
     return out
+
+
+DRIVER_VERSION, CUDA_VERSION, CUDA_DRIVER = "550.90.07", "12.4.0", "550.54.14"
+
+
+def publish_nvidia(up: Path, driver_exit: int = 0) -> Path:
+    """NVIDIA's download trees under `up`, as mirrors of us.download.nvidia.com (`nvidia-us/`) and
+    developer.download.nvidia.com (`nvidia-dev/`) serve them: the driver .run, the CUDA runfile and the
+    md5sum.txt that lists it. Called again, it publishes a new build of the runfile (other bytes, new md5).
+    Returns the runfile's path."""
+    drv = up / f"nvidia-us/XFree86/Linux-x86_64/{DRIVER_VERSION}"
+    cud = up / f"nvidia-dev/compute/cuda/{CUDA_VERSION}/local_installers"
+    sidebar = up / f"nvidia-dev/compute/cuda/{CUDA_VERSION}/docs/sidebar/md5sum.txt"
+    for d in (drv, cud, sidebar.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if not any(drv.iterdir()):
+            shutil.move(make_driver_run(Path(tmp), DRIVER_VERSION, driver_exit), drv)
+        run = make_cuda_run(Path(tmp), CUDA_VERSION, CUDA_DRIVER)
+        cuda = cud / run.name
+        shutil.move(run, cuda)
+    sidebar.write_text(f"{hashlib.md5(cuda.read_bytes()).hexdigest()}  local_installers/{cuda.name}\n")
+    return cuda
+
+
+def nvidia_mirrors(server_url: str) -> str:
+    """The manifest's `mirrors:` entries (indented) that send NVIDIA's URLs to `publish_nvidia`'s trees."""
+    return (f"  https://us.download.nvidia.com: {server_url}/nvidia-us\n"
+            f"  https://developer.download.nvidia.com: {server_url}/nvidia-dev\n")

@@ -49,32 +49,18 @@ def test_a_delta_installs_on_top_of_its_base(tmp_path: Path) -> None:
     from airgap.collect import collect as do_collect
     from airgap.localserver import LocalHTTPServer
     from airgap.sources.http import HttpSource
-    from tests.installers import make_cuda_run, make_driver_run
+    from tests.installers import nvidia_mirrors, publish_nvidia
 
     up = tmp_path / "up"
-    drv = up / "nvidia-us/XFree86/Linux-x86_64/550.90.07"
-    cud = up / "nvidia-dev/compute/cuda/12.4.0/local_installers"
-    drv.mkdir(parents=True)
-    cud.mkdir(parents=True)
-    make_driver_run(drv, "550.90.07")
-
-    def publish_cuda(build: Path) -> None:
-        run = make_cuda_run(build, "12.4.0", "550.54.14")
-        shutil.move(run, cud / run.name)
-
-    (tmp_path / "b1").mkdir()
-    publish_cuda(tmp_path / "b1")
+    publish_nvidia(up)
     with LocalHTTPServer(up) as server:
         m = tmp_path / "m.yaml"
         m.write_text("name: delta\ntarget: {os: ubuntu-22.04}\ndriver: {version: 550.90.07}\n"
-                     f"cuda: {{version: 12.4.0, url: '{server.url}/nvidia-dev/compute/cuda/12.4.0/local_installers/"
-                     "cuda_12.4.0_550.54.14_linux.run'}\n"
-                     f"mirrors: {{https://us.download.nvidia.com: '{server.url}/nvidia-us'}}\n")
+                     f"cuda: {{version: 12.4.0}}\nmirrors:\n{nvidia_mirrors(server.url)}")
         manifest = manifest_mod.load(m)
         old, new = tmp_path / "old", tmp_path / "new"
         do_collect(manifest, old, HttpSource(manifest.mirrors, backoff=0.01), progress_mode="off")
-        (tmp_path / "b2").mkdir()
-        publish_cuda(tmp_path / "b2")  # a new makeself build of the same release: other bytes
+        publish_nvidia(up)  # a new makeself build of the same CUDA release: other bytes, other md5
         do_collect(manifest, new, HttpSource(manifest.mirrors, backoff=0.01), progress_mode="off",
                    since=load_base(old))
     assert not (new / "layers/02-driver").exists()  # unchanged driver not carried

@@ -22,7 +22,7 @@ from airgap.collect import collect
 from airgap.localserver import LocalHTTPServer
 from airgap.sources.http import HttpSource
 from tests.conftest import run_airgap
-from tests.installers import dockerd_version, make_cuda_run, make_docker_tgz, make_driver_run, make_evil_tgz
+from tests.installers import dockerd_version, make_docker_tgz, make_evil_tgz, nvidia_mirrors, publish_nvidia
 
 DRIVER = "550.90.07"
 CUDA = "12.4.0"
@@ -42,18 +42,9 @@ def build_bundle(work: Path, driver_exit: int = 0, docker: str | None = None, ev
                  compose: bool = False) -> Path:
     """Collect a bundle through the real collect path from a local server holding real installers."""
     up = work / "upstream"
-    drv = up / f"nvidia-us/XFree86/Linux-x86_64/{DRIVER}"
-    cud = up / f"nvidia-dev/compute/cuda/{CUDA}/local_installers"
-    drv.mkdir(parents=True)
-    cud.mkdir(parents=True)
+    publish_nvidia(up, driver_exit)
     build = work / "build"
     build.mkdir()
-    shutil.move(make_driver_run(build, DRIVER, driver_exit), drv)
-    cuda_run = Path(shutil.move(make_cuda_run(build, CUDA, "550.54.14"), cud))
-    md5 = hashlib.md5(cuda_run.read_bytes()).hexdigest()
-    sidebar = up / f"nvidia-dev/compute/cuda/{CUDA}/docs/sidebar/md5sum.txt"
-    sidebar.parent.mkdir(parents=True)
-    sidebar.write_text(f"{md5}  local_installers/{cuda_run.name}\n")
     docker_line = ""
     if docker:
         dd = up / "docker/linux/static/stable/x86_64"
@@ -74,9 +65,7 @@ def build_bundle(work: Path, driver_exit: int = 0, docker: str | None = None, ev
             "name: install-test\n"
             f'target: {{os: ubuntu-22.04, arch: amd64, python: "3.10", kernel: {KERNEL}}}\n'
             f"driver: {{version: {DRIVER}}}\ncuda: {{version: {CUDA}}}\n{docker_line}"
-            "mirrors:\n"
-            f"  https://us.download.nvidia.com: {server.url}/nvidia-us\n"
-            f"  https://developer.download.nvidia.com: {server.url}/nvidia-dev\n"
+            f"mirrors:\n{nvidia_mirrors(server.url)}"
             f"  https://download.docker.com: {server.url}/docker\n"
             f"  https://github.com: {server.url}/github\n"
         )

@@ -447,18 +447,10 @@ def test_split_signed_bundle_installs_through_install_sh_with_no_network(tmp_pat
         pytest.skip("needs root and `unshare -n` (a namespace with no network)")
     from airgap.localserver import LocalHTTPServer
     from tests.conftest import payload, run_airgap
-    from tests.installers import make_cuda_run, make_driver_run
+    from tests.installers import nvidia_mirrors, publish_nvidia
 
     up = tmp_path / "up"
-    drv = up / "nvidia-us/XFree86/Linux-x86_64/550.90.07"
-    cud = up / "nvidia-dev/compute/cuda/12.4.0/local_installers"
-    drv.mkdir(parents=True)
-    cud.mkdir(parents=True)
-    make_driver_run(drv, "550.90.07")
-    cuda = make_cuda_run(cud, "12.4.0", "550.54.14")
-    sidebar = up / "nvidia-dev/compute/cuda/12.4.0/docs/sidebar/md5sum.txt"
-    sidebar.parent.mkdir(parents=True)
-    sidebar.write_text(f"{hashlib.md5(cuda.read_bytes()).hexdigest()}  local_installers/{cuda.name}\n")
+    publish_nvidia(up)
     (up / "example").mkdir()
     (up / "example/weights.bin").write_bytes(payload(3 << 20, 9))  # big enough to be split at 1M
     assert run_airgap("keygen", "-o", str(tmp_path / "site")).returncode == 0
@@ -468,9 +460,7 @@ def test_split_signed_bundle_installs_through_install_sh_with_no_network(tmp_pat
         m.write_text(
             f'name: trip\ntarget: {{os: ubuntu-22.04, arch: amd64, python: "{HERE_PY}"}}\n'
             "driver: {version: 550.90.07}\ncuda: {version: 12.4.0}\n"
-            "files: [{url: https://example.com/weights.bin}]\nmirrors:\n"
-            f"  https://us.download.nvidia.com: {server.url}/nvidia-us\n"
-            f"  https://developer.download.nvidia.com: {server.url}/nvidia-dev\n"
+            f"files: [{{url: https://example.com/weights.bin}}]\nmirrors:\n{nvidia_mirrors(server.url)}"
             f"  https://example.com: {server.url}/example\n")
         r = run_airgap("collect", str(m), "-o", str(bundle), "--tool", "--max-file-size", "1M",
                        "--sign", str(tmp_path / "site.key"), timeout=600)
