@@ -36,6 +36,10 @@ On the connected PC:
   airgap collect manifest.yaml -o B/     download, check, write a bundle in B/
 After the transfer (USB drive, DVD, share):
   airgap verify /media/B                 name every missing, truncated, altered file
+On the isolated server:
+  sudo sh /media/B/install.sh            set airgap up from the bundle, then install it
+  sudo airgap install /media/B           every layer in order, resumable; --dry-run first
+  airgap smoke / airgap doctor           GPU smoke test / readiness checks with fixes
 Try it with no internet and no GPU:
   airgap demo
 
