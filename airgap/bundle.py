@@ -123,11 +123,15 @@ def load_base(path: Path) -> tuple[Lock, str]:
     lock_file = path / LOCK_NAME if path.is_dir() else path
     lock = read_lock(lock_file.parent) if lock_file.name == LOCK_NAME else None
     if lock is None:
-        raise BadInputError(f"{path}: not a bundle directory or an {LOCK_NAME}.",
-                            "Give the old bundle's directory, or its airgap.lock.json.")
+        raise BadInputError(
+            f"{path}: not a bundle directory or an {LOCK_NAME}.",
+            "Give the old bundle's directory, or its airgap.lock.json.",
+        )
     if lock.base:
-        raise BadInputError(f"{path}: is itself a delta bundle (based on '{lock.base.get('name')}').",
-                            "Make deltas against a full bundle: merge the old delta with its base first.")
+        raise BadInputError(
+            f"{path}: is itself a delta bundle (based on '{lock.base.get('name')}').",
+            "Make deltas against a full bundle: merge the old delta with its base first.",
+        )
     return lock, hashlib.sha256(lock_file.read_bytes()).hexdigest()
 
 
@@ -229,7 +233,7 @@ _BY_HAND_LAYER = {
     "systemctl restart docker",
     "images": "airgap install . --only images   (loads them into dockerd; see {dir}/)",
     "python": "python3 -m venv --without-pip /opt/airgap/venv && /opt/airgap/venv/bin/python "
-    "\"$(ls {dir}/pip-*.whl)/pip\" install --no-index --find-links {dir} --require-hashes "
+    '"$(ls {dir}/pip-*.whl)/pip" install --no-index --find-links {dir} --require-hashes '
     "-r {dir}/requirements.lock.txt",
     "models": "cp -r {dir}/* /data/models/ && chown -R 1000:1000 /data/models",
 }
@@ -250,8 +254,11 @@ def render_readme(lock: Lock) -> str:
         "    sha256sum -c SHA256SUMS         (the same check with coreutils alone)",
         "",
         "INSTALL IT on the server:",
-        *(["    sudo sh install.sh              (sets up airgap from tool/, then installs every layer)"]
-          if lock.tool else []),
+        *(
+            ["    sudo sh install.sh              (sets up airgap from tool/, then installs every layer)"]
+            if lock.tool
+            else []
+        ),
         "    airgap install .                (every layer in order, offline)",
         "",
         "or by hand, in this order:",
@@ -269,13 +276,19 @@ def render_readme(lock: Lock) -> str:
                 how = f"install -D -m 755 {a.path} /usr/libexec/docker/cli-plugins/docker-compose"
             lines.append(f"    {layer:<8} {how}")
     if any(a.parts for a in lock.artifacts):
-        lines += ["", "Files stored in numbered parts (NAME.001, NAME.002, ...) for the medium's file size limit:",
-                  "rebuild one by hand with   cat NAME.0?? > NAME   (airgap install reads the parts itself)."]
+        lines += [
+            "",
+            "Files stored in numbered parts (NAME.001, NAME.002, ...) for the medium's file size limit:",
+            "rebuild one by hand with   cat NAME.0?? > NAME   (airgap install reads the parts itself).",
+        ]
     if lock.base:
         carried = sum(1 for a in lock.artifacts if not a.in_base)
-        lines += ["", f"DELTA BUNDLE: carries {carried} of {len(lock.artifacts)} files; the rest are in the bundle",
-                  f"'{lock.base.get('name')}' of {lock.base.get('created')}. Install with",
-                  "    airgap install . --base /path/of/that/bundle"]
+        lines += [
+            "",
+            f"DELTA BUNDLE: carries {carried} of {len(lock.artifacts)} files; the rest are in the bundle",
+            f"'{lock.base.get('name')}' of {lock.base.get('created')}. Install with",
+            "    airgap install . --base /path/of/that/bundle",
+        ]
     if lock.skipped_layers:
         lines += ["", f"NOT IN THIS BUNDLE (skipped when collecting): {', '.join(lock.skipped_layers)}."]
     lines += ["", "CONTENTS", ""]

@@ -171,9 +171,13 @@ def _stack(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None) -> Stac
         for i, raw in enumerate(manifest.python.requirements):
             pin = _parse_pin(raw, ("python", "requirements", i))
             if pin is None:
-                st.add(WARNING, "requirement-syntax", ("python", "requirements", i),
-                       f"{raw!r} is not a requirement pip understands, so it was not checked",
-                       "write it like torch==2.5.1 or vllm==0.6.4.post1")
+                st.add(
+                    WARNING,
+                    "requirement-syntax",
+                    ("python", "requirements", i),
+                    f"{raw!r} is not a requirement pip understands, so it was not checked",
+                    "write it like torch==2.5.1 or vllm==0.6.4.post1",
+                )
             elif pin.name not in st.pins:
                 st.pins[pin.name] = pin
         for i, url in enumerate(manifest.python.index_urls):
@@ -207,12 +211,25 @@ def _choose_torch(st: Stack) -> TorchChoice | None:
         # pip takes the highest version over every index, and a local label sorts after none:
         # 2.5.1+cu124 from the PyTorch index beats PyPI's plain 2.5.1.
         i, build = max(st.indexes, key=lambda ib: ib[1])
-        return TorchChoice(version, build, f"index {st.manifest.python.index_urls[i]}",  # type: ignore[union-attr]
-                           ("python", "index_urls", i), pin, from_vllm)
+        return TorchChoice(
+            version,
+            build,
+            f"index {st.manifest.python.index_urls[i]}",  # type: ignore[union-attr]
+            ("python", "index_urls", i),
+            pin,
+            from_vllm,
+        )
     release = compat.torch_release(version) if version else None
     if release is not None:
-        return TorchChoice(version, release.pypi, f"PyPI's torch {compat.torch_minor(version)} is the "  # type: ignore[arg-type]
-                           f"{release.pypi} build", path, pin, from_vllm)
+        return TorchChoice(
+            version,
+            release.pypi,
+            f"PyPI's torch {compat.torch_minor(version)} is the "  # type: ignore[arg-type]
+            f"{release.pypi} build",
+            path,
+            pin,
+            from_vllm,
+        )
     return TorchChoice(version, None, "", path, pin, from_vllm)
 
 
@@ -243,8 +260,18 @@ def _model_facts(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None) -
         weight_bytes = info.get("weight_bytes") if isinstance(info.get("weight_bytes"), int) else None
         if params is None and weight_bytes:
             params_source = "hub metadata"
-        out.append(ModelFacts(spec.repo, ("models", i), params, params_source, dtype or "bf16", dtype_source,
-                              info.get("commit"), weight_bytes))
+        out.append(
+            ModelFacts(
+                spec.repo,
+                ("models", i),
+                params,
+                params_source,
+                dtype or "bf16",
+                dtype_source,
+                info.get("commit"),
+                weight_bytes,
+            )
+        )
     return out
 
 
@@ -259,30 +286,46 @@ def _check_driver_cuda(st: Stack) -> None:
     minimum = compat.cuda_min_driver(cuda)
     runfile = compat.cuda_runfile_driver(cuda)
     if minimum is None:
-        st.add(WARNING, "cuda-unknown", ("cuda", "version"),
-               f"CUDA {cuda} is not in airgap's table of minimum drivers (11.0 to 13.0), so the driver was not "
-               "checked against it", "check table 3 of NVIDIA's CUDA release notes by hand")
+        st.add(
+            WARNING,
+            "cuda-unknown",
+            ("cuda", "version"),
+            f"CUDA {cuda} is not in airgap's table of minimum drivers (11.0 to 13.0), so the driver was not "
+            "checked against it",
+            "check table 3 of NVIDIA's CUDA release notes by hand",
+        )
         return
     if m.driver is None:
-        st.add(OK, "driver-cuda", ("cuda", "version"),
-               f"CUDA {cuda} needs driver >= {minimum.driver} on the server (no driver: section, so the server's "
-               "own driver must be at least that)")
+        st.add(
+            OK,
+            "driver-cuda",
+            ("cuda", "version"),
+            f"CUDA {cuda} needs driver >= {minimum.driver} on the server (no driver: section, so the server's "
+            "own driver must be at least that)",
+        )
         return
     driver = m.driver.version
     note = "" if minimum.exact else f" (as for {minimum.cuda}, the nearest release in the table)"
     if compat.version_tuple(driver) < compat.version_tuple(minimum.driver):
         bundled = f"; CUDA {cuda}'s runfile bundles driver {runfile}" if runfile else ""
         older = compat.driver_max_cuda(driver)
-        keep = (f", or keep driver {driver} and choose CUDA {older} or older (the newest it supports)"
-                if older else "")
-        st.add(ERROR, "driver-cuda", ("driver", "version"),
-               f"driver {driver} is older than {minimum.driver}, the minimum for CUDA {cuda}{note} "
-               f"(NVIDIA CUDA release notes, table 3){bundled}; CUDA programs would stop with \"CUDA driver "
-               "version is insufficient for CUDA runtime version\"",
-               f"set driver.version to {minimum.driver} or newer{keep}")
+        keep = f", or keep driver {driver} and choose CUDA {older} or older (the newest it supports)" if older else ""
+        st.add(
+            ERROR,
+            "driver-cuda",
+            ("driver", "version"),
+            f"driver {driver} is older than {minimum.driver}, the minimum for CUDA {cuda}{note} "
+            f'(NVIDIA CUDA release notes, table 3){bundled}; CUDA programs would stop with "CUDA driver '
+            'version is insufficient for CUDA runtime version"',
+            f"set driver.version to {minimum.driver} or newer{keep}",
+        )
         return
-    st.add(OK, "driver-cuda", ("driver", "version"),
-           f"driver {driver} >= {minimum.driver}, the minimum for CUDA {cuda}{note}")
+    st.add(
+        OK,
+        "driver-cuda",
+        ("driver", "version"),
+        f"driver {driver} >= {minimum.driver}, the minimum for CUDA {cuda}{note}",
+    )
 
 
 def _check_torch(st: Stack) -> None:
@@ -290,50 +333,79 @@ def _check_torch(st: Stack) -> None:
     m = st.manifest
     if t is None:
         if "torch" in st.pins and st.pins["torch"].version is None:
-            st.add(WARNING, "torch-unpinned", st.pins["torch"].field,
-                   f"{st.pins['torch'].raw!r} is not pinned with ==, so its CUDA build is decided at collect time",
-                   "pin it, e.g. torch==2.5.1 with the index https://download.pytorch.org/whl/cu124")
+            st.add(
+                WARNING,
+                "torch-unpinned",
+                st.pins["torch"].field,
+                f"{st.pins['torch'].raw!r} is not pinned with ==, so its CUDA build is decided at collect time",
+                "pin it, e.g. torch==2.5.1 with the index https://download.pytorch.org/whl/cu124",
+            )
         return
     if t.version is None:
-        st.add(WARNING, "torch-unpinned", t.field,
-               "torch is not pinned with ==, so which release (and which CUDA builds exist for it) is decided "
-               "at collect time", "pin it, e.g. torch==2.5.1")
+        st.add(
+            WARNING,
+            "torch-unpinned",
+            t.field,
+            "torch is not pinned with ==, so which release (and which CUDA builds exist for it) is decided "
+            "at collect time",
+            "pin it, e.g. torch==2.5.1",
+        )
     release = compat.torch_release(t.version) if t.version else None
     if t.version and release is None:
-        st.add(WARNING, "torch-unknown", t.field,
-               f"torch {t.version} is not in airgap's table (2.1 to 2.9), so its CUDA builds were not checked",
-               "check pytorch's RELEASE.md compatibility matrix by hand")
+        st.add(
+            WARNING,
+            "torch-unknown",
+            t.field,
+            f"torch {t.version} is not in airgap's table (2.1 to 2.9), so its CUDA builds were not checked",
+            "check pytorch's RELEASE.md compatibility matrix by hand",
+        )
     if release is not None:
         py = m.target.python
         lo, hi = release.python
         if not (compat.version_tuple(lo) <= compat.version_tuple(py) <= compat.version_tuple(hi)):
-            st.add(ERROR, "torch-python", t.pin.field if t.pin else t.field,
-                   f"torch {t.version} has wheels for CPython {lo} to {hi}, and target.python is {py}: pip would "
-                   "find no torch wheel to download",
-                   f"set target.python to a version from {lo} to {hi}, or choose another torch")
+            st.add(
+                ERROR,
+                "torch-python",
+                t.pin.field if t.pin else t.field,
+                f"torch {t.version} has wheels for CPython {lo} to {hi}, and target.python is {py}: pip would "
+                "find no torch wheel to download",
+                f"set target.python to a version from {lo} to {hi}, or choose another torch",
+            )
     if t.build is None:
         return
     if not t.build.startswith("cu"):
-        st.add(ERROR, "torch-build", t.field,
-               f"torch comes from a {t.build} build ({t.source}): no CUDA at all, torch.cuda.is_available() "
-               "would be False on the GPU server",
-               f"use a CUDA index, e.g. {PYTORCH_INDEX}/{_suggest_build(m, t)}")
+        st.add(
+            ERROR,
+            "torch-build",
+            t.field,
+            f"torch comes from a {t.build} build ({t.source}): no CUDA at all, torch.cuda.is_available() "
+            "would be False on the GPU server",
+            f"use a CUDA index, e.g. {PYTORCH_INDEX}/{_suggest_build(m, t)}",
+        )
         return
     if t.pin is not None and t.pin.local and t.pin.local.startswith("cu") and st.indexes:
         index_builds = {b for _, b in st.indexes}
         if t.pin.local not in index_builds:
             i, b = st.indexes[0]
-            st.add(ERROR, "torch-index", ("python", "index_urls", i),
-                   f"{t.pin.raw!r} asks for a {t.pin.local} build, but the PyTorch index given serves {b} builds",
-                   f"make them agree: the index {PYTORCH_INDEX}/{t.pin.local}, or {t.pin.name}=={t.version}+{b}")
+            st.add(
+                ERROR,
+                "torch-index",
+                ("python", "index_urls", i),
+                f"{t.pin.raw!r} asks for a {t.pin.local} build, but the PyTorch index given serves {b} builds",
+                f"make them agree: the index {PYTORCH_INDEX}/{t.pin.local}, or {t.pin.name}=={t.version}+{b}",
+            )
     if release is not None and t.build not in release.builds:
         with_build = compat.torch_versions_with_build(t.build)
-        alt = (f"torch {', '.join(with_build)} ship {t.build}" if with_build
-               else f"no torch in the table ships {t.build}")
-        st.add(ERROR, "torch-build", t.field,
-               f"torch {t.version} has no {t.build} build ({t.source}); its CUDA builds are "
-               f"{', '.join(release.builds)}",
-               f"{alt}; or use one of torch {t.version}'s builds with the matching cuda.version")
+        alt = (
+            f"torch {', '.join(with_build)} ship {t.build}" if with_build else f"no torch in the table ships {t.build}"
+        )
+        st.add(
+            ERROR,
+            "torch-build",
+            t.field,
+            f"torch {t.version} has no {t.build} build ({t.source}); its CUDA builds are {', '.join(release.builds)}",
+            f"{alt}; or use one of torch {t.version}'s builds with the matching cuda.version",
+        )
         return
     if m.cuda is not None:
         want = compat.cuda_minor(m.cuda.version)
@@ -341,26 +413,39 @@ def _check_torch(st: Stack) -> None:
         if want != have:
             wanted = compat.cuda_build(m.cuda.version)
             if release is not None and wanted in release.builds:
-                fix = (f"use the {wanted} build: index {PYTORCH_INDEX}/{wanted}"
-                       + (f" and torch=={t.version}" if t.pin and t.pin.local else ""))
+                fix = f"use the {wanted} build: index {PYTORCH_INDEX}/{wanted}" + (
+                    f" and torch=={t.version}" if t.pin and t.pin.local else ""
+                )
             else:
                 others = compat.torch_versions_with_build(wanted)
-                fix = (f"torch {', '.join(others)} ship {wanted} builds (index {PYTORCH_INDEX}/{wanted})"
-                       if others else f"no torch in the table ships {wanted}")
+                fix = (
+                    f"torch {', '.join(others)} ship {wanted} builds (index {PYTORCH_INDEX}/{wanted})"
+                    if others
+                    else f"no torch in the table ships {wanted}"
+                )
             fix += f"; or set cuda.version to a CUDA {have} release"
-            st.add(ERROR, "torch-cuda", t.field,
-                   f"torch {t.label} is built for CUDA {have} ({t.source}), but the manifest installs CUDA "
-                   f"{m.cuda.version}: PyTorch must be built for the same CUDA as the toolkit", fix)
+            st.add(
+                ERROR,
+                "torch-cuda",
+                t.field,
+                f"torch {t.label} is built for CUDA {have} ({t.source}), but the manifest installs CUDA "
+                f"{m.cuda.version}: PyTorch must be built for the same CUDA as the toolkit",
+                fix,
+            )
         else:
             st.add(OK, "torch-cuda", t.field, f"torch {t.label} is built for CUDA {have}, as cuda.version ({t.source})")
     if m.driver is not None:
         major = int(compat.build_cuda(t.build).split(".")[0])
         floor = compat.CUDA_MINOR_COMPAT_DRIVER.get(major)
         if floor and compat.version_tuple(m.driver.version) < compat.version_tuple(floor):
-            st.add(ERROR, "torch-driver", ("driver", "version"),
-                   f"torch {t.label} needs driver >= {floor} (CUDA {major}.x minor-version compatibility), and the "
-                   f"manifest installs driver {m.driver.version}: torch.cuda.is_available() would be False",
-                   f"set driver.version to {floor} or newer (better: the minimum for the CUDA you install)")
+            st.add(
+                ERROR,
+                "torch-driver",
+                ("driver", "version"),
+                f"torch {t.label} needs driver >= {floor} (CUDA {major}.x minor-version compatibility), and the "
+                f"manifest installs driver {m.driver.version}: torch.cuda.is_available() would be False",
+                f"set driver.version to {floor} or newer (better: the minimum for the CUDA you install)",
+            )
 
 
 def _suggest_build(m: Manifest, t: TorchChoice) -> str:
@@ -376,20 +461,32 @@ def _check_vllm(st: Stack) -> None:
         return
     m = st.manifest
     if m.cuda is not None and m.cuda.version.startswith("11."):
-        st.add(ERROR, "vllm-cuda", vllm.field,
-               f"vLLM's wheels on PyPI are CUDA 12 builds and the manifest installs CUDA {m.cuda.version} "
-               "(FIELD notes: vLLM 0.6.x needs CUDA 12.1 or 12.4, no 11.x)",
-               "set cuda.version to a 12.x release (e.g. 12.4.0, with driver >= 550.54.14)")
+        st.add(
+            ERROR,
+            "vllm-cuda",
+            vllm.field,
+            f"vLLM's wheels on PyPI are CUDA 12 builds and the manifest installs CUDA {m.cuda.version} "
+            "(FIELD notes: vLLM 0.6.x needs CUDA 12.1 or 12.4, no 11.x)",
+            "set cuda.version to a 12.x release (e.g. 12.4.0, with driver >= 550.54.14)",
+        )
     if vllm.version is None:
-        st.add(WARNING, "vllm-unpinned", vllm.field,
-               f"{vllm.raw!r} is not pinned with ==: which torch it pins is only known at collect time",
-               "pin it, e.g. vllm==0.6.4.post1 (which pins torch 2.5.1)")
+        st.add(
+            WARNING,
+            "vllm-unpinned",
+            vllm.field,
+            f"{vllm.raw!r} is not pinned with ==: which torch it pins is only known at collect time",
+            "pin it, e.g. vllm==0.6.4.post1 (which pins torch 2.5.1)",
+        )
         return
     pin = compat.vllm_torch_pin(vllm.version)
     if pin is None:
-        st.add(WARNING, "vllm-unknown", vllm.field,
-               f"vLLM {vllm.version} is not in airgap's table (0.5.4 to 0.11.x), so its torch pin was not checked",
-               "check the torch== line of that release's requirements/cuda.txt by hand")
+        st.add(
+            WARNING,
+            "vllm-unknown",
+            vllm.field,
+            f"vLLM {vllm.version} is not in airgap's table (0.5.4 to 0.11.x), so its torch pin was not checked",
+            "check the torch== line of that release's requirements/cuda.txt by hand",
+        )
         return
     torch = st.pins.get("torch")
     if torch is None:
@@ -404,9 +501,13 @@ def _check_vllm(st: Stack) -> None:
     fix = f"torch=={pin} (what vLLM {vllm.version} needs)"
     if other_vllm:
         fix += f", or keep {asked!r} with vllm{other_vllm}"
-    st.add(ERROR, "vllm-torch", vllm.field,
-           f"vLLM {vllm.version} pins torch=={pin}, and the manifest asks for {asked!r}: pip cannot install both",
-           fix)
+    st.add(
+        ERROR,
+        "vllm-torch",
+        vllm.field,
+        f"vLLM {vllm.version} pins torch=={pin}, and the manifest asks for {asked!r}: pip cannot install both",
+        fix,
+    )
 
 
 def _check_gpus(st: Stack) -> None:
@@ -417,9 +518,13 @@ def _check_gpus(st: Stack) -> None:
         if entry.gpu is None:
             close = compat.gpu_suggestions(compat.parse_gpu_entry(entry.raw)[1])
             hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-            st.add(ERROR, "gpu-unknown", entry.field,
-                   f"{entry.raw!r} is not a GPU model airgap knows, so its architecture and memory cannot be checked",
-                   f"{hint}known models (case and spaces do not matter, '2x' prefix for several): {known}")
+            st.add(
+                ERROR,
+                "gpu-unknown",
+                entry.field,
+                f"{entry.raw!r} is not a GPU model airgap knows, so its architecture and memory cannot be checked",
+                f"{hint}known models (case and spaces do not matter, '2x' prefix for several): {known}",
+            )
             continue
         gpu = entry.gpu
         ok_parts = [f"{gpu.name} ({gpu.sm}, {gpu.vram_gib} GiB)"]
@@ -430,26 +535,39 @@ def _check_gpus(st: Stack) -> None:
                 if compat.version_tuple(compat.cuda_minor(m.cuda.version)) < compat.version_tuple(first):
                     minimum = compat.cuda_min_driver(f"{first}.0")
                     drv = f" (with driver >= {minimum.driver})" if minimum else ""
-                    st.add(ERROR, "gpu-cuda", entry.field,
-                           f"the {gpu.name} is {gpu.sm}, which CUDA {m.cuda.version} does not know: {gpu.sm} needs "
-                           f"CUDA {first} or newer; kernels would fail with \"no kernel image is available for "
-                           "execution on the device\"",
-                           f"set cuda.version to {first}.0 or newer{drv}")
+                    st.add(
+                        ERROR,
+                        "gpu-cuda",
+                        entry.field,
+                        f"the {gpu.name} is {gpu.sm}, which CUDA {m.cuda.version} does not know: {gpu.sm} needs "
+                        f'CUDA {first} or newer; kernels would fail with "no kernel image is available for '
+                        'execution on the device"',
+                        f"set cuda.version to {first}.0 or newer{drv}",
+                    )
                 else:
-                    st.add(ERROR, "gpu-cuda", entry.field,
-                           f"the {gpu.name} is {gpu.sm}, which CUDA {m.cuda.version} no longer supports (the last "
-                           f"CUDA for it is {last})",
-                           f"set cuda.version to a {last} release or older")
+                    st.add(
+                        ERROR,
+                        "gpu-cuda",
+                        entry.field,
+                        f"the {gpu.name} is {gpu.sm}, which CUDA {m.cuda.version} no longer supports (the last "
+                        f"CUDA for it is {last})",
+                        f"set cuda.version to a {last} release or older",
+                    )
                 continue
             if supported:
                 ok_parts.append(f"supported by CUDA {m.cuda.version}")
         if t is not None and t.version and t.build and t.build.startswith("cu"):
             arches = compat.torch_arches(t.version, t.build)
             if arches is not None and not compat.arches_cover(arches, gpu.cc):
-                st.add(ERROR, "gpu-torch", entry.field,
-                       f"torch {t.label} has no kernels for the {gpu.name} ({gpu.sm}); it is built for "
-                       f"{', '.join('sm_' + a.replace('.', '') for a in arches)}: \"no kernel image is available "
-                       "for execution on the device\"", _torch_arch_fix(t, gpu))
+                st.add(
+                    ERROR,
+                    "gpu-torch",
+                    entry.field,
+                    f"torch {t.label} has no kernels for the {gpu.name} ({gpu.sm}); it is built for "
+                    f'{", ".join("sm_" + a.replace(".", "") for a in arches)}: "no kernel image is available '
+                    'for execution on the device"',
+                    _torch_arch_fix(t, gpu),
+                )
                 continue
             if arches is not None:
                 ok_parts.append(f"torch {t.label} has kernels for it")
@@ -463,8 +581,7 @@ def _torch_arch_fix(t: TorchChoice, gpu: compat.Gpu) -> str:
         builds = [b for b in release.builds if compat.arches_cover(compat.TORCH_ARCHES.get((minor, b), ()), gpu.cc)]
         if builds:
             b = builds[-1]
-            return (f"use torch {t.version}+{b} (index {PYTORCH_INDEX}/{b}) with a CUDA {compat.build_cuda(b)} "
-                    "toolkit")
+            return f"use torch {t.version}+{b} (index {PYTORCH_INDEX}/{b}) with a CUDA {compat.build_cuda(b)} toolkit"
     for minor, rel in reversed(compat.TORCH_RELEASES.items()):
         for b in reversed(rel.builds):
             if compat.arches_cover(compat.TORCH_ARCHES.get((minor, b), ()), gpu.cc):
@@ -477,11 +594,15 @@ def _check_models(st: Stack) -> None:
     total = st.total_vram
     for model in st.models:
         if model.params is None and not model.weight_bytes:
-            st.add(WARNING, "model-size", model.field,
-                   f"{model.repo}: the parameter count cannot be read from the name, so whether it fits the GPUs "
-                   "was not checked",
-                   "plan without --no-head lets the models layer read it from the hub; or compare by hand: "
-                   "FP16 needs about params (billions) x 2 GB, +20-30%")
+            st.add(
+                WARNING,
+                "model-size",
+                model.field,
+                f"{model.repo}: the parameter count cannot be read from the name, so whether it fits the GPUs "
+                "was not checked",
+                "plan without --no-head lets the models layer read it from the hub; or compare by hand: "
+                "FP16 needs about params (billions) x 2 GB, +20-30%",
+            )
             continue
         est = " (estimated from the name)" if model.params_source == "estimated from the name" else ""
         dtype_note = " (assumed)" if model.dtype_source == "assumed" else ""
@@ -497,22 +618,36 @@ def _check_models(st: Stack) -> None:
             continue
         where = f"the {total} GiB of {st.gpu_summary}"
         if lo > total:
-            st.add(WARNING, "model-vram", model.field, f"{size}: more than {where}; it will not load",
-                   _quantised_fix(model, total, gpus))
+            st.add(
+                WARNING,
+                "model-vram",
+                model.field,
+                f"{size}: more than {where}; it will not load",
+                _quantised_fix(model, total, gpus),
+            )
             continue
         if hi > total:
-            st.add(WARNING, "model-vram", model.field,
-                   f"{size}: tight for {where} (short context, little KV cache)", _quantised_fix(model, total, gpus))
+            st.add(
+                WARNING,
+                "model-vram",
+                model.field,
+                f"{size}: tight for {where} (short context, little KV cache)",
+                _quantised_fix(model, total, gpus),
+            )
         else:
             st.add(OK, "model-vram", model.field, f"{size}; fits {where}")
         biggest = max(g.gpu.vram_gib for g in gpus)  # type: ignore[union-attr]
         cards = sum(g.count for g in gpus)
         no_link = [g.gpu.name for g in gpus if g.gpu and g.gpu.nvlink == "no"]
         if hi > biggest and cards > 1 and no_link:
-            st.add(WARNING, "gpu-nvlink", model.field,
-                   f"{model.repo} needs more than one card, and the {no_link[0]} has no NVLink: tensor parallelism "
-                   "runs over PCIe, far slower (and no NVLink bridge fits it)",
-                   "expect lower throughput, or use cards with NVLink (H100/A100 SXM) or one card with enough memory")
+            st.add(
+                WARNING,
+                "gpu-nvlink",
+                model.field,
+                f"{model.repo} needs more than one card, and the {no_link[0]} has no NVLink: tensor parallelism "
+                "runs over PCIe, far slower (and no NVLink bridge fits it)",
+                "expect lower throughput, or use cards with NVLink (H100/A100 SXM) or one card with enough memory",
+            )
 
 
 def _fmt_params(b: float) -> str:
@@ -535,8 +670,10 @@ def _quantised_fix(model: ModelFacts, total: int, gpus: list[GpuEntry]) -> str:
     parts.append(f"or about {need_cards}x {card.name} for {model.dtype.upper()}")
     if not model.weight_bytes:
         biggest = total * 2**30 / (compat.BYTES_PER_PARAM[model.dtype][1] * compat.RUNTIME_OVERHEAD[1] * 1e9)
-        parts.append(f"or a model of at most ~{_fmt_params(math.floor(biggest * 10) / 10)} at "
-                     f"{model.dtype.upper()} for {total} GiB")
+        parts.append(
+            f"or a model of at most ~{_fmt_params(math.floor(biggest * 10) / 10)} at "
+            f"{model.dtype.upper()} for {total} GiB"
+        )
     return "; ".join(parts)
 
 
@@ -553,14 +690,22 @@ def _check_images(st: Stack) -> None:
         if compat.version_tuple(compat.cuda_minor(want)) > compat.version_tuple(compat.cuda_minor(top)):
             minimum = compat.cuda_min_driver(want if want.count(".") == 2 else f"{want}.0")
             need = f" (driver >= {minimum.driver})" if minimum else ""
-            st.add(ERROR, "image-cuda", ("images", i),
-                   f"{image.ref} needs CUDA {compat.cuda_minor(want)}{need}, and driver {m.driver.version} supports "
-                   f"CUDA up to {compat.cuda_minor(top)}: the container toolkit refuses to start it "
-                   f"(\"unsatisfied condition: cuda>={compat.cuda_minor(want)}\")",
-                   f"use an nvidia/cuda:{compat.cuda_minor(top)}.x image, or a newer driver.version")
+            st.add(
+                ERROR,
+                "image-cuda",
+                ("images", i),
+                f"{image.ref} needs CUDA {compat.cuda_minor(want)}{need}, and driver {m.driver.version} supports "
+                f"CUDA up to {compat.cuda_minor(top)}: the container toolkit refuses to start it "
+                f'("unsatisfied condition: cuda>={compat.cuda_minor(want)}")',
+                f"use an nvidia/cuda:{compat.cuda_minor(top)}.x image, or a newer driver.version",
+            )
         else:
-            st.add(OK, "image-cuda", ("images", i),
-                   f"{image.ref}: CUDA {compat.cuda_minor(want)} runs on driver {m.driver.version}")
+            st.add(
+                OK,
+                "image-cuda",
+                ("images", i),
+                f"{image.ref}: CUDA {compat.cuda_minor(want)} runs on driver {m.driver.version}",
+            )
 
 
 def check_manifest(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None = None) -> list[Finding]:
@@ -612,8 +757,10 @@ def resolved_versions(manifest: Manifest, artifacts: Sequence[ArtifactLike] | No
         out["vllm"] = (vllm.version or vllm.raw) + (f" (pins torch {pin})" if pin else "")
     if st.gpus:
         out["gpus"] = ", ".join(
-            f"{g.count}× {g.gpu.name} ({g.gpu.sm}, {g.gpu.vram_gib} GiB, NVLink: {g.gpu.nvlink})" if g.gpu
-            else f"{g.raw} (unknown)" for g in st.gpus
+            f"{g.count}× {g.gpu.name} ({g.gpu.sm}, {g.gpu.vram_gib} GiB, NVLink: {g.gpu.nvlink})"
+            if g.gpu
+            else f"{g.raw} (unknown)"
+            for g in st.gpus
         )
     if st.models:
         lines = []

@@ -69,7 +69,8 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
 def _target_status_option(f):  # type: ignore[no-untyped-def]
     return click.option(
-        "--target-status", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        "--target-status",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="A copy of the server's /var/lib/dpkg/status: Debian packages it already has are left out "
         "(docs/packages.md says how to bring that small file out).",
     )(f)
@@ -131,14 +132,26 @@ Exits 2 on a compatibility error (unless --allow-mismatch), 3 if an artifact doe
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--no-head", is_flag=True, help="Do not contact any server (sizes stay unknown).")
 @click.option("--media", metavar="SIZE", help="Size of the drive that will carry the bundle: 128G, 4.7G, 64GB, 500GiB.")
-@click.option("--fat32/--no-fat32", default=None,
-              help="The drive is (not) FAT32. Default: assume FAT32 for drives of 32 GB or less, and warn.")
+@click.option(
+    "--fat32/--no-fat32",
+    default=None,
+    help="The drive is (not) FAT32. Default: assume FAT32 for drives of 32 GB or less, and warn.",
+)
 @_allow_mismatch_option
 @_target_status_option
 @_skip_option
 @click.pass_obj
-def plan(obj: Ctx, manifest: Path, json_mode: bool, no_head: bool, media: str | None, fat32: bool | None,
-         allow_mismatch: bool, target_status: Path | None, skip: str | None) -> int:
+def plan(
+    obj: Ctx,
+    manifest: Path,
+    json_mode: bool,
+    no_head: bool,
+    media: str | None,
+    fat32: bool | None,
+    allow_mismatch: bool,
+    target_status: Path | None,
+    skip: str | None,
+) -> int:
     from airgap import manifest as manifest_mod
     from airgap.bundle import human_size
     from airgap.layers import parse_layer_names
@@ -150,8 +163,15 @@ def plan(obj: Ctx, manifest: Path, json_mode: bool, no_head: bool, media: str | 
         raise BadInputError("--fat32/--no-fat32 need --media SIZE.", "Add the drive's size, e.g. --media 32G --fat32.")
     m = manifest_mod.load(manifest)
     _use_target_status(target_status)
-    report = make_plan(m, _source(m.mirrors, retries=1, timeout=15), parse_layer_names(skip, "--skip"),
-                       head=not no_head, allow_mismatch=allow_mismatch, media=media_bytes, fat32=fat32)
+    report = make_plan(
+        m,
+        _source(m.mirrors, retries=1, timeout=15),
+        parse_layer_names(skip, "--skip"),
+        head=not no_head,
+        allow_mismatch=allow_mismatch,
+        media=media_bytes,
+        fat32=fat32,
+    )
     if json_mode:
         out.emit_json(report.to_dict())
     else:
@@ -175,9 +195,13 @@ def plan(obj: Ctx, manifest: Path, json_mode: bool, no_head: bool, media: str | 
             out.info("  warn* = an error accepted with --allow-mismatch")
         out.info("")
         rows = [
-            [r.layer, r.path.rsplit("/", 1)[-1] + (" (>4 GiB)" if r.too_big_for_fat32 else ""),
-             human_size(r.size) if r.size is not None else "?",
-             r.digest, r.fetch_url if r.status != "missing" else f"NOT FOUND: {r.fetch_url}"]
+            [
+                r.layer,
+                r.path.rsplit("/", 1)[-1] + (" (>4 GiB)" if r.too_big_for_fat32 else ""),
+                human_size(r.size) if r.size is not None else "?",
+                r.digest,
+                r.fetch_url if r.status != "missing" else f"NOT FOUND: {r.fetch_url}",
+            ]
             for r in report.rows
         ]
         out.table(["layer", "artifact", "size", "checked against", "url"], rows, right={2})
@@ -227,31 +251,62 @@ Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach
   airgap collect manifest.yaml -o bundle --jobs 8 --skip images,python,models""",
 )
 @click.argument("manifest", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Bundle directory (default: ./bundle-NAME).")
-@click.option("-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64),
-              help="Files downloaded in parallel.")
-@click.option("--retries", default=5, show_default=True, type=click.IntRange(0, 100),
-              help="Attempts per file after a dropped connection or a 5xx, with backoff.")
-@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(1),
-              help="Seconds without data before a retry.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Bundle directory (default: ./bundle-NAME).")
+@click.option(
+    "-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64), help="Files downloaded in parallel."
+)
+@click.option(
+    "--retries",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Attempts per file after a dropped connection or a 5xx, with backoff.",
+)
+@click.option(
+    "--timeout", default=30.0, show_default=True, type=click.FloatRange(1), help="Seconds without data before a retry."
+)
 @click.option("--json", "json_mode", is_flag=True, help="Print a JSON summary instead of text.")
-@click.option("--max-file-size", metavar="SIZE",
-              help="Store larger files as numbered parts: 4G for FAT32 drives, 4.7GB for DVDs.")
-@click.option("--sign", "sign_key", type=click.Path(path_type=Path),
-              help="Sign SHA256SUMS with this secret key (from `airgap keygen`) when the bundle is complete.")
-@click.option("--since", type=click.Path(path_type=Path),
-              help="Make a delta bundle: carry only what changed since this earlier bundle (its dir or lock).")
-@click.option("--tool/--no-tool", default=True, show_default=True,
-              help="Put airgap itself in the bundle (tool/: its wheels for the target's python, fetched from "
-                   "PyPI) with install.sh, so `sudo sh install.sh` is all the server needs.")
+@click.option(
+    "--max-file-size", metavar="SIZE", help="Store larger files as numbered parts: 4G for FAT32 drives, 4.7GB for DVDs."
+)
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(path_type=Path),
+    help="Sign SHA256SUMS with this secret key (from `airgap keygen`) when the bundle is complete.",
+)
+@click.option(
+    "--since",
+    type=click.Path(path_type=Path),
+    help="Make a delta bundle: carry only what changed since this earlier bundle (its dir or lock).",
+)
+@click.option(
+    "--tool/--no-tool",
+    default=True,
+    show_default=True,
+    help="Put airgap itself in the bundle (tool/: its wheels for the target's python, fetched from "
+    "PyPI) with install.sh, so `sudo sh install.sh` is all the server needs.",
+)
 @_allow_mismatch_option
 @_target_status_option
 @_skip_option
 @click.pass_obj
-def collect(obj: Ctx, manifest: Path, output: Path | None, jobs: int, retries: int, timeout: float,
-            json_mode: bool, max_file_size: str | None, sign_key: Path | None, since: Path | None,
-            tool: bool, allow_mismatch: bool, target_status: Path | None, skip: str | None) -> int:
+def collect(
+    obj: Ctx,
+    manifest: Path,
+    output: Path | None,
+    jobs: int,
+    retries: int,
+    timeout: float,
+    json_mode: bool,
+    max_file_size: str | None,
+    sign_key: Path | None,
+    since: Path | None,
+    tool: bool,
+    allow_mismatch: bool,
+    target_status: Path | None,
+    skip: str | None,
+) -> int:
     from dataclasses import asdict
 
     from airgap import manifest as manifest_mod
@@ -270,15 +325,30 @@ def collect(obj: Ctx, manifest: Path, output: Path | None, jobs: int, retries: i
     base = load_base(since) if since else None
     dest = output or Path(f"bundle-{m.name}")
     mode = "off" if (obj.quiet or json_mode) and not sys.stderr.isatty() else "auto"
-    report = do_collect(m, dest, _source(m.mirrors, retries, timeout), jobs=jobs,
-                        skip=parse_layer_names(skip, "--skip"), progress_mode=mode, warn=out.warn,
-                        allow_mismatch=allow_mismatch, max_file_size=limit, since=base, tool=tool)
+    report = do_collect(
+        m,
+        dest,
+        _source(m.mirrors, retries, timeout),
+        jobs=jobs,
+        skip=parse_layer_names(skip, "--skip"),
+        progress_mode=mode,
+        warn=out.warn,
+        allow_mismatch=allow_mismatch,
+        max_file_size=limit,
+        since=base,
+        tool=tool,
+    )
     if secret is not None:
         sign_bundle(dest, secret, m.name)
     if json_mode:
         data = asdict(report)
-        data.update(total_bytes=report.total_size, transferred_bytes=report.transferred,
-                    saved_by_base_bytes=report.saved_by_base, signed=secret is not None, ok=True)
+        data.update(
+            total_bytes=report.total_size,
+            transferred_bytes=report.transferred,
+            saved_by_base_bytes=report.saved_by_base,
+            signed=secret is not None,
+            ok=True,
+        )
         out.emit_json(data)
         return EXIT_OK
     rows = [[f.layer, f.path, human_size(f.size), f.status] for f in report.files]
@@ -291,8 +361,10 @@ def collect(obj: Ctx, manifest: Path, output: Path | None, jobs: int, retries: i
     )
     if base is not None:
         carried = sum(1 for f in report.files if f.status != "in base")
-        out.info(f"delta against '{base[0].name}': carries {carried} of {len(report.files)} files, "
-                 f"{human_size(report.saved_by_base)} saved; install it with --base")
+        out.info(
+            f"delta against '{base[0].name}': carries {carried} of {len(report.files)} files, "
+            f"{human_size(report.saved_by_base)} saved; install it with --base"
+        )
     if secret is not None:
         out.info(f"signed with key {secret.public().key_id_hex}")
     out.info(f"next: copy it, then `airgap verify {dest}` on the other side")
@@ -314,13 +386,21 @@ Hashing runs on all cores. Exit 0 only when every file holds.
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON object: files, bytes, problems, ok.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), help="Hashing threads (default: one per core).")
-@click.option("--key", type=click.Path(path_type=Path),
-              help="Public key (.pub from `airgap keygen`): the bundle must carry a valid signature by it.")
-@click.option("--report", "report_file", type=click.Path(path_type=Path),
-              help="Also write the verification report (what was checked, when, by which key) to this file.")
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path),
+    help="Public key (.pub from `airgap keygen`): the bundle must carry a valid signature by it.",
+)
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(path_type=Path),
+    help="Also write the verification report (what was checked, when, by which key) to this file.",
+)
 @click.pass_obj
-def verify(obj: Ctx, bundle: Path, json_mode: bool, jobs: int | None, key: Path | None,
-           report_file: Path | None) -> int:
+def verify(
+    obj: Ctx, bundle: Path, json_mode: bool, jobs: int | None, key: Path | None, report_file: Path | None
+) -> int:
     from airgap.bundle import human_size
     from airgap.progress import Progress
     from airgap.signing import load_public
@@ -340,17 +420,16 @@ def verify(obj: Ctx, bundle: Path, json_mode: bool, jobs: int | None, key: Path 
             out.info(f"{p.kind.upper():<10} {p.path}: {p.detail}")
         rate = report.bytes / report.seconds if report.seconds else 0
         summary = (
-            f"{report.files} files, {human_size(report.bytes)} hashed in {report.seconds:.1f}s "
-            f"({human_size(rate)}/s)"
+            f"{report.files} files, {human_size(report.bytes)} hashed in {report.seconds:.1f}s ({human_size(rate)}/s)"
         )
         if report.signature and report.signature.get("valid") == "yes":
-            out.info(f"signature: valid, key {report.signature['key_id']} "
-                     f"({report.signature.get('trusted_comment', '')})")
+            out.info(
+                f"signature: valid, key {report.signature['key_id']} ({report.signature.get('trusted_comment', '')})"
+            )
         if report.ok:
             out.info(f"OK: {summary}; the bundle is complete and intact.")
         else:
-            print(f"FAILED: {len(report.problems)} problem(s) in {report.files} files; {summary}.",
-                  file=sys.stderr)
+            print(f"FAILED: {len(report.problems)} problem(s) in {report.files} files; {summary}.", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_CHECK_FAILED
 
 
@@ -361,8 +440,9 @@ Serves sample artifacts (a driver and a CUDA installer stand-in, a Docker tgz, a
 server on 127.0.0.1, collects them through a manifest whose `mirrors:` point at it, copies the bundle
 as a USB drive would, verifies the copy, then flips one byte to show what a bad transfer looks like.""",
 )
-@click.option("--workdir", type=click.Path(path_type=Path),
-              help="Keep the demo's files here (default: a temp dir, removed).")
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), help="Keep the demo's files here (default: a temp dir, removed)."
+)
 @click.pass_obj
 def demo(obj: Ctx, workdir: Path | None) -> int:
     from airgap.demo import run_demo
@@ -387,8 +467,13 @@ the fix. No bundle is needed; --bundle adds what the bundle expects. Exits 1 if 
   airgap doctor --json | jq '.checks[] | select(.status == "fail")'""",
 )
 @click.option("--bundle", type=click.Path(path_type=Path), help="A bundle whose lock says what to expect.")
-@click.option("--root", type=click.Path(path_type=Path), default=Path("/"), show_default=True,
-              help="Look at this tree instead of / (a mounted image, a chroot, tests).")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="Look at this tree instead of / (a mounted image, a chroot, tests).",
+)
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON object: checks, facts, ok.")
 @click.pass_obj
 def doctor(obj: Ctx, bundle: Path | None, root: Path, json_mode: bool) -> int:

@@ -21,8 +21,15 @@ Keep NAME.key on the collecting side; carry NAME.pub to the gate and the server 
 \b
   airgap keygen -o ~/.airgap/site-a""",
 )
-@click.option("-o", "--output", "stem", type=click.Path(path_type=Path), default=Path("airgap"),
-              show_default=True, help="File name without extension.")
+@click.option(
+    "-o",
+    "--output",
+    "stem",
+    type=click.Path(path_type=Path),
+    default=Path("airgap"),
+    show_default=True,
+    help="File name without extension.",
+)
 @click.pass_obj
 def keygen(obj: Ctx, stem: Path) -> int:
     from airgap.signing import generate, write_keypair
@@ -73,8 +80,13 @@ that must be real files. A signature no longer matches afterwards: sign the bund
   airgap split bundle --max-file-size 4.7GB""",
 )
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--max-file-size", "max_size", required=True, metavar="SIZE",
-              help="Largest file the medium takes: 4G (FAT32), 4.7GB (DVD), 700M ...")
+@click.option(
+    "--max-file-size",
+    "max_size",
+    required=True,
+    metavar="SIZE",
+    help="Largest file the medium takes: 4G (FAT32), 4.7GB (DVD), 700M ...",
+)
 @click.pass_obj
 def split(obj: Ctx, bundle: Path, max_size: str) -> int:
     from airgap.bundle import finalize, read_lock
@@ -88,8 +100,10 @@ def split(obj: Ctx, bundle: Path, max_size: str) -> int:
     if not report.ok:
         from airgap.errors import IntegrityError
 
-        raise IntegrityError(f"{bundle}: fails verification ({len(report.problems)} problem(s)); not splitting it.",
-                             "Run `airgap verify` and repair the bundle first.")
+        raise IntegrityError(
+            f"{bundle}: fails verification ({len(report.problems)} problem(s)); not splitting it.",
+            "Run `airgap verify` and repair the bundle first.",
+        )
     lock = read_lock(bundle)
     changed = [a for a in lock.artifacts if resplit(bundle, a, limit)]
     if not changed:

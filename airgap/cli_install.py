@@ -35,19 +35,42 @@ the same command picks up where it stopped. The full log is in /var/log/airgap/.
 @click.option("--skip", metavar="LAYER,..", help="Leave these layers out.")
 @click.option("--from", "from_step", metavar="LAYER", help="Start at this layer (the earlier ones are left alone).")
 @click.option("--dry-run", is_flag=True, help="Print every command and file write, in order; change nothing.")
-@click.option("--root", type=click.Path(path_type=Path), default=Path("/"), show_default=True,
-              help="Install under this directory instead of / (staging, tests). NVIDIA's installers still act "
-                   "on the running system.")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="Install under this directory instead of / (staging, tests). NVIDIA's installers still act "
+    "on the running system.",
+)
 @click.option("--no-verify", is_flag=True, help="Skip verifying the bundle first. Not recommended.")
-@click.option("--key", type=click.Path(path_type=Path),
-              help="Public key: refuse the bundle unless SHA256SUMS.sig is a valid signature by it.")
-@click.option("--base", type=click.Path(path_type=Path),
-              help="For a delta bundle (collect --since): the earlier bundle holding what it does not carry.")
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path),
+    help="Public key: refuse the bundle unless SHA256SUMS.sig is a valid signature by it.",
+)
+@click.option(
+    "--base",
+    type=click.Path(path_type=Path),
+    help="For a delta bundle (collect --since): the earlier bundle holding what it does not carry.",
+)
 @click.option("--move", is_flag=True, help="Move model files out of the bundle instead of copying (saves space).")
 @click.option("--json", "json_mode", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_obj
-def install(obj: Ctx, bundle: Path, only: str | None, skip: str | None, from_step: str | None, dry_run: bool,
-            root: Path, no_verify: bool, key: Path | None, base: Path | None, move: bool, json_mode: bool) -> int:
+def install(
+    obj: Ctx,
+    bundle: Path,
+    only: str | None,
+    skip: str | None,
+    from_step: str | None,
+    dry_run: bool,
+    root: Path,
+    no_verify: bool,
+    key: Path | None,
+    base: Path | None,
+    move: bool,
+    json_mode: bool,
+) -> int:
     from airgap.host import Host
     from airgap.install_context import InstallOptions
     from airgap.installer import install_bundle, parse_steps
@@ -58,18 +81,30 @@ def install(obj: Ctx, bundle: Path, only: str | None, skip: str | None, from_ste
     if dry_run:
         out.heading("Dry run: nothing will be changed. The install would:")
     report = install_bundle(
-        bundle, host, only=parse_steps(only, "--only"), skip=parse_steps(skip, "--skip"), from_step=from_step,
-        verify=not no_verify, options=InstallOptions(move=move), say=out.info, warn=out.warn,
-        key=load_public(key) if key else None, base=base,
+        bundle,
+        host,
+        only=parse_steps(only, "--only"),
+        skip=parse_steps(skip, "--skip"),
+        from_step=from_step,
+        verify=not no_verify,
+        options=InstallOptions(move=move),
+        say=out.info,
+        warn=out.warn,
+        key=load_public(key) if key else None,
+        base=base,
     )
     log_path = report.log
     if json_mode:
         out.emit_json(report.to_dict())
         return report.exit_code
     out.heading("Preflight")
-    out.table(["check", "result", "detail"],
-              [[c.name, c.status, c.message + (f" (fix: {c.fix})" if c.fix and c.status != "pass" else "")]
-               for c in report.preflight])
+    out.table(
+        ["check", "result", "detail"],
+        [
+            [c.name, c.status, c.message + (f" (fix: {c.fix})" if c.fix and c.status != "pass" else "")]
+            for c in report.preflight
+        ],
+    )
     out.heading("Layers")
     out.table(["layer", "status", "detail"], [[s.step, s.status, s.detail] for s in report.steps])
     for s in report.steps:
@@ -103,8 +138,13 @@ on the GPU. Each failure says what usually causes it. Exit 1 on any failure (no 
   airgap smoke --bundle /media/usb/bundle --json""",
 )
 @click.option("--bundle", type=click.Path(path_type=Path), help="Compare with this bundle's versions and images.")
-@click.option("--root", type=click.Path(path_type=Path), default=Path("/"), show_default=True,
-              help="Look for installed tools under this directory.")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="Look for installed tools under this directory.",
+)
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
 def smoke(obj: Ctx, bundle: Path | None, root: Path, json_mode: bool) -> int:

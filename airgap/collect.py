@@ -162,9 +162,18 @@ def collect(
         dest.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             dest.parent.rmdir()  # only when empty: a layer the delta carries nothing of leaves no directory
-        entry = LockedArtifact(layer=art.layer, name=art.name, path=art.path, size=old.size, sha256=old.sha256,
-                               url=old.url, upstream_digest=old.upstream_digest,
-                               upstream_digest_note=old.upstream_digest_note, meta=art.meta, in_base=True)
+        entry = LockedArtifact(
+            layer=art.layer,
+            name=art.name,
+            path=art.path,
+            size=old.size,
+            sha256=old.sha256,
+            url=old.url,
+            upstream_digest=old.upstream_digest,
+            upstream_digest_note=old.upstream_digest_note,
+            meta=art.meta,
+            in_base=True,
+        )
         with lock_mutex:
             lock.artifacts = [a for a in lock.artifacts if a.path != art.path] + [entry]
             write_lock(out, lock)
@@ -203,8 +212,15 @@ def collect(
                     record(art, art.urls[0] if art.urls else "", len(art.content), digest)
                     report.files.append(CollectedFile(art.path, art.layer, len(art.content), "generated", 0))
                     return
-                res = source.fetch(art.urls, dest, what=art.path, expected=art.expected, on_bytes=progress.advance,
-                                   headers=art.headers, auth=art.auth)
+                res = source.fetch(
+                    art.urls,
+                    dest,
+                    what=art.path,
+                    expected=art.expected,
+                    on_bytes=progress.advance,
+                    headers=art.headers,
+                    auth=art.auth,
+                )
                 if old is not None and old.sha256 == res.sha256:
                     # No digest told us beforehand (e.g. a driver .run): downloaded, found unchanged, not carried.
                     in_base(art, old)
@@ -291,8 +307,10 @@ def _resolve_published_digests(artifacts: list[Artifact], source: HttpSource, no
             try:
                 lists[pub.list_url] = _parse_checksum_list(source.get_text(pub.list_url, art.path))
             except UpstreamError as exc:
-                note(f"{art.path}: could not read the publisher's checksum list: {exc.message} "
-                     "It will be recorded with its sha256 only; pin a sha256 in the manifest to check it.")
+                note(
+                    f"{art.path}: could not read the publisher's checksum list: {exc.message} "
+                    "It will be recorded with its sha256 only; pin a sha256 in the manifest to check it."
+                )
                 lists[pub.list_url] = None
         table = lists[pub.list_url]
         if table is None:
@@ -300,8 +318,10 @@ def _resolve_published_digests(artifacts: list[Artifact], source: HttpSource, no
             continue
         value = table.get(pub.file_name)
         if value is None:
-            note(f"{art.path}: {pub.file_name} is not listed in {redact(pub.list_url)}; "
-                 "nothing to check it against but its own sha256.")
+            note(
+                f"{art.path}: {pub.file_name} is not listed in {redact(pub.list_url)}; "
+                "nothing to check it against but its own sha256."
+            )
             art.no_digest_reason = f"not listed in {redact(pub.list_url)}"
             continue
         art.upstream = Digest(pub.algorithm, value, pub.list_url)
@@ -387,8 +407,12 @@ def _build_tool(out: Path, manifest: Manifest) -> dict[str, Any]:
     t = manifest.target
     files = build_tool_dir(out, t.python, t.arch, glibc=glibc)
     files.append(write_install_sh(out, __version__, t.python))
-    return {"python": t.python, "arch": t.arch, "glibc": glibc,
-            "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files]}
+    return {
+        "python": t.python,
+        "arch": t.arch,
+        "glibc": glibc,
+        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
+    }
 
 
 def _remove_tool(out: Path) -> None:
@@ -431,6 +455,7 @@ def _head_sizes(artifacts: list[Artifact], source: HttpSource, jobs: int) -> dic
     """Sizes for the progress total; a HEAD that fails just leaves the total unknown."""
     if not artifacts:
         return {}
+
     def size_of(a: Artifact) -> tuple[str, int | None]:
         if a.content is not None:
             return a.path, len(a.content)

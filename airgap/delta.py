@@ -39,8 +39,10 @@ def check_base(lock: Lock, base: Path | None) -> Lock | None:
     wanted = [a for a in lock.artifacts if a.in_base]
     missing = [a.path for a in wanted if a.path not in by_path or by_path[a.path].sha256 != a.sha256]
     if missing:
-        raise IntegrityError(f"{base}: the base lacks {', '.join(missing)} (or holds another version of it).",
-                             "Use the base bundle the delta was made from, complete.")
+        raise IntegrityError(
+            f"{base}: the base lacks {', '.join(missing)} (or holds another version of it).",
+            "Use the base bundle the delta was made from, complete.",
+        )
 
     def bad(art: LockedArtifact) -> str | None:
         entry = by_path[art.path]
@@ -56,8 +58,10 @@ def check_base(lock: Lock, base: Path | None) -> Lock | None:
     with ThreadPoolExecutor() as pool:
         problems = [p for p in pool.map(bad, wanted) if p]
     if problems:
-        raise IntegrityError(f"{base}: the base bundle is damaged: {', '.join(problems)}.",
-                             "Copy those files again from the original base bundle.")
+        raise IntegrityError(
+            f"{base}: the base bundle is damaged: {', '.join(problems)}.",
+            "Copy those files again from the original base bundle.",
+        )
     return base_lock
 
 

@@ -43,8 +43,11 @@ CUDNN_HEADERS = (
     "/usr/include/x86_64-linux-gnu/cudnn_version_v8.h",
     "/usr/local/cuda/include/cudnn_version.h",
 )
-COMPOSE_PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins",
-                       "/usr/lib/docker/cli-plugins")
+COMPOSE_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+)
 # Thresholds from FIELD.md: "Alerts: temperature >= 78 C, VRAM >= 95%, disk >= 90%"; healthy VRAM is under 90%.
 TEMP_WARN_C = 78
 VRAM_WARN = 0.90
@@ -54,10 +57,13 @@ RAM_PER_VRAM = 1.5  # "RAM >= total VRAM, better 1.5-2x"; the checklist asks 1.5
 # dockerd's start time comes from /proc in clock ticks after a boot time in whole seconds.
 START_SLACK_S = 2.0
 # NVML clock-event reasons worth a warning (nvml.h): SW/HW thermal slowdown, HW slowdown, power brake.
-THROTTLE_BAD = {0x20: "software thermal slowdown", 0x40: "hardware thermal slowdown", 0x8: "hardware slowdown",
-                0x80: "power brake (external power)"}
-THROTTLE_INFO = {0x4: "at its power cap (normal under full load)", 0x2: "application clocks set",
-                 0x10: "sync boost"}
+THROTTLE_BAD = {
+    0x20: "software thermal slowdown",
+    0x40: "hardware thermal slowdown",
+    0x8: "hardware slowdown",
+    0x80: "power brake (external power)",
+}
+THROTTLE_INFO = {0x4: "at its power cap (normal under full load)", 0x2: "application clocks set", 0x10: "sync boost"}
 OOM_RE = re.compile(r"out of memory|oom-kill|invoked oom-killer|killed process", re.IGNORECASE)
 
 TORCH_PROBE = """
@@ -203,23 +209,47 @@ class Doctor:
 
     def run_all(self) -> DoctorReport:
         steps: list[Callable[[], None]] = [
-            self.check_gpu_pci, self.check_nouveau, self.check_nvidia_smi, self.check_nvml,
-            self.check_bundle_driver, self.check_toolkit, self.check_cudnn, self.check_torch,
-            self.check_docker_daemon, self.check_nvidia_runtime, self.check_dockerd_restarted,
-            self.check_compose, self.check_docker_group, self.check_gpu_temperature, self.check_gpu_throttle,
-            self.check_gpu_ecc, self.check_gpu_memory, self.check_disk, self.check_ram_vs_vram,
-            self.check_oom, self.check_models_owner, self.check_os_kernel, self.check_bundle_mismatches,
+            self.check_gpu_pci,
+            self.check_nouveau,
+            self.check_nvidia_smi,
+            self.check_nvml,
+            self.check_bundle_driver,
+            self.check_toolkit,
+            self.check_cudnn,
+            self.check_torch,
+            self.check_docker_daemon,
+            self.check_nvidia_runtime,
+            self.check_dockerd_restarted,
+            self.check_compose,
+            self.check_docker_group,
+            self.check_gpu_temperature,
+            self.check_gpu_throttle,
+            self.check_gpu_ecc,
+            self.check_gpu_memory,
+            self.check_disk,
+            self.check_ram_vs_vram,
+            self.check_oom,
+            self.check_models_owner,
+            self.check_os_kernel,
+            self.check_bundle_mismatches,
         ]
         for step in steps:
             try:
                 step()
             except Exception as exc:  # one broken probe must not hide the rest of the report
                 name = step.__name__.removeprefix("check_").replace("_", "-")
-                self.add(name, WARN, f"this check could not run: {type(exc).__name__}: {exc}",
-                         "a bug in airgap's doctor; the other checks still stand")
+                self.add(
+                    name,
+                    WARN,
+                    f"this check could not run: {type(exc).__name__}: {exc}",
+                    "a bug in airgap's doctor; the other checks still stand",
+                )
         self.report.facts = {
-            "driver": self.driver, "driver_cuda_max": self.driver_cuda, "toolkit": self.toolkit,
-            "gpus": self.gpus, "gpu_source": self.gpu_source,
+            "driver": self.driver,
+            "driver_cuda_max": self.driver_cuda,
+            "toolkit": self.toolkit,
+            "gpus": self.gpus,
+            "gpu_source": self.gpu_source,
         }
         return self.report
 
@@ -235,10 +265,12 @@ class Doctor:
         if gpus:
             self.add("gpu-pci", PASS, f"{len(gpus)} NVIDIA GPU(s) on the PCI bus: {', '.join(gpus)}")
         else:
-            self.add("gpu-pci", FAIL, "no NVIDIA GPU on the PCI bus (sysfs: no device with vendor 0x10de and "
-                     "a display class 0x03xxxx)",
-                     "check the card is seated and powered (lspci | grep -i nvidia); in a VM, pass the GPU "
-                     "through to it")
+            self.add(
+                "gpu-pci",
+                FAIL,
+                "no NVIDIA GPU on the PCI bus (sysfs: no device with vendor 0x10de and a display class 0x03xxxx)",
+                "check the card is seated and powered (lspci | grep -i nvidia); in a VM, pass the GPU through to it",
+            )
 
     def nouveau_loaded(self) -> bool:
         modules = self.read("/proc/modules") or ""
@@ -246,9 +278,13 @@ class Doctor:
 
     def check_nouveau(self) -> None:
         if self.nouveau_loaded():
-            self.add("nouveau", FAIL, "the nouveau driver is loaded: the NVIDIA driver cannot take the GPU",
-                     "blacklist it (blacklist nouveau / options nouveau modeset=0 in /etc/modprobe.d), "
-                     "update-initramfs -u, reboot; `airgap install --only driver` does this")
+            self.add(
+                "nouveau",
+                FAIL,
+                "the nouveau driver is loaded: the NVIDIA driver cannot take the GPU",
+                "blacklist it (blacklist nouveau / options nouveau modeset=0 in /etc/modprobe.d), "
+                "update-initramfs -u, reboot; `airgap install --only driver` does this",
+            )
         else:
             self.add("nouveau", PASS, "nouveau is not loaded")
 
@@ -263,8 +299,12 @@ class Doctor:
     def check_nvidia_smi(self) -> None:
         smi = self.which("nvidia-smi")
         if smi is None:
-            self.add("nvidia-smi", FAIL, "nvidia-smi is not installed: no NVIDIA driver",
-                     "install the driver (airgap install BUNDLE --only driver), then reboot")
+            self.add(
+                "nvidia-smi",
+                FAIL,
+                "nvidia-smi is not installed: no NVIDIA driver",
+                "install the driver (airgap install BUNDLE --only driver), then reboot",
+            )
             return
         rc, out = self.run([smi], timeout=60)
         if rc != 0:
@@ -277,9 +317,13 @@ class Doctor:
                 causes.append("Secure Boot is on (an unsigned nvidia module will not load)")
             found = f" ({'; '.join(causes)})" if causes else ""
             tail = " ".join(out.strip().splitlines()[-2:])[:300]
-            self.add("nvidia-smi", FAIL, f"nvidia-smi failed (exit {rc}){found}: {tail}",
-                     "reboot if the driver was just installed; check `mokutil --sb-state` (Secure Boot), "
-                     "`lsmod | grep nouveau`, `lspci | grep -i nvidia`, and `dmesg | grep -i nvrm`")
+            self.add(
+                "nvidia-smi",
+                FAIL,
+                f"nvidia-smi failed (exit {rc}){found}: {tail}",
+                "reboot if the driver was just installed; check `mokutil --sb-state` (Secure Boot), "
+                "`lsmod | grep nouveau`, `lspci | grep -i nvidia`, and `dmesg | grep -i nvrm`",
+            )
             return
         m = re.search(r"Driver Version:\s*([\d.]+)", out)
         c = re.search(r"CUDA Version:\s*([\d.]+)", out)
@@ -289,12 +333,13 @@ class Doctor:
             self._gpus_from_smi(smi)
         what = f"driver {self.driver or '?'}"
         if self.driver_cuda:
-            what += f", \"CUDA Version: {self.driver_cuda}\" (the newest CUDA this driver runs, not the toolkit)"
+            what += f', "CUDA Version: {self.driver_cuda}" (the newest CUDA this driver runs, not the toolkit)'
         self.add("nvidia-smi", PASS, f"nvidia-smi works: {what}")
 
     def _gpus_from_smi(self, smi: str) -> None:
-        rc, out = self.run([smi, "--query-gpu=index,name,memory.total,memory.used,temperature.gpu",
-                            "--format=csv,noheader,nounits"])
+        rc, out = self.run(
+            [smi, "--query-gpu=index,name,memory.total,memory.used,temperature.gpu", "--format=csv,noheader,nounits"]
+        )
         if rc != 0:
             return
         gpus = []
@@ -302,16 +347,28 @@ class Doctor:
             parts = [p.strip() for p in line.split(",")]
             if len(parts) < 5:
                 continue
-            gpus.append({"index": _int(parts[0]), "name": parts[1], "memory_total_mib": _int(parts[2]),
-                         "memory_used_mib": _int(parts[3]), "temperature_c": _int(parts[4]),
-                         "throttle_reasons": None, "ecc_uncorrected": None, "ecc_corrected": None})
+            gpus.append(
+                {
+                    "index": _int(parts[0]),
+                    "name": parts[1],
+                    "memory_total_mib": _int(parts[2]),
+                    "memory_used_mib": _int(parts[3]),
+                    "temperature_c": _int(parts[4]),
+                    "throttle_reasons": None,
+                    "ecc_uncorrected": None,
+                    "ecc_corrected": None,
+                }
+            )
         if gpus:
             self.gpus, self.gpu_source = gpus, "nvidia-smi"
 
     def check_nvml(self) -> None:
         if self.nvml is None:
-            why = ("NVML reads the running machine's driver, not the --root tree" if self.rooted
-                   else "the nvidia-ml-py package is missing (pip install nvidia-ml-py)")
+            why = (
+                "NVML reads the running machine's driver, not the --root tree"
+                if self.rooted
+                else "the nvidia-ml-py package is missing (pip install nvidia-ml-py)"
+            )
             self.add("nvml", SKIP, f"not checked: {why}")
             return
         nvml = self.nvml
@@ -321,12 +378,20 @@ class Doctor:
             nvml.nvmlInit()
         except Exception as exc:
             if not_found is not None and isinstance(exc, not_found):
-                self.add("nvml", FAIL, "no NVIDIA driver library (libnvidia-ml.so.1 is not installed): the driver "
-                         "is missing", "install the driver (airgap install BUNDLE --only driver), then reboot")
+                self.add(
+                    "nvml",
+                    FAIL,
+                    "no NVIDIA driver library (libnvidia-ml.so.1 is not installed): the driver is missing",
+                    "install the driver (airgap install BUNDLE --only driver), then reboot",
+                )
             elif isinstance(exc, nvml_error):
-                self.add("nvml", FAIL, f"NVML cannot talk to the driver: {exc}",
-                         "the driver library is there but the kernel module is not loaded: reboot after "
-                         "installing, check `lsmod | grep nvidia`, Secure Boot and nouveau")
+                self.add(
+                    "nvml",
+                    FAIL,
+                    f"NVML cannot talk to the driver: {exc}",
+                    "the driver library is there but the kernel module is not loaded: reboot after "
+                    "installing, check `lsmod | grep nvidia`, Secure Boot and nouveau",
+                )
             else:
                 raise
             return
@@ -348,11 +413,19 @@ class Doctor:
         if want is None:
             return
         if self.driver is None:
-            self.add("bundle-driver", FAIL, f"the bundle brings driver {want}; no running driver was found",
-                     "airgap install BUNDLE --only driver, then reboot")
+            self.add(
+                "bundle-driver",
+                FAIL,
+                f"the bundle brings driver {want}; no running driver was found",
+                "airgap install BUNDLE --only driver, then reboot",
+            )
         elif self.driver != want:
-            self.add("bundle-driver", WARN, f"the bundle brings driver {want}; the running driver is {self.driver}",
-                     "airgap install BUNDLE --only driver (and reboot) to run the bundle's driver")
+            self.add(
+                "bundle-driver",
+                WARN,
+                f"the bundle brings driver {want}; the running driver is {self.driver}",
+                "airgap install BUNDLE --only driver (and reboot) to run the bundle's driver",
+            )
         else:
             self.add("bundle-driver", PASS, f"driver {self.driver}, as the bundle")
 
@@ -362,46 +435,78 @@ class Doctor:
             installed = sorted(p for p in (self.host.path("/usr/local").glob("cuda*/bin/nvcc")) if p.is_file())
             if installed:
                 where = "/" + str(installed[-1].parent.relative_to(self.host.root))
-                sudo = " (sudo resets PATH: run `sudo env PATH=$PATH airgap doctor`)" if self.host.base_env.get(
-                    "SUDO_USER") else ""
-                self.add("driver-toolkit", FAIL, f"a CUDA toolkit is installed in {where} but nvcc is not on "
-                         f"PATH{sudo}",
-                         f"export PATH={where}:$PATH and LD_LIBRARY_PATH={where.removesuffix('/bin')}/lib64 "
-                         "(put both in /etc/profile.d/cuda.sh)")
+                sudo = (
+                    " (sudo resets PATH: run `sudo env PATH=$PATH airgap doctor`)"
+                    if self.host.base_env.get("SUDO_USER")
+                    else ""
+                )
+                self.add(
+                    "driver-toolkit",
+                    FAIL,
+                    f"a CUDA toolkit is installed in {where} but nvcc is not on PATH{sudo}",
+                    f"export PATH={where}:$PATH and LD_LIBRARY_PATH={where.removesuffix('/bin')}/lib64 "
+                    "(put both in /etc/profile.d/cuda.sh)",
+                )
                 return
             status = FAIL if self.expect.cuda else WARN
-            self.add("driver-toolkit", status,
-                     "no CUDA toolkit (nvcc) found: nvidia-smi's CUDA Version is the driver's maximum, not an "
-                     "installed toolkit" + ("" if self.expect.cuda else "; containers and pip wheels bring "
-                                           "their own CUDA, but building CUDA code needs the toolkit"),
-                     "install the CUDA layer (airgap install BUNDLE --only cuda) and put its bin/ on PATH")
+            self.add(
+                "driver-toolkit",
+                status,
+                "no CUDA toolkit (nvcc) found: nvidia-smi's CUDA Version is the driver's maximum, not an "
+                "installed toolkit"
+                + (
+                    ""
+                    if self.expect.cuda
+                    else "; containers and pip wheels bring their own CUDA, but building CUDA code needs the toolkit"
+                ),
+                "install the CUDA layer (airgap install BUNDLE --only cuda) and put its bin/ on PATH",
+            )
             return
         rc, out = self.run([nvcc, "--version"])
         m = re.search(r"release\s+(\d+\.\d+)(?:,\s*V([\d.]+))?", out)
         if rc != 0 or not m:
-            self.add("driver-toolkit", FAIL, f"{nvcc} --version failed (exit {rc}): {out.strip()[-200:]}",
-                     "reinstall the CUDA toolkit (airgap install BUNDLE --only cuda)")
+            self.add(
+                "driver-toolkit",
+                FAIL,
+                f"{nvcc} --version failed (exit {rc}): {out.strip()[-200:]}",
+                "reinstall the CUDA toolkit (airgap install BUNDLE --only cuda)",
+            )
             return
         self.toolkit = m.group(1)
         full = f" (V{m.group(2)})" if m.group(2) else ""
         minimum = compat.cuda_min_driver(f"{self.toolkit}.0")
         if self.expect.cuda and compat.cuda_minor(self.expect.cuda) != self.toolkit:
-            self.add("driver-toolkit", FAIL, f"nvcc on PATH is CUDA {self.toolkit}{full}; the bundle installs CUDA "
-                     f"{self.expect.cuda}", f"put /usr/local/cuda-{compat.cuda_minor(self.expect.cuda)}/bin first "
-                     "on PATH, or install the bundle's CUDA layer")
+            self.add(
+                "driver-toolkit",
+                FAIL,
+                f"nvcc on PATH is CUDA {self.toolkit}{full}; the bundle installs CUDA {self.expect.cuda}",
+                f"put /usr/local/cuda-{compat.cuda_minor(self.expect.cuda)}/bin first "
+                "on PATH, or install the bundle's CUDA layer",
+            )
             return
         if self.driver is None:
-            self.add("driver-toolkit", WARN, f"nvcc {self.toolkit}{full} at {nvcc}; no running driver to compare it "
-                     "with", "install the driver and reboot; then run doctor again")
+            self.add(
+                "driver-toolkit",
+                WARN,
+                f"nvcc {self.toolkit}{full} at {nvcc}; no running driver to compare it with",
+                "install the driver and reboot; then run doctor again",
+            )
             return
         if minimum and compat.version_tuple(self.driver) < compat.version_tuple(minimum.driver):
-            self.add("driver-toolkit", FAIL,
-                     f"CUDA toolkit {self.toolkit}{full} needs driver >= {minimum.driver}; the driver is {self.driver} "
-                     f"(nvidia-smi's \"CUDA Version: {self.driver_cuda}\" is the driver's maximum, not the toolkit)",
-                     f"install driver {minimum.driver} or newer, or a CUDA toolkit the driver supports")
+            self.add(
+                "driver-toolkit",
+                FAIL,
+                f"CUDA toolkit {self.toolkit}{full} needs driver >= {minimum.driver}; the driver is {self.driver} "
+                f"(nvidia-smi's \"CUDA Version: {self.driver_cuda}\" is the driver's maximum, not the toolkit)",
+                f"install driver {minimum.driver} or newer, or a CUDA toolkit the driver supports",
+            )
             return
-        self.add("driver-toolkit", PASS, f"nvcc {self.toolkit}{full} on PATH; driver {self.driver} runs it "
-                 f"(it supports CUDA up to {self.driver_cuda or '?'})")
+        self.add(
+            "driver-toolkit",
+            PASS,
+            f"nvcc {self.toolkit}{full} on PATH; driver {self.driver} runs it "
+            f"(it supports CUDA up to {self.driver_cuda or '?'})",
+        )
 
     def check_cudnn(self) -> None:
         for header in CUDNN_HEADERS:
@@ -414,24 +519,36 @@ class Doctor:
                 continue
             want = self.expect.cudnn
             if want and version.split(".")[0] != want.split(".")[0]:
-                self.add("cudnn", FAIL, f"cuDNN {version} ({header}); the bundle brings cuDNN {want}",
-                         "install the bundle's cudnn layer (airgap install BUNDLE --only cudnn)")
+                self.add(
+                    "cudnn",
+                    FAIL,
+                    f"cuDNN {version} ({header}); the bundle brings cuDNN {want}",
+                    "install the bundle's cudnn layer (airgap install BUNDLE --only cudnn)",
+                )
             else:
                 self.add("cudnn", PASS, f"cuDNN {version} ({header})")
             return
         status = FAIL if self.expect.cudnn else WARN
-        self.add("cudnn", status, "no cuDNN version header (/usr/include/cudnn_version.h or "
-                 "/usr/include/x86_64-linux-gnu/cudnn_version_v9.h)" + (
-                     "" if self.expect.cudnn else "; PyTorch wheels bring their own, code built on the host needs it"),
-                 "install libcudnn9-cuda-12 and libcudnn9-dev-cuda-12 (airgap install BUNDLE --only cudnn)")
+        self.add(
+            "cudnn",
+            status,
+            "no cuDNN version header (/usr/include/cudnn_version.h or "
+            "/usr/include/x86_64-linux-gnu/cudnn_version_v9.h)"
+            + ("" if self.expect.cudnn else "; PyTorch wheels bring their own, code built on the host needs it"),
+            "install libcudnn9-cuda-12 and libcudnn9-dev-cuda-12 (airgap install BUNDLE --only cudnn)",
+        )
 
     def check_torch(self) -> None:
         venv = self.expect.venv or DEFAULT_VENV
         python = self.host.path(f"{venv}/bin/python")
         if not python.exists():
             if self.expect.python_layer:
-                self.add("pytorch", FAIL, f"no Python environment at {venv}, where the bundle's wheels go",
-                         "airgap install BUNDLE --only python")
+                self.add(
+                    "pytorch",
+                    FAIL,
+                    f"no Python environment at {venv}, where the bundle's wheels go",
+                    "airgap install BUNDLE --only python",
+                )
             else:
                 self.add("pytorch", SKIP, f"no Python environment at {venv} (--bundle points at the bundle's)")
             return
@@ -439,39 +556,70 @@ class Doctor:
         try:
             info = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            self.add("pytorch", FAIL, f"{venv}/bin/python could not run a one-line probe (exit {rc}): "
-                     f"{out.strip()[-200:]}", "recreate the environment: airgap install BUNDLE --only python")
+            self.add(
+                "pytorch",
+                FAIL,
+                f"{venv}/bin/python could not run a one-line probe (exit {rc}): {out.strip()[-200:]}",
+                "recreate the environment: airgap install BUNDLE --only python",
+            )
             return
         if "error" in info:
             status = FAIL if self.expect.torch else WARN
-            self.add("pytorch", status, f"torch is not importable in {venv}: {info['error']}",
-                     "install the bundle's wheels: airgap install BUNDLE --only python")
+            self.add(
+                "pytorch",
+                status,
+                f"torch is not importable in {venv}: {info['error']}",
+                "install the bundle's wheels: airgap install BUNDLE --only python",
+            )
             return
         version, cuda = str(info.get("version")), info.get("cuda")
         if "+cu" not in version and not cuda:
             build = self.expect.torch_build or (f"cu{self.toolkit.replace('.', '')}" if self.toolkit else "cu124")
-            self.add("pytorch", FAIL,
-                     f"torch {version} in {venv} is a CPU-only build (no +cu in its version, torch.version.cuda is "
-                     "None): torch.cuda.is_available() is False",
-                     f"install the CUDA build: collect torch with the index https://download.pytorch.org/whl/{build} "
-                     f"(torch=={version.split('+')[0]}+{build}), then airgap install BUNDLE --only python")
+            self.add(
+                "pytorch",
+                FAIL,
+                f"torch {version} in {venv} is a CPU-only build (no +cu in its version, torch.version.cuda is "
+                "None): torch.cuda.is_available() is False",
+                f"install the CUDA build: collect torch with the index https://download.pytorch.org/whl/{build} "
+                f"(torch=={version.split('+')[0]}+{build}), then airgap install BUNDLE --only python",
+            )
             return
         cuda = str(cuda or compat.build_cuda(version.split("+cu", 1)[1][:3]))
         problems: list[tuple[str, str, str]] = []
         major = int(cuda.split(".")[0])
         floor = compat.CUDA_MINOR_COMPAT_DRIVER.get(major)
         if self.driver and floor and compat.version_tuple(self.driver) < compat.version_tuple(floor):
-            problems.append((FAIL, f"needs driver >= {floor} for CUDA {major}.x, the driver is {self.driver}",
-                             f"install a driver >= {floor}"))
+            problems.append(
+                (
+                    FAIL,
+                    f"needs driver >= {floor} for CUDA {major}.x, the driver is {self.driver}",
+                    f"install a driver >= {floor}",
+                )
+            )
         if self.expect.torch_build and compat.build_cuda(self.expect.torch_build) != cuda:
-            problems.append((FAIL, f"the bundle's torch is the {self.expect.torch_build} build",
-                             "install the bundle's wheels: airgap install BUNDLE --only python"))
+            problems.append(
+                (
+                    FAIL,
+                    f"the bundle's torch is the {self.expect.torch_build} build",
+                    "install the bundle's wheels: airgap install BUNDLE --only python",
+                )
+            )
         if self.toolkit and self.toolkit != cuda:
-            problems.append((WARN, f"the CUDA toolkit on PATH is {self.toolkit} (extensions built with nvcc will "
-                             "not match torch)", f"use torch for CUDA {self.toolkit}, or the CUDA {cuda} toolkit"))
+            problems.append(
+                (
+                    WARN,
+                    f"the CUDA toolkit on PATH is {self.toolkit} (extensions built with nvcc will not match torch)",
+                    f"use torch for CUDA {self.toolkit}, or the CUDA {cuda} toolkit",
+                )
+            )
         if info.get("available") is False and self.pci_gpus():
-            problems.append((FAIL, "torch.cuda.is_available() is False although a GPU is on the PCI bus",
-                             "check nvidia-smi works and that the driver supports CUDA " + cuda))
+            problems.append(
+                (
+                    FAIL,
+                    "torch.cuda.is_available() is False although a GPU is on the PCI bus",
+                    "check nvidia-smi works and that the driver supports CUDA " + cuda,
+                )
+            )
         what = f"torch {version}, built for CUDA {cuda}"
         if not problems:
             self.add("pytorch", PASS, f"{what} ({venv})")
@@ -498,13 +646,19 @@ class Doctor:
         pids = self.dockerd_pids()
         if not sockets:
             if pids:
-                self.add("docker-daemon", WARN, f"dockerd runs (pid {pids[0]}) but not on {DOCKER_SOCKETS[0]}: "
-                         "docker and compose will not find it", "start it with -H unix:///var/run/docker.sock "
-                         "(the docker.socket unit does)")
+                self.add(
+                    "docker-daemon",
+                    WARN,
+                    f"dockerd runs (pid {pids[0]}) but not on {DOCKER_SOCKETS[0]}: docker and compose will not find it",
+                    "start it with -H unix:///var/run/docker.sock (the docker.socket unit does)",
+                )
             else:
-                self.add("docker-daemon", FAIL, "Docker is not running (no /var/run/docker.sock)",
-                         "systemctl enable --now docker; if Docker is not installed: airgap install BUNDLE "
-                         "--only docker")
+                self.add(
+                    "docker-daemon",
+                    FAIL,
+                    "Docker is not running (no /var/run/docker.sock)",
+                    "systemctl enable --now docker; if Docker is not installed: airgap install BUNDLE --only docker",
+                )
             return
         path = self.host.path(sockets[0])
         if not stat.S_ISSOCK(path.stat().st_mode):
@@ -514,12 +668,20 @@ class Doctor:
         if error is None:
             self.add("docker-daemon", PASS, f"dockerd answers on {sockets[0]}")
         elif isinstance(error, PermissionError):
-            self.add("docker-daemon", WARN, f"{sockets[0]} exists, but this user may not use it (permission denied)",
-                     "see docker-group below, or run with sudo")
+            self.add(
+                "docker-daemon",
+                WARN,
+                f"{sockets[0]} exists, but this user may not use it (permission denied)",
+                "see docker-group below, or run with sudo",
+            )
         else:
-            self.add("docker-daemon", FAIL, f"{sockets[0]} exists but nothing answers ({error}): dockerd is not "
-                     "running (a stale socket)", "systemctl restart docker (journalctl -u docker says why it "
-                     "stopped; an invalid daemon.json is a common cause)")
+            self.add(
+                "docker-daemon",
+                FAIL,
+                f"{sockets[0]} exists but nothing answers ({error}): dockerd is not running (a stale socket)",
+                "systemctl restart docker (journalctl -u docker says why it "
+                "stopped; an invalid daemon.json is a common cause)",
+            )
 
     def daemon_config(self) -> tuple[dict[str, Any] | None, str]:
         text = self.read(DAEMON_JSON)
@@ -533,30 +695,51 @@ class Doctor:
 
     def check_nvidia_runtime(self) -> None:
         data, problem = self.daemon_config()
-        fix = ("nvidia-ctk runtime configure --runtime=docker && systemctl restart docker "
-               "(`airgap install BUNDLE --only container_toolkit` does both)")
+        fix = (
+            "nvidia-ctk runtime configure --runtime=docker && systemctl restart docker "
+            "(`airgap install BUNDLE --only container_toolkit` does both)"
+        )
         if problem == "missing":
             status = FAIL
-            self.add("nvidia-runtime", status, f"no {DAEMON_JSON}: the nvidia runtime is not configured, "
-                     "containers see no GPU", fix)
+            self.add(
+                "nvidia-runtime",
+                status,
+                f"no {DAEMON_JSON}: the nvidia runtime is not configured, containers see no GPU",
+                fix,
+            )
             return
         if data is None:
-            self.add("nvidia-runtime", FAIL, f"{DAEMON_JSON} is {problem}; dockerd refuses to start with it",
-                     f"fix the JSON (python3 -m json.tool {DAEMON_JSON} shows where), then systemctl restart docker")
+            self.add(
+                "nvidia-runtime",
+                FAIL,
+                f"{DAEMON_JSON} is {problem}; dockerd refuses to start with it",
+                f"fix the JSON (python3 -m json.tool {DAEMON_JSON} shows where), then systemctl restart docker",
+            )
             return
         runtime = (data.get("runtimes") or {}).get("nvidia") if isinstance(data.get("runtimes"), dict) else None
         if not isinstance(runtime, dict):
-            cdi = " (a CDI spec exists: `--device nvidia.com/gpu=all` can work, `--gpus all` needs the runtime)" \
-                if self.host.path(CDI_SPEC).exists() else ""
-            self.add("nvidia-runtime", FAIL, f"{DAEMON_JSON} has no nvidia runtime: nvidia-smi works but containers "
-                     f"see no GPU{cdi}", fix)
+            cdi = (
+                " (a CDI spec exists: `--device nvidia.com/gpu=all` can work, `--gpus all` needs the runtime)"
+                if self.host.path(CDI_SPEC).exists()
+                else ""
+            )
+            self.add(
+                "nvidia-runtime",
+                FAIL,
+                f"{DAEMON_JSON} has no nvidia runtime: nvidia-smi works but containers see no GPU{cdi}",
+                fix,
+            )
             return
         binary = str(runtime.get("path") or "nvidia-container-runtime")
-        found = (self.host.path(binary).is_file() if binary.startswith("/") else self.which(binary) is not None)
+        found = self.host.path(binary).is_file() if binary.startswith("/") else self.which(binary) is not None
         default = data.get("default-runtime", "runc")
         if not found:
-            self.add("nvidia-runtime", FAIL, f"{DAEMON_JSON} names the runtime {binary}, which is not installed",
-                     "install nvidia-container-toolkit (airgap install BUNDLE --only container_toolkit)")
+            self.add(
+                "nvidia-runtime",
+                FAIL,
+                f"{DAEMON_JSON} names the runtime {binary}, which is not installed",
+                "install nvidia-container-toolkit (airgap install BUNDLE --only container_toolkit)",
+            )
             return
         self.add("nvidia-runtime", PASS, f"runtimes.nvidia -> {binary} in {DAEMON_JSON} (default-runtime: {default})")
 
@@ -577,12 +760,19 @@ class Doctor:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
         wrote = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(written))
         if started + START_SLACK_S < written:
-            self.add("dockerd-restarted", FAIL, f"dockerd (pid {pids[0]}) started at {when}, before {DAEMON_JSON} "
-                     f"was last written ({wrote}): it runs without that configuration (the nvidia runtime too)",
-                     "systemctl restart docker")
+            self.add(
+                "dockerd-restarted",
+                FAIL,
+                f"dockerd (pid {pids[0]}) started at {when}, before {DAEMON_JSON} "
+                f"was last written ({wrote}): it runs without that configuration (the nvidia runtime too)",
+                "systemctl restart docker",
+            )
         else:
-            self.add("dockerd-restarted", PASS, f"dockerd (pid {pids[0]}) started at {when}, after {DAEMON_JSON} "
-                     f"was written ({wrote})")
+            self.add(
+                "dockerd-restarted",
+                PASS,
+                f"dockerd (pid {pids[0]}) started at {when}, after {DAEMON_JSON} was written ({wrote})",
+            )
 
     def process_start(self, pid: int) -> float | None:
         """Seconds since the epoch: /proc/PID/stat's starttime (field 22, clock ticks after boot) plus
@@ -601,8 +791,12 @@ class Doctor:
     def check_compose(self) -> None:
         docker = self.which("docker")
         if docker is None:
-            self.add("compose", FAIL, "the docker command is not installed, so neither is Compose",
-                     "airgap install BUNDLE --only docker, then the Compose v2 plugin")
+            self.add(
+                "compose",
+                FAIL,
+                "the docker command is not installed, so neither is Compose",
+                "airgap install BUNDLE --only docker, then the Compose v2 plugin",
+            )
             return
         rc, out = self.run([docker, "compose", "version"])
         m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", out)
@@ -612,22 +806,34 @@ class Doctor:
         legacy = self.which("docker-compose")
         also = f"; only the legacy {legacy} was found" if legacy else ""
         got = out.strip().splitlines()[-1][:160] if out.strip() else f"exit {rc}"
-        self.add("compose", FAIL, f"`docker compose` (v2) does not work ({got}){also}",
-                 "put the docker-compose v2 binary in /usr/local/lib/docker/cli-plugins/ (chmod +x); Docker's "
-                 "static tgz does not include it")
+        self.add(
+            "compose",
+            FAIL,
+            f"`docker compose` (v2) does not work ({got}){also}",
+            "put the docker-compose v2 binary in /usr/local/lib/docker/cli-plugins/ (chmod +x); Docker's "
+            "static tgz does not include it",
+        )
 
     def check_docker_group(self) -> None:
         user = self.host.base_env.get("SUDO_USER") or _current_user()
         groups = self.read("/etc/group") or ""
         docker = next((line.split(":") for line in groups.splitlines() if line.startswith("docker:")), None)
         if docker is None or len(docker) < 4:
-            self.add("docker-group", FAIL, "there is no docker group: the Docker socket is root's only",
-                     f"groupadd docker && usermod -aG docker {user if user != 'root' else 'YOUR_USER'}, then "
-                     "restart docker.socket and log in again")
+            self.add(
+                "docker-group",
+                FAIL,
+                "there is no docker group: the Docker socket is root's only",
+                f"groupadd docker && usermod -aG docker {user if user != 'root' else 'YOUR_USER'}, then "
+                "restart docker.socket and log in again",
+            )
             return
         if user == "root":
-            self.add("docker-group", WARN, "run as root: which non-root user will run containers is not known",
-                     "run `sudo airgap doctor` from that user's account (it reads SUDO_USER)")
+            self.add(
+                "docker-group",
+                WARN,
+                "run as root: which non-root user will run containers is not known",
+                "run `sudo airgap doctor` from that user's account (it reads SUDO_USER)",
+            )
             return
         members = [m.strip() for m in docker[3].split(",") if m.strip()]
         primary = None
@@ -638,8 +844,12 @@ class Doctor:
         if user in members or primary == docker[2]:
             self.add("docker-group", PASS, f"{user} is in the docker group")
         else:
-            self.add("docker-group", FAIL, f"{user} is not in the docker group: docker and compose need sudo",
-                     f"usermod -aG docker {user}, then log out and in again")
+            self.add(
+                "docker-group",
+                FAIL,
+                f"{user} is not in the docker group: docker and compose need sudo",
+                f"usermod -aG docker {user}, then log out and in again",
+            )
 
     # --- health (NVML or nvidia-smi) ------------------------------------------------------------------------
 
@@ -655,9 +865,12 @@ class Doctor:
         hot = [g for g in self.gpus if isinstance(g["temperature_c"], int) and g["temperature_c"] >= TEMP_WARN_C]
         temps = ", ".join(f"GPU{g['index']} {g['temperature_c']} C" for g in self.gpus)
         if hot:
-            self.add("gpu-temperature", WARN, f"{temps}: at or above {TEMP_WARN_C} C (80 C and up throttles, and "
-                     "halves throughput unnoticed)", "check airflow, fans and the room's cooling; alert on it "
-                     "(DCGM exporter + Prometheus)")
+            self.add(
+                "gpu-temperature",
+                WARN,
+                f"{temps}: at or above {TEMP_WARN_C} C (80 C and up throttles, and halves throughput unnoticed)",
+                "check airflow, fans and the room's cooling; alert on it (DCGM exporter + Prometheus)",
+            )
         else:
             self.add("gpu-temperature", PASS, temps)
 
@@ -675,8 +888,12 @@ class Doctor:
             bad += [f"GPU{g['index']}: {text}" for bit, text in THROTTLE_BAD.items() if reasons & bit]
             info += [f"GPU{g['index']}: {text}" for bit, text in THROTTLE_INFO.items() if reasons & bit]
         if bad:
-            self.add("gpu-throttle", WARN, "clocks held down: " + "; ".join(bad),
-                     "thermal: check cooling; power brake: check the PSU and power cables")
+            self.add(
+                "gpu-throttle",
+                WARN,
+                "clocks held down: " + "; ".join(bad),
+                "thermal: check cooling; power brake: check the PSU and power cables",
+            )
         else:
             extra = f" ({'; '.join(info)})" if info else ""
             self.add("gpu-throttle", PASS, f"no thermal or hardware slowdown{extra}")
@@ -686,19 +903,31 @@ class Doctor:
             return
         values = [(g, g["ecc_uncorrected"], g["ecc_corrected"]) for g in self.gpus]
         if all(not isinstance(u, int) for _, u, _ in values):
-            self.add("gpu-ecc", PASS if self.gpu_source == "NVML" else SKIP,
-                     "ECC is not reported (GeForce cards have none)" if self.gpu_source == "NVML"
-                     else f"ECC counters need NVML ({self.gpu_source} gave none)")
+            self.add(
+                "gpu-ecc",
+                PASS if self.gpu_source == "NVML" else SKIP,
+                "ECC is not reported (GeForce cards have none)"
+                if self.gpu_source == "NVML"
+                else f"ECC counters need NVML ({self.gpu_source} gave none)",
+            )
             return
         bad = [f"GPU{g['index']}: {u} uncorrected" for g, u, _ in values if isinstance(u, int) and u > 0]
         soft = [f"GPU{g['index']}: {c} corrected" for g, _, c in values if isinstance(c, int) and c > 0]
         if bad:
-            self.add("gpu-ecc", FAIL, "ECC errors since the driver loaded: " + ", ".join(bad + soft),
-                     "drain the GPU, look at `nvidia-smi -q -d ECC,PAGE_RETIREMENT`, reset it (nvidia-smi -r); "
-                     "if it comes back, the card needs replacing")
+            self.add(
+                "gpu-ecc",
+                FAIL,
+                "ECC errors since the driver loaded: " + ", ".join(bad + soft),
+                "drain the GPU, look at `nvidia-smi -q -d ECC,PAGE_RETIREMENT`, reset it (nvidia-smi -r); "
+                "if it comes back, the card needs replacing",
+            )
         elif soft:
-            self.add("gpu-ecc", WARN, "corrected ECC errors: " + ", ".join(soft),
-                     "watch the count; a rising one precedes uncorrected errors")
+            self.add(
+                "gpu-ecc",
+                WARN,
+                "corrected ECC errors: " + ", ".join(soft),
+                "watch the count; a rising one precedes uncorrected errors",
+            )
         else:
             self.add("gpu-ecc", PASS, "no ECC errors")
 
@@ -716,9 +945,13 @@ class Doctor:
         if not lines:
             self.add("gpu-memory", SKIP, "no memory figures")
         elif full:
-            self.add("gpu-memory", WARN, "; ".join(lines) + f": {VRAM_WARN:.0%} or more",
-                     "expected while vLLM runs (--gpu-memory-utilization 0.90 takes 90%); otherwise nvidia-smi "
-                     "lists the processes holding it")
+            self.add(
+                "gpu-memory",
+                WARN,
+                "; ".join(lines) + f": {VRAM_WARN:.0%} or more",
+                "expected while vLLM runs (--gpu-memory-utilization 0.90 takes 90%); otherwise nvidia-smi "
+                "lists the processes holding it",
+            )
         else:
             self.add("gpu-memory", PASS, "; ".join(lines))
 
@@ -759,16 +992,19 @@ class Doctor:
                 worst = WARN
         fix = ""
         if worst != PASS:
-            fix = ("free space: `docker system prune` (unused images), old models, logs (journalctl "
-                   "--vacuum-size=500M); images and models need room to unpack")
+            fix = (
+                "free space: `docker system prune` (unused images), old models, logs (journalctl "
+                "--vacuum-size=500M); images and models need room to unpack"
+            )
         need = 2 * self.expect.models_bytes
         models = self.model_dirs()
         if need and models:
             free = shutil_free(_existing(self.host.path(models[0][0])))
             if free is not None and free < need:
                 worst = FAIL if worst == FAIL else WARN
-                parts.append(f"{models[0][0]}: {human_size(free)} free, less than twice the bundle's models "
-                             f"({human_size(need)})")
+                parts.append(
+                    f"{models[0][0]}: {human_size(free)} free, less than twice the bundle's models ({human_size(need)})"
+                )
                 fix = (fix + "; " if fix else "") + "keep free space at least twice the models' size"
         self.add("disk", worst, "; ".join(parts) or "no file system could be read", fix)
 
@@ -812,28 +1048,39 @@ class Doctor:
             text = self.read("/var/log/kern.log")
             source = "/var/log/kern.log"
         if text is None:
-            self.add("oom-killer", SKIP, "the kernel log cannot be read (dmesg needs root, no /var/log/kern.log)",
-                     "run it with sudo")
+            self.add(
+                "oom-killer",
+                SKIP,
+                "the kernel log cannot be read (dmesg needs root, no /var/log/kern.log)",
+                "run it with sudo",
+            )
             return
         hits = [line.strip() for line in text.splitlines() if OOM_RE.search(line)]
         if hits:
-            self.add("oom-killer", WARN, f"{len(hits)} OOM-killer line(s) in {source}, the last: {hits[-1][-200:]}",
-                     "host RAM ran out (vLLM loading a model is the usual victim): add RAM or swap, or load a "
-                     "smaller model")
+            self.add(
+                "oom-killer",
+                WARN,
+                f"{len(hits)} OOM-killer line(s) in {source}, the last: {hits[-1][-200:]}",
+                "host RAM ran out (vLLM loading a model is the usual victim): add RAM or swap, or load a smaller model",
+            )
         else:
             self.add("oom-killer", PASS, f"no OOM-killer lines in {source}")
 
     def check_models_owner(self) -> None:
         dirs = self.model_dirs()
         if not dirs:
-            self.add("models-owner", SKIP, f"no models directory (looked at {', '.join(DEFAULT_MODEL_DIRS)}; "
-                     "--bundle gives the bundle's)")
+            self.add(
+                "models-owner",
+                SKIP,
+                f"no models directory (looked at {', '.join(DEFAULT_MODEL_DIRS)}; --bundle gives the bundle's)",
+            )
             return
         for server_dir, uid in dirs:
             path = self.host.path(server_dir)
             if not path.is_dir():
-                self.add("models-owner", WARN, f"{server_dir} does not exist yet",
-                         "airgap install BUNDLE --only models")
+                self.add(
+                    "models-owner", WARN, f"{server_dir} does not exist yet", "airgap install BUNDLE --only models"
+                )
                 continue
             unreadable, foreign, seen = [], 0, 0
             for entry in _walk(path, limit=5000):
@@ -851,11 +1098,21 @@ class Doctor:
             fix = f"chown -R {uid}:{uid} {server_dir}"
             if unreadable:
                 first = "/" + str(unreadable[0].relative_to(self.host.root))
-                self.add("models-owner", FAIL, f"{server_dir}: {len(unreadable)} of {seen} entries cannot be read "
-                         f"by uid {uid}, the containers' user (e.g. {first}): \"Permission denied\" in vLLM", fix)
+                self.add(
+                    "models-owner",
+                    FAIL,
+                    f"{server_dir}: {len(unreadable)} of {seen} entries cannot be read "
+                    f'by uid {uid}, the containers\' user (e.g. {first}): "Permission denied" in vLLM',
+                    fix,
+                )
             elif foreign:
-                self.add("models-owner", WARN, f"{server_dir}: owned by {owner}, not uid {uid}; readable, but the "
-                         "containers cannot write there (caches, locks)", fix)
+                self.add(
+                    "models-owner",
+                    WARN,
+                    f"{server_dir}: owned by {owner}, not uid {uid}; readable, but the "
+                    "containers cannot write there (caches, locks)",
+                    fix,
+                )
             else:
                 self.add("models-owner", PASS, f"{server_dir}: owned by uid {uid}, the containers' user")
 
@@ -873,11 +1130,17 @@ class Doctor:
         if self.expect.os and have_os != self.expect.os:
             problems.append(f"this machine runs {have_os}, the bundle was made for {self.expect.os}")
         if self.expect.kernel and kernel != self.expect.kernel:
-            problems.append(f"the running kernel is {kernel}, the bundle brings headers for {self.expect.kernel} "
-                            "(the driver module is built against them)")
+            problems.append(
+                f"the running kernel is {kernel}, the bundle brings headers for {self.expect.kernel} "
+                "(the driver module is built against them)"
+            )
         if problems:
-            self.add("os-kernel", WARN, "; ".join(problems),
-                     "boot the bundle's kernel, or collect again with this machine's target.os and target.kernel")
+            self.add(
+                "os-kernel",
+                WARN,
+                "; ".join(problems),
+                "boot the bundle's kernel, or collect again with this machine's target.os and target.kernel",
+            )
         else:
             self.add("os-kernel", PASS, f"{have_os}, kernel {kernel}, as the bundle's target")
 
@@ -885,8 +1148,12 @@ class Doctor:
         accepted = self.expect.allowed_mismatches
         if accepted:
             what = "; ".join(f"{a.get('field')}: {a.get('message')}" for a in accepted)
-            self.add("bundle-mismatches", WARN, f"the bundle was collected with --allow-mismatch: {what}",
-                     "expect the failures those mismatches cause; fix the manifest and collect again if they bite")
+            self.add(
+                "bundle-mismatches",
+                WARN,
+                f"the bundle was collected with --allow-mismatch: {what}",
+                "expect the failures those mismatches cause; fix the manifest and collect again if they bite",
+            )
 
 
 # --- helpers --------------------------------------------------------------------------------------------------

@@ -112,8 +112,15 @@ class Host:
         start = time.monotonic()
         try:
             proc = subprocess.run(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env(env), cwd=cwd,
-                timeout=timeout, text=True, errors="replace", stdin=subprocess.DEVNULL,
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=self.env(env),
+                cwd=cwd,
+                timeout=timeout,
+                text=True,
+                errors="replace",
+                stdin=subprocess.DEVNULL,
             )
             result = RunResult(argv, proc.returncode, proc.stdout, time.monotonic() - start)
         except FileNotFoundError:
@@ -157,8 +164,14 @@ class Host:
         log_path = self.path(log_file)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=self.env(), start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env(),
+                start_new_session=True,
+            )
         self._log(f"# started pid {proc.pid}, output in {log_file}")
         return proc.pid
 

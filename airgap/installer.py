@@ -142,8 +142,10 @@ def install_bundle(
 ) -> InstallReport:
     report = InstallReport(bundle=str(bundle), dry_run=host.dry_run)
     if not (bundle / SUMS_NAME).exists() and not (bundle / "airgap.lock.json").exists():
-        raise BadInputError(f"{bundle}: not an airgap bundle (no SHA256SUMS, no airgap.lock.json).",
-                            "Point at the bundle's top directory, the one holding README.txt.")
+        raise BadInputError(
+            f"{bundle}: not an airgap bundle (no SHA256SUMS, no airgap.lock.json).",
+            "Point at the bundle's top directory, the one holding README.txt.",
+        )
     if key is not None and not verify:
         check_bundle_signature(bundle, key)  # cheap, and never skipped when a key is given
     if verify:
@@ -157,8 +159,10 @@ def install_bundle(
             )
         say(f"verified {v.files} files in {v.seconds:.1f}s")
     else:
-        warn("--no-verify: installing from a bundle that was NOT checked; a corrupt file will fail late or "
-             "install wrong bytes")
+        warn(
+            "--no-verify: installing from a bundle that was NOT checked; a corrupt file will fail late or "
+            "install wrong bytes"
+        )
     lock = read_lock(bundle)
     base_lock = check_base(lock, base)
     if base_lock is not None:
@@ -176,11 +180,20 @@ def install_bundle(
 
 
 def _install(
-    bundle: Path, host: Host, lock: Lock, report: InstallReport, only: set[str] | None, skip: set[str] | None,
-    from_step: str | None, options: InstallOptions | None, base: Path | None, base_lock: Lock | None,
+    bundle: Path,
+    host: Host,
+    lock: Lock,
+    report: InstallReport,
+    only: set[str] | None,
+    skip: set[str] | None,
+    from_step: str | None,
+    options: InstallOptions | None,
+    base: Path | None,
+    base_lock: Lock | None,
 ) -> InstallReport:
-    ctx = InstallContext(host=host, bundle=bundle, lock=lock, options=options or InstallOptions(), base=base,
-                         base_lock=base_lock)
+    ctx = InstallContext(
+        host=host, bundle=bundle, lock=lock, options=options or InstallOptions(), base=base, base_lock=base_lock
+    )
     try:
         return _install_steps(ctx, report, only, skip, from_step)
     finally:
@@ -188,7 +201,10 @@ def _install(
 
 
 def _install_steps(
-    ctx: InstallContext, report: InstallReport, only: set[str] | None, skip: set[str] | None,
+    ctx: InstallContext,
+    report: InstallReport,
+    only: set[str] | None,
+    skip: set[str] | None,
     from_step: str | None,
 ) -> InstallReport:
     host, lock = ctx.host, ctx.lock
@@ -216,15 +232,17 @@ def _install_steps(
     if failed_checks:
         report.steps = [StepOutcome(s, "not-run") for s in steps]
         lines = [f"  {c.name}: {c.message}; fix: {c.fix}" for c in failed_checks]
-        raise PreflightFailed("Preflight failed; nothing was changed:\n" + "\n".join(lines),
-                              "Fix the above, or leave out the layers that need it with --skip.")
+        raise PreflightFailed(
+            "Preflight failed; nothing was changed:\n" + "\n".join(lines),
+            "Fix the above, or leave out the layers that need it with --skip.",
+        )
 
     state.bundle = lock.name
     for i, step in enumerate(steps):
         outcome = _run_step(ctx, step, state)
         report.steps.append(outcome)
         if outcome.status in ("failed", "reboot"):
-            report.steps += [StepOutcome(s, "not-run") for s in steps[i + 1:]]
+            report.steps += [StepOutcome(s, "not-run") for s in steps[i + 1 :]]
             report.exit_code = EXIT_REBOOT if outcome.status == "reboot" else EXIT_CHECK_FAILED
             break
     return report
@@ -243,8 +261,13 @@ def _run_step(ctx: InstallContext, step: str, state: State) -> StepOutcome:
         smoke = run_smoke(host, ctx.lock)
         failed = [c for c in smoke.checks if c.status == FAIL]
         if failed:
-            return StepOutcome(step, "failed", "; ".join(f"{c.name}: {c.message}" for c in failed),
-                               fix=" ".join(c.fix for c in failed if c.fix), seconds=time.monotonic() - start)
+            return StepOutcome(
+                step,
+                "failed",
+                "; ".join(f"{c.name}: {c.message}" for c in failed),
+                fix=" ".join(c.fix for c in failed if c.fix),
+                seconds=time.monotonic() - start,
+            )
         return StepOutcome(step, "installed", "GPU smoke test passed", seconds=time.monotonic() - start)
 
     layer = _layer(step)
@@ -265,14 +288,26 @@ def _run_step(ctx: InstallContext, step: str, state: State) -> StepOutcome:
     except InstallError as exc:
         _record(ctx, state, step, "failed", fingerprint, exc.message)
         res = exc.result
-        return StepOutcome(step, "failed", exc.message, command=" ".join(res.argv) if res else "",
-                           output_tail=res.tail() if res else "", fix=exc.hint or "",
-                           seconds=time.monotonic() - start)
+        return StepOutcome(
+            step,
+            "failed",
+            exc.message,
+            command=" ".join(res.argv) if res else "",
+            output_tail=res.tail() if res else "",
+            fix=exc.hint or "",
+            seconds=time.monotonic() - start,
+        )
     except CommandFailed as exc:
         _record(ctx, state, step, "failed", fingerprint, str(exc))
-        return StepOutcome(step, "failed", f"a command failed (exit {exc.result.returncode})",
-                           command=" ".join(exc.result.argv), output_tail=exc.result.tail(),
-                           fix="see the output above and the install log", seconds=time.monotonic() - start)
+        return StepOutcome(
+            step,
+            "failed",
+            f"a command failed (exit {exc.result.returncode})",
+            command=" ".join(exc.result.argv),
+            output_tail=exc.result.tail(),
+            fix="see the output above and the install log",
+            seconds=time.monotonic() - start,
+        )
     _record(ctx, state, step, "installed", fingerprint, summary)
     return StepOutcome(step, "installed", summary, seconds=time.monotonic() - start)
 

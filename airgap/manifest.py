@@ -43,8 +43,7 @@ def _check_sha256(value: object) -> str:
     value = value.strip().lower()
     if not SHA256_RE.match(value):
         raise ValueError(
-            f"{value!r} is not a sha256 digest; it must be exactly 64 hex characters "
-            "(as printed by `sha256sum FILE`)"
+            f"{value!r} is not a sha256 digest; it must be exactly 64 hex characters (as printed by `sha256sum FILE`)"
         )
     return value
 
@@ -52,9 +51,7 @@ def _check_sha256(value: object) -> str:
 def _version(pattern: re.Pattern[str], example: str) -> Any:
     def check(value: Any) -> str:
         if isinstance(value, float):
-            raise ValueError(
-                f"YAML read this version as the number {value!r}; quote it, e.g. \"{example}\""
-            )
+            raise ValueError(f'YAML read this version as the number {value!r}; quote it, e.g. "{example}"')
         value = str(value).strip()
         if not pattern.match(value):
             raise ValueError(f"{value!r} is not a valid version; expected a version like {example}")
@@ -126,8 +123,10 @@ APT_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(\s*=\s*\S+|\s*\((<<|<=|=|>=|
 def _apt_packages(v: list[str] | None) -> list[str] | None:
     for item in v or []:
         if not APT_PACKAGE_RE.match(item.strip()):
-            raise ValueError(f"{item!r} is not a Debian package request; write it like `dkms`, "
-                             "`nvidia-container-toolkit=1.16.2` or `gcc-12 (>= 12.3)`")
+            raise ValueError(
+                f"{item!r} is not a Debian package request; write it like `dkms`, "
+                "`nvidia-container-toolkit=1.16.2` or `gcc-12 (>= 12.3)`"
+            )
     return v
 
 
@@ -212,9 +211,9 @@ class PythonSpec(StrictModel):
         if v is None:
             return None
         if isinstance(v, float):
-            raise ValueError(f"YAML read this version as the number {v!r}; quote it, e.g. \"2.35\"")
+            raise ValueError(f'YAML read this version as the number {v!r}; quote it, e.g. "2.35"')
         if not re.match(r"^2\.\d{1,2}$", str(v)):
-            raise ValueError(f"{v!r} is not a glibc version; write it like \"2.35\" (`ldd --version` on the server)")
+            raise ValueError(f'{v!r} is not a glibc version; write it like "2.35" (`ldd --version` on the server)')
         return str(v)
 
 
@@ -286,7 +285,7 @@ class ModelSpec(StrictModel):
     @classmethod
     def _owner(cls, v: Any) -> str:
         if not OWNER_RE.match(str(v)):
-            raise ValueError(f"{v!r} is not uid:gid; write it like \"1000:1000\"")
+            raise ValueError(f'{v!r} is not uid:gid; write it like "1000:1000"')
         return str(v)
 
 
@@ -421,8 +420,10 @@ def _parse_yaml(text: str, source: Path) -> tuple[dict[str, Any], dict[tuple[str
         raise ManifestError([f"{source.name}:1: the manifest is empty; start from an example in manifests/"])
     if not isinstance(data, dict):
         raise ManifestError(
-            [f"{source.name}:1: the manifest must be a mapping of sections (name:, target:, ...), "
-             f"not a {type(data).__name__}"]
+            [
+                f"{source.name}:1: the manifest must be a mapping of sections (name:, target:, ...), "
+                f"not a {type(data).__name__}"
+            ]
         )
     lines: dict[tuple[str | int, ...], int] = {(): 1}
     problems: list[str] = []

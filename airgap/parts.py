@@ -110,8 +110,10 @@ def resplit(bundle: Path, art: LockedArtifact, max_size: int | None) -> bool:
                     while left:
                         chunk = src.read(min(BUF, left))
                         if not chunk:
-                            raise IntegrityError(f"{art.path}: shorter than the {art.size} bytes the lock records.",
-                                                 "Run `airgap verify` to see which file or part is damaged.")
+                            raise IntegrityError(
+                                f"{art.path}: shorter than the {art.size} bytes the lock records.",
+                                "Run `airgap verify` to see which file or part is damaged.",
+                            )
                         h.update(chunk)
                         whole.update(chunk)
                         out.write(chunk)
@@ -129,8 +131,10 @@ def resplit(bundle: Path, art: LockedArtifact, max_size: int | None) -> bool:
     if whole.hexdigest() != art.sha256:
         for name in names:
             (bundle / f"{name}.tmp").unlink(missing_ok=True)
-        raise IntegrityError(f"{art.path}: its bytes no longer match the lock's sha256; nothing was changed.",
-                             "Run `airgap verify` to see which file or part is damaged.")
+        raise IntegrityError(
+            f"{art.path}: its bytes no longer match the lock's sha256; nothing was changed.",
+            "Run `airgap verify` to see which file or part is damaged.",
+        )
     for path in old:
         if path.exists() and path.name not in {Path(n).name for n in names}:
             path.unlink()
@@ -161,8 +165,10 @@ def join_files(files: list[Path], art: LockedArtifact, dest: Path) -> Path:
             out.write(chunk)
     if h.hexdigest() != art.sha256:
         tmp.unlink()
-        raise IntegrityError(f"{art.path}: the joined parts do not match the lock's sha256.",
-                             "Run `airgap verify` on the bundle to find the bad part.")
+        raise IntegrityError(
+            f"{art.path}: the joined parts do not match the lock's sha256.",
+            "Run `airgap verify` on the bundle to find the bad part.",
+        )
     os.replace(tmp, dest)
     return dest
 
@@ -171,5 +177,7 @@ def roomy_dir(candidates: list[Path], need: int) -> Path:
     for c in candidates:
         if c.is_dir() and shutil.disk_usage(c).free > need:
             return c
-    raise DiskFullError(f"no directory with {need >> 20} MiB free to join a split file "
-                        f"(tried {', '.join(map(str, candidates))}).", "Free space on one of them and run again.")
+    raise DiskFullError(
+        f"no directory with {need >> 20} MiB free to join a split file (tried {', '.join(map(str, candidates))}).",
+        "Free space on one of them and run again.",
+    )

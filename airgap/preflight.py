@@ -72,10 +72,19 @@ def check_root(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     if os.geteuid() == 0:
         return [CheckResult("root", PASS, "running as root")]
     if ctx.host.dry_run or str(ctx.host.root) != "/":
-        return [CheckResult("root", WARN, "not root; fine for a dry run or a scratch --root",
-                            "run the real install with sudo")]
-    return [CheckResult("root", FAIL, "not running as root: installers, /usr and systemd need it",
-                        "run it again with sudo (sudo sh install.sh, or sudo airgap install ...)")]
+        return [
+            CheckResult(
+                "root", WARN, "not root; fine for a dry run or a scratch --root", "run the real install with sudo"
+            )
+        ]
+    return [
+        CheckResult(
+            "root",
+            FAIL,
+            "not running as root: installers, /usr and systemd need it",
+            "run it again with sudo (sudo sh install.sh, or sudo airgap install ...)",
+        )
+    ]
 
 
 def check_os(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
@@ -84,8 +93,14 @@ def check_os(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     want_arch = target.get("arch", "amd64")
     have_arch = ARCH_NAMES.get(platform.machine(), platform.machine())
     if want_arch != have_arch:
-        results.append(CheckResult("arch", FAIL, f"this machine is {have_arch}, the bundle was made for {want_arch}",
-                                   f"collect a bundle with target.arch: {have_arch}"))
+        results.append(
+            CheckResult(
+                "arch",
+                FAIL,
+                f"this machine is {have_arch}, the bundle was made for {want_arch}",
+                f"collect a bundle with target.arch: {have_arch}",
+            )
+        )
     else:
         results.append(CheckResult("arch", PASS, f"{have_arch}, as the bundle's target"))
     release = _os_release(ctx)
@@ -94,9 +109,14 @@ def check_os(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     if have == want:
         results.append(CheckResult("os", PASS, f"{have}, as the bundle's target"))
     else:
-        results.append(CheckResult("os", WARN, f"this machine runs {have}, the bundle was made for {want}",
-                                   "packages and kernel headers may not fit; collect for this release if a "
-                                   "layer fails"))
+        results.append(
+            CheckResult(
+                "os",
+                WARN,
+                f"this machine runs {have}, the bundle was made for {want}",
+                "packages and kernel headers may not fit; collect for this release if a layer fails",
+            )
+        )
     return results
 
 
@@ -104,16 +124,28 @@ def check_gpu(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     gpus = nvidia_gpus(ctx.host)
     if gpus:
         return [CheckResult("gpu", PASS, f"{len(gpus)} NVIDIA GPU(s) on the PCI bus: {', '.join(gpus)}")]
-    return [CheckResult("gpu", FAIL, "no NVIDIA GPU on the PCI bus (sysfs vendor 0x10de, class 0x03)",
-                        "check the card is seated and powered (lspci | grep -i nvidia); in a VM, check the "
-                        "PCI passthrough; or install without the GPU layers: --skip driver,smoke")]
+    return [
+        CheckResult(
+            "gpu",
+            FAIL,
+            "no NVIDIA GPU on the PCI bus (sysfs vendor 0x10de, class 0x03)",
+            "check the card is seated and powered (lspci | grep -i nvidia); in a VM, check the "
+            "PCI passthrough; or install without the GPU layers: --skip driver,smoke",
+        )
+    ]
 
 
 def check_nouveau(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     if nouveau_loaded(ctx):
-        return [CheckResult("nouveau", WARN, "the nouveau driver is loaded",
-                            "the driver layer will blacklist it, rebuild the initramfs and ask for a reboot; "
-                            "then run the same command again")]
+        return [
+            CheckResult(
+                "nouveau",
+                WARN,
+                "the nouveau driver is loaded",
+                "the driver layer will blacklist it, rebuild the initramfs and ask for a reboot; "
+                "then run the same command again",
+            )
+        ]
     return [CheckResult("nouveau", PASS, "nouveau is not loaded")]
 
 
@@ -123,9 +155,14 @@ def check_secure_boot(ctx: InstallContext, layers: list[str]) -> list[CheckResul
         return [CheckResult("secure_boot", PASS, "mokutil not installed; Secure Boot state unknown (often off)")]
     out = ctx.host.run([mokutil, "--sb-state"], check=False, changes=False).output.lower()
     if "enabled" in out:
-        return [CheckResult("secure_boot", WARN, "Secure Boot is enabled: an unsigned nvidia module will not load",
-                            "sign the module with a MOK key (the installer offers it) or disable Secure Boot "
-                            "in the firmware")]
+        return [
+            CheckResult(
+                "secure_boot",
+                WARN,
+                "Secure Boot is enabled: an unsigned nvidia module will not load",
+                "sign the module with a MOK key (the installer offers it) or disable Secure Boot in the firmware",
+            )
+        ]
     return [CheckResult("secure_boot", PASS, "Secure Boot is disabled")]
 
 
@@ -136,10 +173,15 @@ def check_headers(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     in_bundle = [a for a in ctx.lock.artifacts if a.layer == "prereqs" and f"linux-headers-{kernel}" in a.name]
     if in_bundle:
         return [CheckResult("kernel_headers", PASS, f"headers for {kernel} are in the bundle (prereqs)")]
-    return [CheckResult("kernel_headers", FAIL, f"no headers for the running kernel {kernel}: the driver cannot "
-                        "build its module",
-                        f"collect with target.kernel: {kernel} so the bundle brings linux-headers-{kernel}, "
-                        "or boot the kernel the bundle was made for")]
+    return [
+        CheckResult(
+            "kernel_headers",
+            FAIL,
+            f"no headers for the running kernel {kernel}: the driver cannot build its module",
+            f"collect with target.kernel: {kernel} so the bundle brings linux-headers-{kernel}, "
+            "or boot the kernel the bundle was made for",
+        )
+    ]
 
 
 def check_disk(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
@@ -155,8 +197,14 @@ def check_disk(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
         free = shutil.disk_usage(where).free
         name = f"disk:{layer}"
         if free < need:
-            results.append(CheckResult(name, FAIL, f"{dest}: {human_size(free)} free, the {layer} layer needs about "
-                                       f"{human_size(need)}", f"free space on the filesystem holding {dest}"))
+            results.append(
+                CheckResult(
+                    name,
+                    FAIL,
+                    f"{dest}: {human_size(free)} free, the {layer} layer needs about {human_size(need)}",
+                    f"free space on the filesystem holding {dest}",
+                )
+            )
         else:
             results.append(CheckResult(name, PASS, f"{dest}: {human_size(free)} free, needs about {human_size(need)}"))
     return results
@@ -168,13 +216,24 @@ def check_ram_vram(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     meminfo = ctx.host.read_text("/proc/meminfo", "") or ""
     ram_kib = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), 0)
     if not vram or not ram_kib:
-        return [CheckResult("ram_vram", PASS, "VRAM not known before the driver is installed; "
-                            "`airgap doctor` checks RAM against VRAM afterwards")]
+        return [
+            CheckResult(
+                "ram_vram",
+                PASS,
+                "VRAM not known before the driver is installed; `airgap doctor` checks RAM against VRAM afterwards",
+            )
+        ]
     ram = ram_kib * 1024
     if ram < 1.5 * vram:
-        return [CheckResult("ram_vram", WARN, f"RAM {human_size(ram)} is less than 1.5x the GPUs' "
-                            f"{human_size(vram)} of VRAM: loading a large model may hit the OOM killer",
-                            "add RAM or swap (FIELD.md: RAM >= 1.5-2x total VRAM)")]
+        return [
+            CheckResult(
+                "ram_vram",
+                WARN,
+                f"RAM {human_size(ram)} is less than 1.5x the GPUs' "
+                f"{human_size(vram)} of VRAM: loading a large model may hit the OOM killer",
+                "add RAM or swap (FIELD.md: RAM >= 1.5-2x total VRAM)",
+            )
+        ]
     return [CheckResult("ram_vram", PASS, f"RAM {human_size(ram)} >= 1.5x VRAM {human_size(vram)}")]
 
 
@@ -188,8 +247,10 @@ def _total_vram(ctx: InstallContext) -> int:
     except Exception:  # no driver yet, or no NVML library: the usual state before the driver layer
         return 0
     try:
-        return sum(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total
-                   for i in range(pynvml.nvmlDeviceGetCount()))
+        return sum(
+            pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total
+            for i in range(pynvml.nvmlDeviceGetCount())
+        )
     finally:
         pynvml.nvmlShutdown()
 

@@ -18,8 +18,14 @@ from airgap.bundle import human_size
 class Progress:
     """Thread-safe byte counter with a display. Use as a context manager."""
 
-    def __init__(self, label: str, total: int | None, mode: str = "auto", interval: float | None = None,
-                 stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None,
+        mode: str = "auto",
+        interval: float | None = None,
+        stream: TextIO | None = None,
+    ) -> None:
         self.label = label
         self.total = total
         self.stream = stream or sys.stderr
@@ -50,8 +56,12 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._rich = RichProgress(
-                TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-                TransferSpeedColumn(), TimeRemainingColumn(), console=Console(file=self.stream),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
                 transient=False,
             )
             self._rich.start()

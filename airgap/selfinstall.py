@@ -76,8 +76,14 @@ def default_run_pip(args: list[str]) -> subprocess.CompletedProcess[str]:
     enterprise mirror) applies, as it would to the user's own pip."""
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONIOENCODING="utf-8")
     try:
-        return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=env,
-                              timeout=PIP_TIMEOUT, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "pip", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=PIP_TIMEOUT,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise UpstreamError(
             f"pip download of airgap's own dependencies took longer than {PIP_TIMEOUT} s.",
@@ -96,8 +102,9 @@ def machine_of(arch: str) -> str:
     try:
         return _MACHINES[arch]
     except KeyError:
-        raise BadInputError(f"target arch {arch!r}: no Linux wheels are known for it.",
-                            "Use amd64 (x86_64) or arm64 (aarch64).") from None
+        raise BadInputError(
+            f"target arch {arch!r}: no Linux wheels are known for it.", "Use amd64 (x86_64) or arm64 (aarch64)."
+        ) from None
 
 
 def _xy(python: str) -> tuple[int, int]:
@@ -155,8 +162,10 @@ def marker_environments(python: str, arch: str) -> list[dict[str, str]]:
         "python_version": f"{xy[0]}.{xy[1]}",
         "sys_platform": "linux",
     }
-    return [dict(base, python_full_version=f"{xy[0]}.{xy[1]}.{p}", implementation_version=f"{xy[0]}.{xy[1]}.{p}")
-            for p in (0, 99)]
+    return [
+        dict(base, python_full_version=f"{xy[0]}.{xy[1]}.{p}", implementation_version=f"{xy[0]}.{xy[1]}.{p}")
+        for p in (0, 99)
+    ]
 
 
 def marker_applies(marker: Marker | None, envs: Sequence[dict[str, str]], extras: Iterable[str] = ("",)) -> bool:
@@ -224,8 +233,10 @@ def project_metadata(package_dir: Path | None = None) -> ProjectMeta:
         installed = {str(Requirement(r)) for r in requires if "extra ==" not in r.replace("'", '"')}
         if md is None or {str(Requirement(d)) for d in deps} != installed:
             if md is not None:
-                notes.append("the installed metadata of airgap is older than pyproject.toml (run `pip install -e .` "
-                             "again); the wheel in tool/ takes its requirements from pyproject.toml")
+                notes.append(
+                    "the installed metadata of airgap is older than pyproject.toml (run `pip install -e .` "
+                    "again); the wheel in tool/ takes its requirements from pyproject.toml"
+                )
             requires = deps + [r for r in requires if "extra ==" in r.replace("'", '"')]
             requires_python = py_req or requires_python
     elif md is None:
@@ -328,8 +339,9 @@ def read_wheel(path: Path) -> WheelInfo:
             requires.append(Requirement(line))
         except InvalidRequirement:
             continue  # pip itself would refuse such a wheel long before; nothing to follow
-    return WheelInfo(path, canonicalize_name(name), version, frozenset(tags), requires,
-                     msg.get("Requires-Python") or "")
+    return WheelInfo(
+        path, canonicalize_name(name), version, frozenset(tags), requires, msg.get("Requires-Python") or ""
+    )
 
 
 def _plain(req: Requirement) -> str:
@@ -338,8 +350,9 @@ def _plain(req: Requirement) -> str:
     return f"{req.name}{extras}{req.specifier}"
 
 
-def resolve_closure(wheels: Sequence[WheelInfo], roots: Sequence[Requirement],
-                    envs: Sequence[dict[str, str]]) -> tuple[dict[str, WheelInfo], list[Requirement]]:
+def resolve_closure(
+    wheels: Sequence[WheelInfo], roots: Sequence[Requirement], envs: Sequence[dict[str, str]]
+) -> tuple[dict[str, WheelInfo], list[Requirement]]:
     """Which of `wheels` the target needs for `roots` (markers evaluated for the target), and what is missing.
 
     Per name, the newest wheel that meets every specifier seen so far; a requirement nothing meets is
@@ -387,8 +400,10 @@ def _guarded(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
         if isinstance(cur, ast.Try) and child in cur.body:
             for h in cur.handlers:
                 names = [h.type] if not isinstance(h.type, ast.Tuple) else list(h.type.elts)
-                if h.type is None or any(isinstance(n, ast.Name) and n.id in
-                                         ("ImportError", "ModuleNotFoundError", "Exception") for n in names):
+                if h.type is None or any(
+                    isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError", "Exception")
+                    for n in names
+                ):
                     return True
         if isinstance(cur, ast.If) and "TYPE_CHECKING" in ast.unparse(cur.test):
             return True
@@ -438,14 +453,21 @@ def imported_distributions(package_dir: Path) -> dict[str, list[str]]:
 
 def _pip_failure(proc: subprocess.CompletedProcess[str], python: str, arch: str, glibc: str) -> AirgapError:
     text = (proc.stderr or "") + (proc.stdout or "")
-    tags = f"cp{python.replace('.', '')} (cp{python.replace('.', '')}, abi3, none) on manylinux_2_17 .. " \
-           f"manylinux_{glibc.replace('.', '_')}_{machine_of(arch)}"
+    tags = (
+        f"cp{python.replace('.', '')} (cp{python.replace('.', '')}, abi3, none) on manylinux_2_17 .. "
+        f"manylinux_{glibc.replace('.', '_')}_{machine_of(arch)}"
+    )
     m = re.search(r"(?:No matching distribution found for|satisfies the requirement) (\S+)", text)
-    if re.search(r"Max retries exceeded|NewConnectionError|Name or service not known|Network is unreachable|"
-                 r"Temporary failure in name resolution|ProxyError|SSLError", text) and not m:
+    if (
+        re.search(
+            r"Max retries exceeded|NewConnectionError|Name or service not known|Network is unreachable|"
+            r"Temporary failure in name resolution|ProxyError|SSLError",
+            text,
+        )
+        and not m
+    ):
         return UpstreamError(
-            "pip could not reach the package index to fetch airgap's own dependencies for tool/: "
-            + _last_lines(text),
+            "pip could not reach the package index to fetch airgap's own dependencies for tool/: " + _last_lines(text),
             "Check the connection (or the mirror in pip.conf / PIP_INDEX_URL) and run the same command again, "
             "or collect with --no-tool.",
         )
@@ -458,8 +480,10 @@ def _pip_failure(proc: subprocess.CompletedProcess[str], python: str, arch: str,
             f"Choose a target.python that {bare} publishes wheels for, "
             "or collect with --no-tool and bring airgap to the server another way.",
         )
-    return UpstreamError(f"pip download for tool/ failed (exit {proc.returncode}): {_last_lines(text)}",
-                         "Run the same command again; if it keeps failing, collect with --no-tool.")
+    return UpstreamError(
+        f"pip download for tool/ failed (exit {proc.returncode}): {_last_lines(text)}",
+        "Run the same command again; if it keeps failing, collect with --no-tool.",
+    )
 
 
 def _last_lines(text: str, n: int = 4) -> str:
@@ -467,11 +491,31 @@ def _last_lines(text: str, n: int = 4) -> str:
     return " | ".join(lines[-n:]) or "(no output)"
 
 
-def _pip_download(run_pip: RunPip, dest: Path, reqs: Sequence[str], python: str, arch: str, glibc: str,
-                  pip_args: Sequence[str], constraints: Path | None) -> None:
+def _pip_download(
+    run_pip: RunPip,
+    dest: Path,
+    reqs: Sequence[str],
+    python: str,
+    arch: str,
+    glibc: str,
+    pip_args: Sequence[str],
+    constraints: Path | None,
+) -> None:
     xy = _xy(python)
-    args = ["download", "--only-binary=:all:", "--dest", str(dest), "--python-version", f"{xy[0]}.{xy[1]}",
-            "--implementation", "cp", "--abi", f"cp{xy[0]}{xy[1]}", "--progress-bar", "off"]
+    args = [
+        "download",
+        "--only-binary=:all:",
+        "--dest",
+        str(dest),
+        "--python-version",
+        f"{xy[0]}.{xy[1]}",
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{xy[0]}{xy[1]}",
+        "--progress-bar",
+        "off",
+    ]
     for plat in platform_tags(arch, glibc):
         args += ["--platform", plat]
     if constraints is not None:
@@ -505,8 +549,16 @@ def _clean_leftovers(bundle: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def build_tool_dir(bundle: Path, target_python: str, target_arch: str, run_pip: RunPip = default_run_pip,
-                   log: Log = _noop, *, glibc: str = DEFAULT_GLIBC, pip_args: Sequence[str] = ()) -> list[ToolFile]:
+def build_tool_dir(
+    bundle: Path,
+    target_python: str,
+    target_arch: str,
+    run_pip: RunPip = default_run_pip,
+    log: Log = _noop,
+    *,
+    glibc: str = DEFAULT_GLIBC,
+    pip_args: Sequence[str] = (),
+) -> list[ToolFile]:
     """Fill `bundle/tool/` with airgap's wheel, every dependency's wheel for the target, and pip's wheel.
 
     target_arch: amd64/arm64 (the manifest's names) or x86_64/aarch64. glibc: the target OS's (newer
@@ -565,8 +617,10 @@ def build_tool_dir(bundle: Path, target_python: str, target_arch: str, run_pip: 
         _check_imports(package_dir, set(selected), {canonicalize_name(r.name) for r in roots}, log)
         pips = sorted((w for w in (read_wheel(p) for p in tmp.glob("pip-*.whl"))), key=lambda w: w.version)
         if not pips:
-            raise UpstreamError(f"tool/: pip download gave no wheel of pip for python {xy}.",
-                                "Run the same command again, or collect with --no-tool.")
+            raise UpstreamError(
+                f"tool/: pip download gave no wheel of pip for python {xy}.",
+                "Run the same command again, or collect with --no-tool.",
+            )
         keep = {own.name, pips[-1].path.name, *(w.path.name for w in selected.values())}
         dropped = sorted(p.name for p in tmp.iterdir() if p.name not in keep)
         for name in dropped:
@@ -601,8 +655,10 @@ def _check_imports(package_dir: Path, closure: set[str], direct: set[str], log: 
 
     indirect = sorted(d for d in imported if among(d, closure) and not among(d, direct) and d != PROJECT)
     if indirect:
-        log(f"tool: airgap imports {', '.join(indirect)}, which only other packages' requirements bring "
-            "(declare them in pyproject.toml so that it stays so)")
+        log(
+            f"tool: airgap imports {', '.join(indirect)}, which only other packages' requirements bring "
+            "(declare them in pyproject.toml so that it stays so)"
+        )
     lacking = {d: f for d, f in imported.items() if not among(d, closure) and d != PROJECT}
     if lacking:
         what = "; ".join(f"{d} (imported by {', '.join(files[:3])})" for d, files in sorted(lacking.items()))
@@ -622,15 +678,19 @@ def _check_tags(tool: Path, python: str, arch: str, glibc: str) -> None:
     for p in tool.glob("*.whl"):
         w = read_wheel(p)
         if not w.tags & accepted:
-            raise UpstreamError(f"tool/{p.name}: not installable on python {xy} {machine_of(arch)} "
-                                f"(glibc {glibc}).", "Check the package index or mirror, then collect again.")
+            raise UpstreamError(
+                f"tool/{p.name}: not installable on python {xy} {machine_of(arch)} (glibc {glibc}).",
+                "Check the package index or mirror, then collect again.",
+            )
         try:
             ok = not w.requires_python or SpecifierSet(w.requires_python).contains(f"{xy}.0", prereleases=True)
         except InvalidVersion:
             ok = True
         if not ok:
-            raise UpstreamError(f"tool/{p.name}: requires python {w.requires_python}, the target has {xy}.",
-                                "Check the package index or mirror, then collect again.")
+            raise UpstreamError(
+                f"tool/{p.name}: requires python {w.requires_python}, the target has {xy}.",
+                "Check the package index or mirror, then collect again.",
+            )
 
 
 def tool_files(bundle: Path) -> list[ToolFile]:
@@ -638,5 +698,6 @@ def tool_files(bundle: Path) -> list[ToolFile]:
     root = bundle / TOOL_DIR
     if not root.is_dir():
         return []
-    return [ToolFile(f"{TOOL_DIR}/{p.name}", p.stat().st_size, _sha256(p)) for p in sorted(root.iterdir())
-            if p.is_file()]
+    return [
+        ToolFile(f"{TOOL_DIR}/{p.name}", p.stat().st_size, _sha256(p)) for p in sorted(root.iterdir()) if p.is_file()
+    ]

@@ -82,8 +82,10 @@ def write_keypair(sk: SecretKey, stem: Path) -> tuple[Path, Path]:
     secret, public = stem.with_suffix(".key"), stem.with_suffix(".pub")
     for p in (secret, public):
         if p.exists():
-            raise BadInputError(f"{p}: already exists; airgap will not overwrite a key.",
-                                "Choose another name with -o, or move the old key away first.")
+            raise BadInputError(
+                f"{p}: already exists; airgap will not overwrite a key.",
+                "Choose another name with -o, or move the old key away first.",
+            )
     from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
 
     seed = sk.key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
@@ -105,16 +107,19 @@ def _second_line(path: Path, what: str) -> bytes:
     try:
         return base64.b64decode(lines[1], validate=True)
     except (IndexError, binascii.Error):
-        raise BadInputError(f"{path}: not a minisign-format {what}.",
-                            "Expected two lines: 'untrusted comment: ...' and a base64 line.") from None
+        raise BadInputError(
+            f"{path}: not a minisign-format {what}.", "Expected two lines: 'untrusted comment: ...' and a base64 line."
+        ) from None
 
 
 def load_public(path: Path) -> PublicKey:
     blob = _second_line(path, "public key")
     if SECRET_TAG in path.read_text(errors="replace").splitlines()[0]:
         # Same length and tag as a public key: only the comment tells them apart. Never treat a seed as a key.
-        raise BadInputError(f"{path}: this is a secret key, not an Ed25519 minisign public key.",
-                            "Give the .pub file; keep the .key file on the collecting side.")
+        raise BadInputError(
+            f"{path}: this is a secret key, not an Ed25519 minisign public key.",
+            "Give the .pub file; keep the .key file on the collecting side.",
+        )
     if len(blob) != 42 or blob[:2] != PUBKEY_ALG:
         raise BadInputError(f"{path}: not an Ed25519 minisign public key.", "Use the .pub file from `airgap keygen`.")
     return PublicKey(blob[2:10], Ed25519PublicKey.from_public_bytes(blob[10:]))
@@ -151,8 +156,9 @@ def sign(sk: SecretKey, data: bytes, trusted_comment: str) -> str:
 def verify(pk: PublicKey, data: bytes, sig_text: str, sig_name: str = "SHA256SUMS.sig") -> SignatureInfo:
     lines = sig_text.splitlines()
     if len(lines) < 4 or not lines[2].startswith("trusted comment: "):
-        raise SignatureError(f"{sig_name}: not a minisign signature file.",
-                             "Sign the bundle again (airgap sign BUNDLE --key KEY).")
+        raise SignatureError(
+            f"{sig_name}: not a minisign signature file.", "Sign the bundle again (airgap sign BUNDLE --key KEY)."
+        )
     try:
         blob = base64.b64decode(lines[1], validate=True)
         global_sig = base64.b64decode(lines[3], validate=True)
@@ -163,13 +169,12 @@ def verify(pk: PublicKey, data: bytes, sig_text: str, sig_name: str = "SHA256SUM
     key_id, sig = blob[2:10], blob[10:]
     if key_id != pk.key_id:
         raise SignatureError(
-            f"{sig_name}: signed by key {key_id[::-1].hex().upper()}, not by the key given "
-            f"({pk.key_id_hex}).",
+            f"{sig_name}: signed by key {key_id[::-1].hex().upper()}, not by the key given ({pk.key_id_hex}).",
             "Check you were given the right public key; a bundle signed by another key is not to be trusted.",
         )
     prehashed = blob[:2] == SIG_PREHASHED
     message = hashlib.blake2b(data, digest_size=64).digest() if prehashed else data
-    trusted = lines[2][len("trusted comment: "):]
+    trusted = lines[2][len("trusted comment: ") :]
     try:
         pk.key.verify(sig, message)
     except InvalidSignature:
@@ -181,8 +186,10 @@ def verify(pk: PublicKey, data: bytes, sig_text: str, sig_name: str = "SHA256SUM
     try:
         pk.key.verify(global_sig, sig + trusted.encode())
     except InvalidSignature:
-        raise SignatureError(f"{sig_name}: the trusted comment was altered after signing.",
-                             "Do not install this bundle; get an intact copy from the collecting side.") from None
+        raise SignatureError(
+            f"{sig_name}: the trusted comment was altered after signing.",
+            "Do not install this bundle; get an intact copy from the collecting side.",
+        ) from None
     return SignatureInfo(pk.key_id_hex, trusted, prehashed)
 
 
@@ -196,8 +203,9 @@ def sign_bundle(bundle: Path, sk: SecretKey, bundle_name: str) -> Path:
 
     sums = bundle / SUMS_NAME
     if not sums.is_file():
-        raise BadInputError(f"{bundle}: no {SUMS_NAME}; only a finished bundle can be signed.",
-                            "Run `airgap collect` to the end first.")
+        raise BadInputError(
+            f"{bundle}: no {SUMS_NAME}; only a finished bundle can be signed.", "Run `airgap collect` to the end first."
+        )
     write_atomic(bundle / SIG_NAME, sign(sk, sums.read_bytes(), trusted_comment(bundle_name)).encode())
     return bundle / SIG_NAME
 
@@ -207,6 +215,8 @@ def check_bundle_signature(bundle: Path, pk: PublicKey) -> SignatureInfo:
 
     sig = bundle / SIG_NAME
     if not sig.is_file():
-        raise SignatureError(f"{bundle}: no {SIG_NAME}: the bundle is not signed, and a key was given.",
-                             "Ask for a signed bundle (airgap sign BUNDLE --key KEY on the collecting side).")
+        raise SignatureError(
+            f"{bundle}: no {SIG_NAME}: the bundle is not signed, and a key was given.",
+            "Ask for a signed bundle (airgap sign BUNDLE --key KEY on the collecting side).",
+        )
     return verify(pk, (bundle / SUMS_NAME).read_bytes(), sig.read_text(errors="replace"), SIG_NAME)

@@ -64,18 +64,28 @@ def check_nvml(report: SmokeReport, lock: Lock | None) -> None:
     try:
         import pynvml
     except ImportError:
-        report.checks.append(SmokeCheck("nvml", FAIL, "the nvidia-ml-py package is missing",
-                                        "reinstall airgap (pip install airgap pulls nvidia-ml-py)"))
+        report.checks.append(
+            SmokeCheck(
+                "nvml",
+                FAIL,
+                "the nvidia-ml-py package is missing",
+                "reinstall airgap (pip install airgap pulls nvidia-ml-py)",
+            )
+        )
         return
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        report.checks.append(SmokeCheck(
-            "nvml", FAIL, f"NVML cannot talk to a driver: {exc}",
-            "no NVIDIA driver is loaded: install the driver layer (airgap install --only driver); if it is "
-            "installed, reboot, and check `lsmod | grep nvidia`, Secure Boot (mokutil --sb-state) and that "
-            "nouveau is blacklisted",
-        ))
+        report.checks.append(
+            SmokeCheck(
+                "nvml",
+                FAIL,
+                f"NVML cannot talk to a driver: {exc}",
+                "no NVIDIA driver is loaded: install the driver layer (airgap install --only driver); if it is "
+                "installed, reboot, and check `lsmod | grep nvidia`, Secure Boot (mokutil --sb-state) and that "
+                "nouveau is blacklisted",
+            )
+        )
         return
     try:
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
@@ -87,9 +97,14 @@ def check_nvml(report: SmokeReport, lock: Lock | None) -> None:
             have_t = tuple(int(x) for x in cuda_max.split("."))
             want_t = tuple(int(x) for x in want.split(".")[:2])
             if have_t < want_t:
-                report.checks.append(SmokeCheck(
-                    "cuda_vs_driver", FAIL, f"the driver supports CUDA {cuda_max}, the bundle's toolkit is {want}",
-                    "install the bundle's driver layer (a newer driver), or collect a bundle with an older CUDA"))
+                report.checks.append(
+                    SmokeCheck(
+                        "cuda_vs_driver",
+                        FAIL,
+                        f"the driver supports CUDA {cuda_max}, the bundle's toolkit is {want}",
+                        "install the bundle's driver layer (a newer driver), or collect a bundle with an older CUDA",
+                    )
+                )
             else:
                 report.checks.append(SmokeCheck("cuda_vs_driver", PASS, f"CUDA {want} runs on this driver"))
         for i in range(pynvml.nvmlDeviceGetCount()):
@@ -102,17 +117,24 @@ def check_nvml(report: SmokeReport, lock: Lock | None) -> None:
                 "memory_used_mib": mem.used // (1 << 20),
                 "temperature_c": _try(lambda h=h: pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)),
                 "power_w": _try(lambda h=h: pynvml.nvmlDeviceGetPowerUsage(h) / 1000),
-                "ecc_errors": _try(lambda h=h: pynvml.nvmlDeviceGetTotalEccErrors(
-                    h, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC)),
+                "ecc_errors": _try(
+                    lambda h=h: pynvml.nvmlDeviceGetTotalEccErrors(
+                        h, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC
+                    )
+                ),
             }
             report.gpus.append(gpu)
             temp = gpu["temperature_c"]
             status = WARN if isinstance(temp, int) and temp >= 78 else PASS
-            report.checks.append(SmokeCheck(
-                f"gpu{i}", status,
-                f"{gpu['name']}, {gpu['memory_total_mib']} MiB, {temp} C, {gpu['power_w']} W, "
-                f"ECC errors {gpu['ecc_errors']}",
-                "check cooling: at 80 C and above the GPU throttles" if status == WARN else ""))
+            report.checks.append(
+                SmokeCheck(
+                    f"gpu{i}",
+                    status,
+                    f"{gpu['name']}, {gpu['memory_total_mib']} MiB, {temp} C, {gpu['power_w']} W, "
+                    f"ECC errors {gpu['ecc_errors']}",
+                    "check cooling: at 80 C and above the GPU throttles" if status == WARN else "",
+                )
+            )
     finally:
         pynvml.nvmlShutdown()
 
@@ -120,15 +142,27 @@ def check_nvml(report: SmokeReport, lock: Lock | None) -> None:
 def check_nvidia_smi(host: Host, report: SmokeReport) -> None:
     smi = host.which("nvidia-smi")
     if smi is None:
-        report.checks.append(SmokeCheck("nvidia-smi", FAIL, "nvidia-smi is not installed",
-                                        "install the driver layer: airgap install BUNDLE --only driver"))
+        report.checks.append(
+            SmokeCheck(
+                "nvidia-smi",
+                FAIL,
+                "nvidia-smi is not installed",
+                "install the driver layer: airgap install BUNDLE --only driver",
+            )
+        )
         return
     res = host.run([smi], check=False, changes=False, timeout=60)
     if res.returncode == 0:
         report.checks.append(SmokeCheck("nvidia-smi", PASS, "nvidia-smi runs"))
     else:
-        report.checks.append(SmokeCheck("nvidia-smi", FAIL, f"nvidia-smi failed: {res.tail(3)}",
-                                        "reboot if the driver was just installed; check Secure Boot and nouveau"))
+        report.checks.append(
+            SmokeCheck(
+                "nvidia-smi",
+                FAIL,
+                f"nvidia-smi failed: {res.tail(3)}",
+                "reboot if the driver was just installed; check Secure Boot and nouveau",
+            )
+        )
 
 
 def check_container(host: Host, report: SmokeReport, lock: Lock | None) -> None:
@@ -139,16 +173,22 @@ def check_container(host: Host, report: SmokeReport, lock: Lock | None) -> None:
         why = "no CUDA image in the bundle" if not cuda_images else "docker is not installed"
         report.checks.append(SmokeCheck("container-gpu", SKIP, f"skipped: {why}"))
         return
-    res = host.run([docker, "run", "--rm", "--gpus", "all", cuda_images[0], "nvidia-smi"], check=False,
-                   changes=False, timeout=300)
+    res = host.run(
+        [docker, "run", "--rm", "--gpus", "all", cuda_images[0], "nvidia-smi"], check=False, changes=False, timeout=300
+    )
     if res.returncode == 0:
         report.checks.append(SmokeCheck("container-gpu", PASS, f"{cuda_images[0]} sees the GPU"))
     else:
-        report.checks.append(SmokeCheck(
-            "container-gpu", FAIL, f"docker run --gpus all {cuda_images[0]} failed: {res.tail(3)}",
-            "nvidia-smi works but the container sees no GPU: is nvidia-container-toolkit installed, the nvidia "
-            "runtime in /etc/docker/daemon.json (nvidia-ctk runtime configure --runtime=docker), and dockerd "
-            "restarted since?"))
+        report.checks.append(
+            SmokeCheck(
+                "container-gpu",
+                FAIL,
+                f"docker run --gpus all {cuda_images[0]} failed: {res.tail(3)}",
+                "nvidia-smi works but the container sees no GPU: is nvidia-container-toolkit installed, the nvidia "
+                "runtime in /etc/docker/daemon.json (nvidia-ctk runtime configure --runtime=docker), and dockerd "
+                "restarted since?",
+            )
+        )
 
 
 def check_torch(host: Host, report: SmokeReport, lock: Lock | None) -> None:
@@ -167,17 +207,26 @@ def check_torch(host: Host, report: SmokeReport, lock: Lock | None) -> None:
     if "error" in info:
         report.checks.append(SmokeCheck("torch", SKIP, f"skipped: torch is not importable ({info['error']})"))
     elif not info.get("cuda"):
-        report.checks.append(SmokeCheck(
-            "torch", FAIL, f"torch {info['version']} is a CPU-only build",
-            "install the CUDA build: its version carries +cuXYZ; collect with the PyTorch index for your CUDA "
-            "(e.g. https://download.pytorch.org/whl/cu124)"))
+        report.checks.append(
+            SmokeCheck(
+                "torch",
+                FAIL,
+                f"torch {info['version']} is a CPU-only build",
+                "install the CUDA build: its version carries +cuXYZ; collect with the PyTorch index for your CUDA "
+                "(e.g. https://download.pytorch.org/whl/cu124)",
+            )
+        )
     elif not info.get("available"):
-        report.checks.append(SmokeCheck(
-            "torch", FAIL, f"torch {info['version']} (CUDA {info['cuda']}) sees no GPU",
-            "torch.cuda.is_available() is False: check the driver supports that CUDA (nvidia-smi's CUDA Version)"))
+        report.checks.append(
+            SmokeCheck(
+                "torch",
+                FAIL,
+                f"torch {info['version']} (CUDA {info['cuda']}) sees no GPU",
+                "torch.cuda.is_available() is False: check the driver supports that CUDA (nvidia-smi's CUDA Version)",
+            )
+        )
     else:
-        report.checks.append(SmokeCheck("torch", PASS,
-                                        f"torch {info['version']} on {info.get('device')}: matmul ok"))
+        report.checks.append(SmokeCheck("torch", PASS, f"torch {info['version']} on {info.get('device')}: matmul ok"))
 
 
 def run_smoke(host: Host, lock: Lock | None = None) -> SmokeReport:

@@ -74,8 +74,11 @@ def sha256_file(path: Path, buf: bytearray | None = None) -> str:
 
 
 def verify_bundle(
-    bundle: Path, jobs: int | None = None, on_bytes: Callable[[int], None] | None = None,
-    key: PublicKey | None = None, key_file: str = "",
+    bundle: Path,
+    jobs: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    key: PublicKey | None = None,
+    key_file: str = "",
 ) -> VerifyReport:
     if not bundle.is_dir():
         raise BadInputError(f"{bundle}: no such directory.", "Give the path of the bundle's top directory.")
@@ -85,8 +88,12 @@ def verify_bundle(
     if key is not None:
         try:
             info = check_bundle_signature(bundle, key)
-            report.signature = {"key_id": info.key_id, "public_key_file": key_file,
-                                "trusted_comment": info.trusted_comment, "valid": "yes"}
+            report.signature = {
+                "key_id": info.key_id,
+                "public_key_file": key_file,
+                "trusted_comment": info.trusted_comment,
+                "valid": "yes",
+            }
         except SignatureError as exc:
             report.signature = {"key_id": key.key_id_hex, "public_key_file": key_file, "valid": "no"}
             report.problems.append(Problem("SHA256SUMS.sig", "signature", f"{exc.message} {exc.hint or ''}".strip()))
@@ -129,14 +136,10 @@ def verify_bundle(
             continue
         want = sizes.get(rel)
         if want is not None and st.st_size < want:
-            report.problems.append(
-                Problem(rel, "truncated", f"{st.st_size} of {want} bytes; {HINTS['truncated']}")
-            )
+            report.problems.append(Problem(rel, "truncated", f"{st.st_size} of {want} bytes; {HINTS['truncated']}"))
             continue
         if want is not None and st.st_size > want:
-            report.problems.append(
-                Problem(rel, "altered", f"{st.st_size} bytes, expected {want}; {HINTS['altered']}")
-            )
+            report.problems.append(Problem(rel, "altered", f"{st.st_size} bytes, expected {want}; {HINTS['altered']}"))
             continue
         todo.append((rel, path, st.st_size))
 
@@ -157,7 +160,9 @@ def _stored_files(art: LockedArtifact) -> list[tuple[str, int, str]]:
 
 
 def _hash_all(
-    todo: list[tuple[str, Path, int]], sums: dict[str, str], jobs: int | None,
+    todo: list[tuple[str, Path, int]],
+    sums: dict[str, str],
+    jobs: int | None,
     on_bytes: Callable[[int], None] | None,
 ) -> list[Problem]:
     todo = sorted(todo, key=lambda t: t[2], reverse=True)
@@ -221,7 +226,8 @@ def write_report(report: VerifyReport, path: Path) -> None:
         "bundle": str(bundle.resolve()),
         "sha256sums_sha256": hashlib.sha256(sums.read_bytes()).hexdigest() if sums.is_file() else None,
         "lock_sha256": hashlib.sha256((bundle / LOCK_NAME).read_bytes()).hexdigest()
-        if (bundle / LOCK_NAME).is_file() else None,
+        if (bundle / LOCK_NAME).is_file()
+        else None,
         **report.to_dict(),
     }
     write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())

@@ -77,8 +77,9 @@ def push_images(work: Path, host: str, base_mib: int, top_mib: int) -> list[str]
     refs = []
     for name in ("x", "y"):
         # gzip level 1, like a fast build; skopeo pushes compressed layers as they are.
-        img = make_image(f"bench/{name}", "1", [base, tar_layer({f"{name}.bin": os.urandom(top_mib * MiB)})],
-                         compresslevel=1)
+        img = make_image(
+            f"bench/{name}", "1", [base, tar_layer({f"{name}.bin": os.urandom(top_mib * MiB)})], compresslevel=1
+        )
         layout = work / "oci" / name
         write_oci_layout(layout, img)
         skopeo_push(layout, "1", f"{host}/bench/{name}:1")
@@ -88,8 +89,7 @@ def push_images(work: Path, host: str, base_mib: int, top_mib: int) -> list[str]
 
 def manifest_for(work: Path, refs: list[str], name: str) -> Path:
     path = work / f"{name}.yaml"
-    path.write_text(json.dumps({"name": "bench", "target": {"os": "ubuntu-22.04", "arch": "amd64"},
-                                "images": refs}))
+    path.write_text(json.dumps({"name": "bench", "target": {"os": "ubuntu-22.04", "arch": "amd64"}, "images": refs}))
     return path
 
 
@@ -103,14 +103,25 @@ def bench_pull(work: Path, refs: list[str], repeat: int, env: dict[str, str]) ->
 
     def skopeo() -> float:
         out_skopeo.unlink(missing_ok=True)
-        return timed(["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false", f"docker://{refs[0]}",
-                      f"docker-archive:{out_skopeo}:{refs[0].split('/', 1)[1]}"])
+        return timed(
+            [
+                "skopeo",
+                "--insecure-policy",
+                "copy",
+                "-q",
+                "--src-tls-verify=false",
+                f"docker://{refs[0]}",
+                f"docker-archive:{out_skopeo}:{refs[0].split('/', 1)[1]}",
+            ]
+        )
 
     t_ours, t_skopeo = alternate(repeat, ours, skopeo)
     size = du(out_ours / "layers")
-    print(f"pull:    airgap collect {t_ours:.2f}s  |  skopeo copy -> docker-archive {t_skopeo:.2f}s  |  "
-          f"airgap takes {t_ours / t_skopeo:.2f}x skopeo's time (target <= 1.0x) for {size / MiB:.0f} MiB "
-          f"({size / MiB / t_ours:.0f} MiB/s)")
+    print(
+        f"pull:    airgap collect {t_ours:.2f}s  |  skopeo copy -> docker-archive {t_skopeo:.2f}s  |  "
+        f"airgap takes {t_ours / t_skopeo:.2f}x skopeo's time (target <= 1.0x) for {size / MiB:.0f} MiB "
+        f"({size / MiB / t_ours:.0f} MiB/s)"
+    )
     return {"pull_ratio": t_ours / t_skopeo}
 
 
@@ -121,9 +132,11 @@ def bench_storage(work: Path, refs: list[str], env: dict[str, str]) -> Path:
     lock = read_lock(bundle)
     stats = next(a.meta for a in lock.artifacts if a.path.endswith("/index.json"))
     stored = du(bundle / "layers" / "07-images")
-    print(f"storage: {stats['images']} images weigh {stats['image_bytes'] / MiB:.0f} MiB one by one; the bundle "
-          f"stores {stored / MiB:.0f} MiB ({stats['saved_bytes'] / MiB:.0f} MiB saved, "
-          f"{stored / stats['image_bytes']:.0%} of the sum)")
+    print(
+        f"storage: {stats['images']} images weigh {stats['image_bytes'] / MiB:.0f} MiB one by one; the bundle "
+        f"stores {stored / MiB:.0f} MiB ({stats['saved_bytes'] / MiB:.0f} MiB saved, "
+        f"{stored / stats['image_bytes']:.0%} of the sum)"
+    )
     return bundle
 
 
@@ -159,9 +172,11 @@ def bench_load(work: Path, bundle: Path, refs: list[str], repeat: int) -> None:
         t_ours, t_load = alternate(repeat, ours, docker_load)
         clean()
     tar_mib = skopeo_tar.stat().st_size / MiB
-    print(f"load:    airgap install (streamed from blobs) {t_ours:.2f}s  |  docker load -i {t_load:.2f}s  |  "
-          f"{t_ours / t_load:.2f}x; extra disk beside the bundle: airgap 0 MiB, a docker-archive per image "
-          f"{tar_mib:.0f} MiB")
+    print(
+        f"load:    airgap install (streamed from blobs) {t_ours:.2f}s  |  docker load -i {t_load:.2f}s  |  "
+        f"{t_ours / t_load:.2f}x; extra disk beside the bundle: airgap 0 MiB, a docker-archive per image "
+        f"{tar_mib:.0f} MiB"
+    )
 
 
 def main() -> int:

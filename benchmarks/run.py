@@ -98,8 +98,10 @@ def bench_verify(work: Path, repeat: int, total_mib: int) -> dict[str, float]:
     t_theirs = statistics.median(t for t, _ in theirs)
     rss = max(r for _, r in ours) / 1024
     ratio = t_theirs / t_ours
-    print(f"verify:  airgap verify {t_ours:.2f}s  |  sha256sum -c {t_theirs:.2f}s  |  "
-          f"airgap is {ratio:.1f}x faster (target >= 4x)  |  airgap peak RSS {rss:.0f} MiB (target < 100)")
+    print(
+        f"verify:  airgap verify {t_ours:.2f}s  |  sha256sum -c {t_theirs:.2f}s  |  "
+        f"airgap is {ratio:.1f}x faster (target >= 4x)  |  airgap peak RSS {rss:.0f} MiB (target < 100)"
+    )
     return {"verify_speedup": ratio, "verify_rss_mib": rss}
 
 
@@ -112,8 +114,7 @@ def bench_collect(work: Path, repeat: int, size_mib: int) -> dict[str, float]:
         url = f"{server.url}/big.bin"
         manifest = work / "manifest.yaml"
         manifest.write_text(
-            "name: bench\ntarget: {os: ubuntu-22.04}\n"
-            f"files:\n  - url: {url}\n    sha256: '{digest}'\n"
+            f"name: bench\ntarget: {{os: ubuntu-22.04}}\nfiles:\n  - url: {url}\n    sha256: '{digest}'\n"
         )
         out_ours = work / "bundle"
         out_curl = work / "curl.bin"
@@ -139,9 +140,11 @@ def bench_collect(work: Path, repeat: int, size_mib: int) -> dict[str, float]:
     t_synced = statistics.median(t for t, _ in synced_r)
     rss = max(r for _, r in ours_r) / 1024
     ratio, ratio_synced = t_ours / t_curl, t_ours / t_synced
-    print(f"collect: airgap collect {t_ours:.2f}s (sha256 + fsync included)  |  curl -o {t_curl:.2f}s: "
-          f"{ratio:.2f}x  |  curl -o && sync {t_synced:.2f}s: {ratio_synced:.2f}x (target <= 1.5x)  |  "
-          f"airgap peak RSS {rss:.0f} MiB")
+    print(
+        f"collect: airgap collect {t_ours:.2f}s (sha256 + fsync included)  |  curl -o {t_curl:.2f}s: "
+        f"{ratio:.2f}x  |  curl -o && sync {t_synced:.2f}s: {ratio_synced:.2f}x (target <= 1.5x)  |  "
+        f"airgap peak RSS {rss:.0f} MiB"
+    )
     return {"collect_ratio": ratio_synced, "collect_ratio_unsynced": ratio, "collect_rss_mib": rss}
 
 

@@ -36,10 +36,21 @@ class Pkg:
 def build_deb(pkg: Pkg, out_dir: Path) -> Path:
     work = out_dir / f".build-{pkg.name}-{pkg.version}-{pkg.arch}"
     (work / "DEBIAN").mkdir(parents=True)
-    control = [f"Package: {pkg.name}", f"Version: {pkg.version}", f"Architecture: {pkg.arch}",
-               "Maintainer: airgap tests <tests@airgap.invalid>", f"Priority: {pkg.priority}", "Section: misc"]
-    for key, value in (("Depends", pkg.depends), ("Pre-Depends", pkg.pre_depends), ("Provides", pkg.provides),
-                       ("Conflicts", pkg.conflicts), ("Multi-Arch", pkg.multi_arch)):
+    control = [
+        f"Package: {pkg.name}",
+        f"Version: {pkg.version}",
+        f"Architecture: {pkg.arch}",
+        "Maintainer: airgap tests <tests@airgap.invalid>",
+        f"Priority: {pkg.priority}",
+        "Section: misc",
+    ]
+    for key, value in (
+        ("Depends", pkg.depends),
+        ("Pre-Depends", pkg.pre_depends),
+        ("Provides", pkg.provides),
+        ("Conflicts", pkg.conflicts),
+        ("Multi-Arch", pkg.multi_arch),
+    ):
         if value:
             control.append(f"{key}: {value}")
     control += [f"Description: test package {pkg.name}", " built by tests/apt_repo.py"]
@@ -55,8 +66,9 @@ def build_deb(pkg: Pkg, out_dir: Path) -> Path:
         p.write_text(text)
         p.chmod(0o755 if text.startswith("#!") else 0o644)
     out = out_dir / pkg.deb_name
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-b", str(work), str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zgzip", "-b", str(work), str(out)], check=True, capture_output=True
+    )
     shutil.rmtree(work)
     return out
 
@@ -74,8 +86,22 @@ class GpgKey:
         self.armored.write_bytes(self._gpg("--armor", "--export").stdout)
 
     def _gpg(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--yes", "--pinentry-mode", "loopback",
-                               "--passphrase", "", *args], check=True, capture_output=True)
+        return subprocess.run(
+            [
+                "gpg",
+                "--homedir",
+                str(self.home),
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                *args,
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def clearsign(self, src: Path, dest: Path) -> None:
         self._gpg("--digest-algo", "SHA256", "--clearsign", "-o", str(dest), str(src))
@@ -103,8 +129,7 @@ def write_release(dist: Path, fields: dict[str, str], key: GpgKey | None, inrele
     for p in sorted(dist.rglob("Packages*")):
         data = p.read_bytes()
         entries.append(f" {hashlib.sha256(data).hexdigest()} {len(data):>8} {p.relative_to(dist).as_posix()}")
-    head = {"Origin": "airgap-tests", "Label": "airgap-tests", **fields,
-            "Date": email.utils.formatdate(usegmt=True)}
+    head = {"Origin": "airgap-tests", "Label": "airgap-tests", **fields, "Date": email.utils.formatdate(usegmt=True)}
     text = "".join(f"{k}: {v}\n" for k, v in head.items()) + "SHA256:\n" + "\n".join(entries) + "\n"
     release = dist / "Release"
     release.write_text(text)
@@ -115,8 +140,14 @@ def write_release(dist: Path, fields: dict[str, str], key: GpgKey | None, inrele
     return release
 
 
-def dists_repo(root: Path, suite: str, components: dict[str, list[Pkg]], key: GpgKey | None,
-               arch: str = "amd64", codename: str | None = None) -> None:
+def dists_repo(
+    root: Path,
+    suite: str,
+    components: dict[str, list[Pkg]],
+    key: GpgKey | None,
+    arch: str = "amd64",
+    codename: str | None = None,
+) -> None:
     """`deb URL SUITE COMPONENTS`: pool/<component>/*.deb and dists/<suite>/<component>/binary-<arch>/."""
     for comp, pkgs in components.items():
         pool = root / "pool" / comp
@@ -135,12 +166,16 @@ def dists_repo(root: Path, suite: str, components: dict[str, list[Pkg]], key: Gp
         data = _scan(stage, f"pool/{comp}", arch)
         shutil.rmtree(stage)
         _compressed_indexes(binary, data)
-    write_release(root / "dists" / suite, {"Suite": suite, "Codename": codename or suite, "Architectures": arch,
-                                           "Components": " ".join(components)}, key)
+    write_release(
+        root / "dists" / suite,
+        {"Suite": suite, "Codename": codename or suite, "Architectures": arch, "Components": " ".join(components)},
+        key,
+    )
 
 
-def flat_repo(root: Path, pkgs: list[Pkg], key: GpgKey | None, inrelease: bool = True,
-              fields: dict[str, str] | None = None) -> None:
+def flat_repo(
+    root: Path, pkgs: list[Pkg], key: GpgKey | None, inrelease: bool = True, fields: dict[str, str] | None = None
+) -> None:
     """`deb URL /`: the .debs beside Packages and InRelease (`Filename: ./x.deb`), as NVIDIA publishes."""
     root.mkdir(parents=True, exist_ok=True)
     for pkg in pkgs:

@@ -128,7 +128,8 @@ def make_bundle(root: Path, files: dict[str, bytes]) -> Path:
         p.write_bytes(data)
         layer = rel.split("/")[1].split("-", 1)[1]
         arts.append(LockedArtifact(layer, p.name, rel, len(data), sha(data), f"https://example.com/{p.name}"))
-    lock = Lock(name="t", target={"os": "ubuntu-22.04", "arch": "amd64", "python": "3.10"}, created=now_utc(),
-                artifacts=arts)
+    lock = Lock(
+        name="t", target={"os": "ubuntu-22.04", "arch": "amd64", "python": "3.10"}, created=now_utc(), artifacts=arts
+    )
     finalize(root, lock)
     return root

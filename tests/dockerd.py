@@ -63,8 +63,14 @@ class Dockerd:
 
     def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """The docker CLI against this daemon (never the machine's default one)."""
-        return subprocess.run(["docker", "--host", self.host, *args], capture_output=True, text=True,
-                              check=check, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            ["docker", "--host", self.host, *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -97,14 +103,23 @@ def run_dockerd(workdir: Path, start_timeout: float = 60, extra_args: tuple[str,
     d_data, d_exec = workdir / "data", short / "exec"
     sock, pidfile, log = short / "docker.sock", short / "docker.pid", workdir / "dockerd.log"
     argv = [
-        "dockerd", "--storage-driver=vfs", "--iptables=false", "--ip6tables=false", "--bridge=none",
-        f"--data-root={d_data}", f"--exec-root={d_exec}", f"--pidfile={pidfile}", f"--host=unix://{sock}",
-        "--log-level=warn", *extra_args,
+        "dockerd",
+        "--storage-driver=vfs",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        f"--data-root={d_data}",
+        f"--exec-root={d_exec}",
+        f"--pidfile={pidfile}",
+        f"--host=unix://{sock}",
+        "--log-level=warn",
+        *extra_args,
     ]
     with open(log, "wb") as out:
         # Its own session, so a Ctrl-C meant for pytest does not reach it before we stop it in order.
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     d = Dockerd(d_data, d_exec, sock, pidfile, log, proc)
     try:
         _wait_ready(d, start_timeout)

@@ -137,8 +137,9 @@ class HubServer:
     def start(self) -> HubServer:
         self._httpd = _Server(("127.0.0.1", 0), _Handler, self)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name=f"hub:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name=f"hub:{self.port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -155,14 +156,20 @@ class HubServer:
     def __enter__(self) -> HubServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # --- content ----------------------------------------------------------------------------------
 
-    def add_commit(self, repo_id: str, files: dict[str, bytes], branch: str = "main",
-                   lfs: Callable[[str, bytes], bool] | None = None) -> str:
+    def add_commit(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        branch: str = "main",
+        lfs: Callable[[str, bytes], bool] | None = None,
+    ) -> str:
         """Make `files` the whole tree of a new commit on `branch`; returns its sha."""
         is_lfs = lfs or (lambda path, data: path.endswith(LFS_SUFFIXES) or len(data) >= 10 << 20)
         with self._lock:
@@ -352,14 +359,23 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _HubError(status, None, f"status {status}")
                 self._route(segments, parse_qs(raw.query), body)
             except _HubError as e:
-                self._send_json(e.status, {"error": e.message},
-                                {"X-Error-Code": e.code, "X-Error-Message": e.message})
+                self._send_json(e.status, {"error": e.message}, {"X-Error-Code": e.code, "X-Error-Message": e.message})
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         finally:
-            self.hub._record(HubRequest(self.command, unquote(raw.path), raw.query, self.headers.get("Range"),
-                                        self._status, self._sent, self.headers.get("Authorization"),
-                                        self.headers.get("Host", ""), self._content))
+            self.hub._record(
+                HubRequest(
+                    self.command,
+                    unquote(raw.path),
+                    raw.query,
+                    self.headers.get("Range"),
+                    self._status,
+                    self._sent,
+                    self.headers.get("Authorization"),
+                    self.headers.get("Host", ""),
+                    self._content,
+                )
+            )
 
     def _route(self, seg: list[str], query: dict[str, list[str]], body: bytes) -> None:
         if seg[:1] == ["cdn"] and len(seg) == 2:
@@ -397,10 +413,18 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HubError(404 if token else 401, "RepoNotFound", "Repository not found")
         if repo.gated and files and token != repo.token:
             if token is None:
-                raise _HubError(401, "GatedRepo", f"Access to model {repo_id} is restricted. You must have "
-                                "access to it and be authenticated to access it. Please log in.")
-            raise _HubError(403, "GatedRepo", f"Access to model {repo_id} is restricted and you are not in the "
-                            f"authorized list. Visit https://huggingface.co/{repo_id} to ask for access.")
+                raise _HubError(
+                    401,
+                    "GatedRepo",
+                    f"Access to model {repo_id} is restricted. You must have "
+                    "access to it and be authenticated to access it. Please log in.",
+                )
+            raise _HubError(
+                403,
+                "GatedRepo",
+                f"Access to model {repo_id} is restricted and you are not in the "
+                f"authorized list. Visit https://huggingface.co/{repo_id} to ask for access.",
+            )
         return repo
 
     def _commit(self, repo: HubRepo, revision: str) -> str:
@@ -423,13 +447,26 @@ class _Handler(BaseHTTPRequestHandler):
                 if f.lfs:
                     s["lfs"] = {"size": len(f.data), "sha256": f.sha256, "pointerSize": len(f.pointer)}
             siblings.append(s)
-        self._send_json(200, {
-            "_id": hashlib.md5(repo_id.encode(), usedforsecurity=False).hexdigest()[:24],
-            "id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0], "sha": commit,
-            "lastModified": "2026-11-01T00:00:00.000Z", "createdAt": "2026-10-01T00:00:00.000Z",
-            "private": repo.private, "gated": "manual" if repo.gated else False, "disabled": False,
-            "downloads": 0, "likes": 0, "tags": [], "library_name": "transformers", "siblings": siblings,
-        })
+        self._send_json(
+            200,
+            {
+                "_id": hashlib.md5(repo_id.encode(), usedforsecurity=False).hexdigest()[:24],
+                "id": repo_id,
+                "modelId": repo_id,
+                "author": repo_id.split("/")[0],
+                "sha": commit,
+                "lastModified": "2026-11-01T00:00:00.000Z",
+                "createdAt": "2026-10-01T00:00:00.000Z",
+                "private": repo.private,
+                "gated": "manual" if repo.gated else False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "library_name": "transformers",
+                "siblings": siblings,
+            },
+        )
 
     @staticmethod
     def _entry(path: str, f: HubFile | None) -> dict[str, object]:
@@ -456,15 +493,16 @@ class _Handler(BaseHTTPRequestHandler):
         commit = self._commit(repo, revision)
         entries = self._all_entries(repo.commits[commit])
         if base and base not in entries:
-            raise _HubError(404, "EntryNotFound", f"{base} does not exist on \"{revision}\"")
+            raise _HubError(404, "EntryNotFound", f'{base} does not exist on "{revision}"')
         recursive = query.get("recursive", ["false"])[0].lower() == "true"
         prefix = base + "/" if base else ""
         listed = [
-            self._entry(p, f) for p, f in entries.items()
-            if p.startswith(prefix) and (recursive or "/" not in p[len(prefix):])
+            self._entry(p, f)
+            for p, f in entries.items()
+            if p.startswith(prefix) and (recursive or "/" not in p[len(prefix) :])
         ]
         start = int(query.get("cursor", ["0"])[0])
-        page = listed[start:start + self.hub.page_size]
+        page = listed[start : start + self.hub.page_size]
         headers: dict[str, str | None] = {}
         if start + self.hub.page_size < len(listed):
             params = "&".join(f"{k}={quote(v[0])}" for k, v in query.items() if k != "cursor")
@@ -494,12 +532,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HubError(404, "EntryNotFound", f"Entry not found: {path}")
         headers = {"X-Repo-Commit": commit, "ETag": f'"{f.blob_id}"', "Accept-Ranges": "bytes"}
         if f.lfs:
-            headers.update({
-                "X-Linked-Etag": f'"{f.sha256}"',
-                "X-Linked-Size": str(len(f.data)),
-                # A signed CDN URL: its query carries a secret-looking key, as the real one does.
-                "Location": f"http://{self.hub.cdn_host}:{self.hub.port}/cdn/{f.sha256}?X-Amz-Signature=s3cr3t",
-            })
+            headers.update(
+                {
+                    "X-Linked-Etag": f'"{f.sha256}"',
+                    "X-Linked-Size": str(len(f.data)),
+                    # A signed CDN URL: its query carries a secret-looking key, as the real one does.
+                    "Location": f"http://{self.hub.cdn_host}:{self.hub.port}/cdn/{f.sha256}?X-Amz-Signature=s3cr3t",
+                }
+            )
             self._send(302, b"", headers)
             return
         self._send_file(f, headers)
@@ -528,14 +568,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             self._send(status, b"", {**headers, "Content-Length": str(end - start + 1)})
             return
-        data = f.data[start:end + 1]
+        data = f.data[start : end + 1]
         flip, stop = self.hub._body_faults(f.sha256, start, end)
         if flip is not None and start <= flip <= end:
             i = flip - start
-            data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+            data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
         if stop is not None:
-            self._send(status, data[:stop - start], {**headers, "Content-Length": str(end - start + 1)},
-                       cut=True)
+            self._send(status, data[: stop - start], {**headers, "Content-Length": str(end - start + 1)}, cut=True)
             return
         self._send(status, data, headers)
 

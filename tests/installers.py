@@ -30,8 +30,9 @@ fi
 
 
 def _makeself(src: Path, out: Path, label: str) -> Path:
-    subprocess.run(["makeself", "--nox11", "--quiet", str(src), str(out), label, "./install.sh"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["makeself", "--nox11", "--quiet", str(src), str(out), label, "./install.sh"], check=True, capture_output=True
+    )
     data = out.read_bytes()
     assert _MAKESELF_REJECT in data, "makeself header changed: update tests/installers.py"
     out.write_bytes(data.replace(_MAKESELF_REJECT, _MAKESELF_PASS, 1))
@@ -41,7 +42,8 @@ def _makeself(src: Path, out: Path, label: str) -> Path:
 def make_driver_run(workdir: Path, version: str, exit_code: int = 0) -> Path:
     src = workdir / f"driver-src-{version}"
     src.mkdir(parents=True)
-    (src / "install.sh").write_text(textwrap.dedent(f"""\
+    (src / "install.sh").write_text(
+        textwrap.dedent(f"""\
         #!/bin/sh
         # Stand-in for nvidia-installer {version}: same options, stub nvidia-smi.
         silent=0; dkms=0; log=/var/log/nvidia-installer.log
@@ -69,7 +71,8 @@ def make_driver_run(workdir: Path, version: str, exit_code: int = 0) -> Path:
         EOF
         chmod 755 "$root/usr/bin/nvidia-smi"
         echo "Installation of the NVIDIA Accelerated Graphics Driver (version: {version}) is now complete."
-        """).replace("__GUARD__", _GUARD))
+        """).replace("__GUARD__", _GUARD)
+    )
     (src / "install.sh").chmod(0o755)
     return _makeself(src, workdir / f"NVIDIA-Linux-x86_64-{version}.run", f"NVIDIA driver {version}")
 
@@ -78,7 +81,8 @@ def make_cuda_run(workdir: Path, version: str, driver: str) -> Path:
     short = ".".join(version.split(".")[:2])
     src = workdir / f"cuda-src-{version}"
     src.mkdir(parents=True)
-    (src / "install.sh").write_text(textwrap.dedent(f"""\
+    (src / "install.sh").write_text(
+        textwrap.dedent(f"""\
         #!/bin/sh
         # Stand-in for the CUDA {version} runfile installer: same options, stub nvcc.
         silent=0; toolkit=0; path=/usr/local/cuda-{short}
@@ -105,13 +109,22 @@ def make_cuda_run(workdir: Path, version: str, driver: str) -> Path:
         EOF
         chmod 755 "$path/bin/nvcc"
         echo "Toolkit: Installed in $path"
-        """).replace("__GUARD__", _GUARD))
+        """).replace("__GUARD__", _GUARD)
+    )
     (src / "install.sh").chmod(0o755)
     return _makeself(src, workdir / f"cuda_{version}_{driver}_linux.run", f"CUDA {version}")
 
 
-DOCKER_BINARIES = ("dockerd", "docker", "containerd", "ctr", "containerd-shim-runc-v2", "runc", "docker-init",
-                   "docker-proxy")
+DOCKER_BINARIES = (
+    "dockerd",
+    "docker",
+    "containerd",
+    "ctr",
+    "containerd-shim-runc-v2",
+    "runc",
+    "docker-init",
+    "docker-proxy",
+)
 
 
 def dockerd_version() -> str:
@@ -182,5 +195,7 @@ def publish_nvidia(up: Path, driver_exit: int = 0) -> Path:
 
 def nvidia_mirrors(server_url: str) -> str:
     """The manifest's `mirrors:` entries (indented) that send NVIDIA's URLs to `publish_nvidia`'s trees."""
-    return (f"  https://us.download.nvidia.com: {server_url}/nvidia-us\n"
-            f"  https://developer.download.nvidia.com: {server_url}/nvidia-dev\n")
+    return (
+        f"  https://us.download.nvidia.com: {server_url}/nvidia-us\n"
+        f"  https://developer.download.nvidia.com: {server_url}/nvidia-dev\n"
+    )

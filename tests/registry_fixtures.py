@@ -109,8 +109,9 @@ def tar_layer(files: dict[str, bytes], links: dict[str, str] | None = None) -> b
 def busybox_layer(extra: dict[str, bytes] | None = None) -> bytes:
     """busybox-static and a few applet links: enough of a root filesystem for `docker run ... sh -c`."""
     busybox = Path(shutil.which("busybox") or "/bin/busybox").read_bytes()
-    return tar_layer({"bin/busybox": busybox, **(extra or {})},
-                     {f"bin/{a}": "busybox" for a in ("sh", "cat", "echo", "ls")})
+    return tar_layer(
+        {"bin/busybox": busybox, **(extra or {})}, {f"bin/{a}": "busybox" for a in ("sh", "cat", "echo", "ls")}
+    )
 
 
 @dataclass
@@ -149,23 +150,42 @@ class BuiltImage:
         return len(self.manifest) + int(doc["config"]["size"]) + sum(self.layer_sizes)
 
 
-def make_image(repo: str, tag: str, layer_tars: list[bytes], arch: str = "amd64", compress: bool = True,
-               cmd: list[str] | None = None, compresslevel: int = 6) -> BuiltImage:
+def make_image(
+    repo: str,
+    tag: str,
+    layer_tars: list[bytes],
+    arch: str = "amd64",
+    compress: bool = True,
+    cmd: list[str] | None = None,
+    compresslevel: int = 6,
+) -> BuiltImage:
     blobs = [gzip.compress(t, compresslevel=compresslevel, mtime=0) if compress else t for t in layer_tars]
-    config = json.dumps({
-        "architecture": arch,
-        "os": "linux",
-        "config": {"Cmd": cmd or ["/bin/sh"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + sha256_hex(t) for t in layer_tars]},
-        "history": [{"created_by": f"airgap test layer {i}"} for i in range(len(layer_tars))],
-    }, sort_keys=True).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + sha256_hex(config), "size": len(config)},
-        "layers": [{"mediaType": LAYER_GZIP if compress else LAYER_TAR, "digest": "sha256:" + sha256_hex(b),
-                    "size": len(b)} for b in blobs],
-    }, sort_keys=True).encode()
+    config = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Cmd": cmd or ["/bin/sh"], "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + sha256_hex(t) for t in layer_tars]},
+            "history": [{"created_by": f"airgap test layer {i}"} for i in range(len(layer_tars))],
+        },
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + sha256_hex(config), "size": len(config)},
+            "layers": [
+                {
+                    "mediaType": LAYER_GZIP if compress else LAYER_TAR,
+                    "digest": "sha256:" + sha256_hex(b),
+                    "size": len(b),
+                }
+                for b in blobs
+            ],
+        },
+        sort_keys=True,
+    ).encode()
     return BuiltImage(repo, tag, manifest, config, layer_tars, f"linux/{arch}", blobs)
 
 
@@ -177,11 +197,17 @@ def write_oci_layout(root: Path, image: BuiltImage) -> None:
         (blobs / sha256_hex(data)).write_bytes(data)
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     index_path = root / "index.json"
-    index: dict[str, Any] = (json.loads(index_path.read_text()) if index_path.exists()
-                             else {"schemaVersion": 2, "manifests": []})
-    index["manifests"].append({"mediaType": OCI_MANIFEST, "digest": image.manifest_digest,
-                               "size": len(image.manifest),
-                               "annotations": {"org.opencontainers.image.ref.name": image.tag}})
+    index: dict[str, Any] = (
+        json.loads(index_path.read_text()) if index_path.exists() else {"schemaVersion": 2, "manifests": []}
+    )
+    index["manifests"].append(
+        {
+            "mediaType": OCI_MANIFEST,
+            "digest": image.manifest_digest,
+            "size": len(image.manifest),
+            "annotations": {"org.opencontainers.image.ref.name": image.tag},
+        }
+    )
     index_path.write_text(json.dumps(index))
 
 
@@ -191,8 +217,7 @@ def skopeo_push(layout: Path, tag: str, dest: str, fmt: str | None = None, creds
         argv += ["--format", fmt]
     if creds:
         argv += ["--dest-creds", creds]
-    subprocess.run([*argv, f"oci:{layout}:{tag}", f"docker://{dest}"], check=True, capture_output=True,
-                   timeout=120)
+    subprocess.run([*argv, f"oci:{layout}:{tag}", f"docker://{dest}"], check=True, capture_output=True, timeout=120)
 
 
 # --- the registry process ------------------------------------------------------------------------------
@@ -219,8 +244,11 @@ def run_registry(workdir: Path, storage: Path, auth: dict[str, Any] | None = Non
     config = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True},
-                    "maintenance": {"uploadpurging": {"enabled": False}}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(storage)},
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
         "http": {"addr": f"127.0.0.1:{port}", "secret": "airgap-test-not-a-secret"},
     }
     if auth:
@@ -229,8 +257,9 @@ def run_registry(workdir: Path, storage: Path, auth: dict[str, Any] | None = Non
     cfg.write_text(json.dumps(config))  # JSON is YAML
     log = workdir / "registry.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            ["docker-registry", "serve", str(cfg)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     try:
         wait_http(f"http://127.0.0.1:{port}/v2/", proc, log)
         yield Registry(f"127.0.0.1:{port}", storage, proc, log)
@@ -264,9 +293,26 @@ class TokenServer:
         self.key = workdir / "token.key"
         self.cert = workdir / "token.crt"
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key), "-out",
-             str(self.cert), "-days", "2", "-subj", "/CN=airgap-test-token", "-addext",
-             "keyUsage=digitalSignature,keyCertSign"], check=True, capture_output=True,
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.cert),
+                "-days",
+                "2",
+                "-subj",
+                "/CN=airgap-test-token",
+                "-addext",
+                "keyUsage=digitalSignature,keyCertSign",
+            ],
+            check=True,
+            capture_output=True,
         )
         pem = self.cert.read_text().strip().splitlines()
         self.x5c = "".join(line for line in pem if not line.startswith("-----"))
@@ -283,16 +329,21 @@ class TokenServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def realm(self) -> str:
         return f"http://127.0.0.1:{self.port}/token"
 
     def registry_auth(self) -> dict[str, Any]:
-        return {"token": {"realm": self.realm, "service": TOKEN_SERVICE, "issuer": TOKEN_ISSUER,
-                          "rootcertbundle": str(self.cert)}}
+        return {
+            "token": {
+                "realm": self.realm,
+                "service": TOKEN_SERVICE,
+                "issuer": TOKEN_ISSUER,
+                "rootcertbundle": str(self.cert),
+            }
+        }
 
     def __enter__(self) -> TokenServer:
         self.thread.start()
@@ -306,8 +357,12 @@ class TokenServer:
     def sign(self, claims: dict[str, Any]) -> str:
         header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)], input=signing_input.encode(),
-                             check=True, capture_output=True).stdout
+        sig = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
+        ).stdout
         return f"{signing_input}.{_b64url(sig)}"
 
     def _answer(self, h: BaseHTTPRequestHandler) -> None:
@@ -331,8 +386,16 @@ class TokenServer:
             if kind == "repository" and user:
                 access.append({"type": "repository", "name": name, "actions": actions.split(",")})
         now = int(time.time())
-        claims = {"iss": TOKEN_ISSUER, "sub": user or "", "aud": q.get("service", [""])[0], "exp": now + 300,
-                  "nbf": now - 10, "iat": now, "jti": f"{now}-{len(self.requests)}", "access": access}
+        claims = {
+            "iss": TOKEN_ISSUER,
+            "sub": user or "",
+            "aud": q.get("service", [""])[0],
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": f"{now}-{len(self.requests)}",
+            "access": access,
+        }
         body = json.dumps({"token": self.sign(claims), "expires_in": 300}).encode()
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
@@ -380,8 +443,7 @@ class FaultProxy:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -427,11 +489,12 @@ class FaultProxy:
         corrupt, cut = self._fault(h.path) if h.command == "GET" and resp.status in (200, 206) else (None, None)
         if corrupt is not None and body:
             # Offsets are of the whole blob; a ranged answer starts later.
-            start = int(resp.getheader("Content-Range", "bytes 0-").split()[1].split("-")[0]) \
-                if resp.status == 206 else 0
+            start = (
+                int(resp.getheader("Content-Range", "bytes 0-").split()[1].split("-")[0]) if resp.status == 206 else 0
+            )
             i = corrupt - start
             if 0 <= i < len(body):
-                body = body[:i] + bytes([body[i] ^ 0xFF]) + body[i + 1:]
+                body = body[:i] + bytes([body[i] ^ 0xFF]) + body[i + 1 :]
         h.send_response(resp.status)
         for k, v in resp.getheaders():
             if k.lower() not in ("connection", "transfer-encoding", "keep-alive", "content-length"):
@@ -449,8 +512,9 @@ class FaultProxy:
                 h.connection.shutdown(socket.SHUT_RDWR)
         conn.close()
         with self._lock:
-            self.records.append(ProxyRecord(h.command, h.path, h.headers.get("Range"), resp.status,
-                                            sent if h.command == "GET" else 0))
+            self.records.append(
+                ProxyRecord(h.command, h.path, h.headers.get("Range"), resp.status, sent if h.command == "GET" else 0)
+            )
 
 
 # --- the images the tests use --------------------------------------------------------------------------
@@ -515,22 +579,39 @@ def build_images(workdir: Path, registry: Registry) -> TestImages:
         layout = workdir / "oci" / img.repo.replace("/", "_") / img.tag
         write_oci_layout(layout, img)
         skopeo_push(layout, img.tag, f"{registry.host}/{img.repo}:{img.tag}", fmt)
-        r = requests.get(f"{registry.url}/v2/{img.repo}/manifests/{img.tag}", timeout=10, headers={
-            "Accept": "application/vnd.docker.distribution.manifest.v2+json, " + OCI_MANIFEST})
+        r = requests.get(
+            f"{registry.url}/v2/{img.repo}/manifests/{img.tag}",
+            timeout=10,
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json, " + OCI_MANIFEST},
+        )
         r.raise_for_status()
         img.manifest = r.content
-    index = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": m.manifest_digest, "size": len(m.manifest),
-             "platform": {"os": "linux", "architecture": m.platform.split("/")[1]}}
-            for m in (m64, marm)
-        ] + [{"mediaType": OCI_MANIFEST, "digest": m64.manifest_digest, "size": len(m64.manifest),
-              "platform": {"os": "unknown", "architecture": "unknown"}}],  # like a buildx attestation entry
-    }).encode()
-    r = requests.put(f"{registry.url}/v2/airgap/multi/manifests/1", data=index,
-                     headers={"Content-Type": OCI_INDEX}, timeout=10)
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": m.manifest_digest,
+                    "size": len(m.manifest),
+                    "platform": {"os": "linux", "architecture": m.platform.split("/")[1]},
+                }
+                for m in (m64, marm)
+            ]
+            + [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": m64.manifest_digest,
+                    "size": len(m64.manifest),
+                    "platform": {"os": "unknown", "architecture": "unknown"},
+                }
+            ],  # like a buildx attestation entry
+        }
+    ).encode()
+    r = requests.put(
+        f"{registry.url}/v2/airgap/multi/manifests/1", data=index, headers={"Content-Type": OCI_INDEX}, timeout=10
+    )
     assert r.status_code == 201, r.text
     return TestImages(a, b, m64, marm, index, hub, big)
 

@@ -43,11 +43,15 @@ echo "INFO Wrote updated config to $config"
 def ubuntu_packages() -> dict[str, dict[str, list[Pkg]]]:
     """suite -> component -> packages: versioned deps, alternatives, a virtual package, a Pre-Depends whose
     preinst proves ordering, `:any`, `Architecture: all`, updates/security pockets, a conflict."""
-    tool = Pkg("ag-tool", "2.0-1", depends="ag-liba1 (>= 1.1), ag-libb (>= 2.0) | ag-libg, ag-awk, ag-py:any, "
-               "ag-data (>= 1.0)", pre_depends="ag-pre",
-               # dpkg must have *configured* ag-pre before it unpacks ag-tool: its postinst writes `ready`.
-               preinst='test -f "$DPKG_ROOT/var/lib/ag-pre/ready" || { echo "ag-pre not configured"; exit 1; }',
-               files={"usr/bin/ag-tool": "#!/bin/sh\necho ag-tool 2.0\n"})
+    tool = Pkg(
+        "ag-tool",
+        "2.0-1",
+        depends="ag-liba1 (>= 1.1), ag-libb (>= 2.0) | ag-libg, ag-awk, ag-py:any, ag-data (>= 1.0)",
+        pre_depends="ag-pre",
+        # dpkg must have *configured* ag-pre before it unpacks ag-tool: its postinst writes `ready`.
+        preinst='test -f "$DPKG_ROOT/var/lib/ag-pre/ready" || { echo "ag-pre not configured"; exit 1; }',
+        files={"usr/bin/ag-tool": "#!/bin/sh\necho ag-tool 2.0\n"},
+    )
     return {
         "jammy": {
             "main": [
@@ -58,8 +62,11 @@ def ubuntu_packages() -> dict[str, dict[str, list[Pkg]]]:
                 Pkg("ag-mawk", "1.3.4-1", provides="ag-awk"),
                 Pkg("ag-gawk", "5.1-1", provides="ag-awk", priority="extra"),
                 Pkg("ag-py", "3.10.6-1", multi_arch="allowed"),
-                Pkg("ag-pre", "1.0-1",
-                    postinst='mkdir -p "$DPKG_ROOT/var/lib/ag-pre" && touch "$DPKG_ROOT/var/lib/ag-pre/ready"'),
+                Pkg(
+                    "ag-pre",
+                    "1.0-1",
+                    postinst='mkdir -p "$DPKG_ROOT/var/lib/ag-pre" && touch "$DPKG_ROOT/var/lib/ag-pre/ready"',
+                ),
                 Pkg("ag-data", "1.0-1", arch="all"),
                 Pkg("ag-conflicting", "1.0-1", conflicts="ag-mawk"),
                 Pkg("ag-needs-missing", "1.0-1", depends="ag-nowhere (>= 1)"),
@@ -69,13 +76,21 @@ def ubuntu_packages() -> dict[str, dict[str, list[Pkg]]]:
                 Pkg("gcc-12", "12.3.0-1ubuntu1~22.04", provides="c-compiler"),
                 Pkg("dkms", "2.8.7-2ubuntu2", depends="gcc | c-compiler, ag-data"),
                 Pkg("linux-headers-5.15.0-122", "5.15.0-122.132", arch="all"),
-                Pkg("linux-headers-5.15.0-122-generic", "5.15.0-122.132",
-                    depends="linux-headers-5.15.0-122 (= 5.15.0-122.132)"),
+                Pkg(
+                    "linux-headers-5.15.0-122-generic",
+                    "5.15.0-122.132",
+                    depends="linux-headers-5.15.0-122 (= 5.15.0-122.132)",
+                ),
             ],
             "universe": [Pkg("ag-extra", "0.9-1", depends="ag-tool")],
         },
-        "jammy-updates": {"main": [Pkg("ag-liba1", "1.2-1", depends="ag-libc (>= 2.30)"),
-                                   Pkg("linux-headers-5.15.0-125-generic", "5.15.0-125.135")], "universe": []},
+        "jammy-updates": {
+            "main": [
+                Pkg("ag-liba1", "1.2-1", depends="ag-libc (>= 2.30)"),
+                Pkg("linux-headers-5.15.0-125-generic", "5.15.0-125.135"),
+            ],
+            "universe": [],
+        },
         "jammy-security": {"main": [Pkg("ag-libg", "3.0-2")], "universe": []},
     }
 
@@ -87,8 +102,12 @@ def nvidia_packages() -> list[Pkg]:
             Pkg("libnvidia-container1", v, depends="ag-libc (>= 2.30)"),
             Pkg("libnvidia-container-tools", v, depends=f"libnvidia-container1 (>= {v}), ag-libc"),
             Pkg("nvidia-container-toolkit-base", v, files={"usr/bin/nvidia-ctk": NVIDIA_CTK}),
-            Pkg("nvidia-container-toolkit", v, depends=f"nvidia-container-toolkit-base (= {v}), "
-                f"libnvidia-container-tools (>= {v}), libnvidia-container-tools (<< 2.0.0)"),
+            Pkg(
+                "nvidia-container-toolkit",
+                v,
+                depends=f"nvidia-container-toolkit-base (= {v}), "
+                f"libnvidia-container-tools (>= {v}), libnvidia-container-tools (<< 2.0.0)",
+            ),
         ]
     return out
 
@@ -96,9 +115,11 @@ def nvidia_packages() -> list[Pkg]:
 def cuda_packages() -> list[Pkg]:
     out = [Pkg("libcudnn8", "8.9.7.29-1+cuda12.2")]
     for v in ("9.0.0.312-1", "9.1.0.70-1"):
-        out += [Pkg("libcudnn9-cuda-12", v), Pkg("libcudnn9-headers-cuda-12", v),
-                Pkg("libcudnn9-dev-cuda-12", v,
-                    depends=f"libcudnn9-cuda-12 (= {v}), libcudnn9-headers-cuda-12 (= {v})")]
+        out += [
+            Pkg("libcudnn9-cuda-12", v),
+            Pkg("libcudnn9-headers-cuda-12", v),
+            Pkg("libcudnn9-dev-cuda-12", v, depends=f"libcudnn9-cuda-12 (= {v}), libcudnn9-headers-cuda-12 (= {v})"),
+        ]
     return out
 
 
@@ -114,29 +135,41 @@ class Repos:
         return self.server.url
 
     def mirrors(self) -> dict[str, str]:
-        return {"http://archive.ubuntu.com/ubuntu": f"{self.url}/ubuntu",
-                "http://security.ubuntu.com/ubuntu": f"{self.url}/security",
-                "https://nvidia.github.io/libnvidia-container/stable/deb/amd64": f"{self.url}/nvidia",
-                "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64": f"{self.url}/cuda"}
+        return {
+            "http://archive.ubuntu.com/ubuntu": f"{self.url}/ubuntu",
+            "http://security.ubuntu.com/ubuntu": f"{self.url}/security",
+            "https://nvidia.github.io/libnvidia-container/stable/deb/amd64": f"{self.url}/nvidia",
+            "https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64": f"{self.url}/cuda",
+        }
 
-    def manifest(self, work: Path, body: str, keyrings: str | None = None,
-                 python: str = "3.10") -> manifest_mod.Manifest:
-        keyrings = keyrings or (f"{{ubuntu: {self.key.keyring}, nvidia-container: {self.key.armored}, "
-                                f"cuda: {self.key.keyring}}}")
-        text = ("name: apt-test\n"
-                f'target: {{os: ubuntu-22.04, arch: amd64, python: "{python}", kernel: 5.15.0-122-generic}}\n'
-                + body + f"\n  keyrings: {keyrings}\n"
-                + "mirrors:\n" + "".join(f"  {k}: {v}\n" for k, v in self.mirrors().items()))
+    def manifest(
+        self, work: Path, body: str, keyrings: str | None = None, python: str = "3.10"
+    ) -> manifest_mod.Manifest:
+        keyrings = keyrings or (
+            f"{{ubuntu: {self.key.keyring}, nvidia-container: {self.key.armored}, cuda: {self.key.keyring}}}"
+        )
+        text = (
+            "name: apt-test\n"
+            f'target: {{os: ubuntu-22.04, arch: amd64, python: "{python}", kernel: 5.15.0-122-generic}}\n'
+            + body
+            + f"\n  keyrings: {keyrings}\n"
+            + "mirrors:\n"
+            + "".join(f"  {k}: {v}\n" for k, v in self.mirrors().items())
+        )
         path = work / "manifest.yaml"
         path.write_text(text)
         return manifest_mod.load(path)
 
     def ubuntu(self, keyring: Path | None = None) -> list[AptRepo]:
         ring = keyring or self.key.keyring
-        return [AptRepo("ubuntu", "http://archive.ubuntu.com/ubuntu", s, ("main", "universe"), ring)
-                for s in ("jammy", "jammy-updates")] + [
-            AptRepo("ubuntu-security", "http://security.ubuntu.com/ubuntu", "jammy-security", ("main", "universe"),
-                    ring)]
+        return [
+            AptRepo("ubuntu", "http://archive.ubuntu.com/ubuntu", s, ("main", "universe"), ring)
+            for s in ("jammy", "jammy-updates")
+        ] + [
+            AptRepo(
+                "ubuntu-security", "http://security.ubuntu.com/ubuntu", "jammy-security", ("main", "universe"), ring
+            )
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +194,9 @@ def source(repos: Repos) -> HttpSource:
     return HttpSource(repos.mirrors(), retries=1, backoff=0.01)
 
 
-def resolve(repos: Repos, tmp_path: Path, *names: str, status: bytes | None = None,
-            keyring: Path | None = None) -> apt.Resolution:
+def resolve(
+    repos: Repos, tmp_path: Path, *names: str, status: bytes | None = None, keyring: Path | None = None
+) -> apt.Resolution:
     index = load_index(repos.ubuntu(keyring), "amd64", source(repos), cache_dir=tmp_path / "cache")
     if status is None:
         server = apt.default_server(index)
@@ -173,8 +207,9 @@ def resolve(repos: Repos, tmp_path: Path, *names: str, status: bytes | None = No
 
 
 def status_text(*pkgs: tuple[str, str]) -> bytes:
-    return "".join(f"Package: {n}\nStatus: install ok installed\nArchitecture: amd64\nVersion: {v}\n\n"
-                   for n, v in pkgs).encode()
+    return "".join(
+        f"Package: {n}\nStatus: install ok installed\nArchitecture: amd64\nVersion: {v}\n\n" for n, v in pkgs
+    ).encode()
 
 
 # --- resolution -----------------------------------------------------------------------------------------
@@ -210,26 +245,38 @@ def test_target_status_leaves_out_exactly_what_the_server_has(repos: Repos, tmp_
 
 
 def test_pinned_versions_pick_older_releases_of_a_flat_repository(repos: Repos, tmp_path: Path) -> None:
-    nvidia = AptRepo("nvidia-container", "https://nvidia.github.io/libnvidia-container/stable/deb/amd64", "/",
-                     keyring=repos.key.armored)  # armored key: dearmored for gpgv
+    nvidia = AptRepo(
+        "nvidia-container",
+        "https://nvidia.github.io/libnvidia-container/stable/deb/amd64",
+        "/",
+        keyring=repos.key.armored,
+    )  # armored key: dearmored for gpgv
     index = load_index([*repos.ubuntu(), nvidia], "amd64", source(repos), cache_dir=tmp_path / "c")
     res = Resolver(index, apt.default_server(index)).resolve([Request.parse("nvidia-container-toolkit=1.16.2")])
     got = {c.name: c.version for c in res.packages}
     # base is pinned (= 1.16.2-1) by the toolkit; tools (>= 1.16.2-1) gets the newest, as apt would do.
-    assert got == {"nvidia-container-toolkit": "1.16.2-1", "nvidia-container-toolkit-base": "1.16.2-1",
-                   "libnvidia-container-tools": "1.17.0-1", "libnvidia-container1": "1.17.0-1"}
+    assert got == {
+        "nvidia-container-toolkit": "1.16.2-1",
+        "nvidia-container-toolkit-base": "1.16.2-1",
+        "libnvidia-container-tools": "1.17.0-1",
+        "libnvidia-container1": "1.17.0-1",
+    }
     cand = next(c for c in res.packages if c.name == "nvidia-container-toolkit")
-    assert cand.url == ("https://nvidia.github.io/libnvidia-container/stable/deb/amd64/"
-                        "nvidia-container-toolkit_1.16.2-1_amd64.deb")  # Filename: ./x.deb
+    assert cand.url == (
+        "https://nvidia.github.io/libnvidia-container/stable/deb/amd64/nvidia-container-toolkit_1.16.2-1_amd64.deb"
+    )  # Filename: ./x.deb
 
 
-@pytest.mark.parametrize(("names", "expected"), [
-    (("ag-tool", "ag-conflicting"), "ag-conflicting 1.0-1 (amd64) Conflicts ag-mawk, and the closure has ag-mawk"),
-    (("ag-toool",), "ag-toool: no such package for amd64 (did you mean ag-tool?)"),
-    (("ag-needs-missing",), "Depends ag-nowhere (>= 1): no package ag-nowhere in the repositories"),
-    (("ag-awk",), "ag-awk is a virtual package provided by ag-gawk, ag-mawk: name one of them"),
-    (("ag-liba1=9.9",), "ag-liba1=9.9: no such version; the repositories have 1.2-1, 1.0-1"),
-])
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (("ag-tool", "ag-conflicting"), "ag-conflicting 1.0-1 (amd64) Conflicts ag-mawk, and the closure has ag-mawk"),
+        (("ag-toool",), "ag-toool: no such package for amd64 (did you mean ag-tool?)"),
+        (("ag-needs-missing",), "Depends ag-nowhere (>= 1): no package ag-nowhere in the repositories"),
+        (("ag-awk",), "ag-awk is a virtual package provided by ag-gawk, ag-mawk: name one of them"),
+        (("ag-liba1=9.9",), "ag-liba1=9.9: no such version; the repositories have 1.2-1, 1.0-1"),
+    ],
+)
 def test_resolution_problems_are_named(repos: Repos, tmp_path: Path, names: tuple[str, ...], expected: str) -> None:
     with pytest.raises(AptError) as exc:
         resolve(repos, tmp_path, *names)
@@ -262,18 +309,25 @@ def test_a_wrong_key_or_an_altered_index_is_refused(repos: Repos, tmp_path: Path
 
 
 def test_an_expired_release_is_refused(repos: Repos, tmp_path: Path) -> None:
-    flat_repo(tmp_path / "www", [Pkg("ag-old", "1.0-1")], repos.key,
-              fields={"Valid-Until": "Sat, 01 Jan 2000 00:00:00 UTC"})
+    flat_repo(
+        tmp_path / "www", [Pkg("ag-old", "1.0-1")], repos.key, fields={"Valid-Until": "Sat, 01 Jan 2000 00:00:00 UTC"}
+    )
     repo = AptRepo("stale", "https://stale.example/repo", "/", keyring=repos.key.keyring)
     with LocalHTTPServer(tmp_path / "www") as srv, pytest.raises(IntegrityError) as exc:
-        load_index([repo], "amd64", HttpSource({"https://stale.example/repo": srv.url}, retries=0),
-                   cache_dir=tmp_path / "c")
+        load_index(
+            [repo], "amd64", HttpSource({"https://stale.example/repo": srv.url}, retries=0), cache_dir=tmp_path / "c"
+        )
     assert "expired on Sat, 01 Jan 2000" in exc.value.message
 
 
 def test_missing_keyring_says_how_to_get_one(repos: Repos, tmp_path: Path) -> None:
-    repo = AptRepo("nvidia-container", "https://example.invalid/x", "/", keyring=tmp_path / "nope.gpg",
-                   keyring_name="nvidia-container")
+    repo = AptRepo(
+        "nvidia-container",
+        "https://example.invalid/x",
+        "/",
+        keyring=tmp_path / "nope.gpg",
+        keyring_name="nvidia-container",
+    )
     with pytest.raises(AirgapError) as exc:
         load_index([repo], "amd64", source(repos), cache_dir=tmp_path / "c")
     assert "nope.gpg does not exist" in exc.value.message
@@ -295,21 +349,33 @@ def planned(m: manifest_mod.Manifest, repos: Repos, skip: set[str] | None = None
 def test_prereqs_bring_the_driver_build_tools_and_the_kernel_headers(repos: Repos, tmp_path: Path) -> None:
     m = repos.manifest(tmp_path, "apt:\n  prereqs: true")
     got = planned(m, repos)["prereqs"]
-    assert {"build-essential", "gcc-12", "dkms", "linux-headers-5.15.0-122-generic",
-            "linux-headers-5.15.0-122", "ag-data"} == set(got)  # dkms: gcc | c-compiler is met by gcc-12
+    assert {
+        "build-essential",
+        "gcc-12",
+        "dkms",
+        "linux-headers-5.15.0-122-generic",
+        "linux-headers-5.15.0-122",
+        "ag-data",
+    } == set(got)  # dkms: gcc | c-compiler is met by gcc-12
 
     old = repos.manifest(tmp_path, "apt:\n  prereqs: true").model_copy(
-        update={"target": m.target.model_copy(update={"kernel": "5.15.0-99-generic"})})
+        update={"target": m.target.model_copy(update={"kernel": "5.15.0-99-generic"})}
+    )
     with pytest.raises(AirgapError) as exc:
         planned(old, repos)
-    assert "linux-headers-5.15.0-99-generic is not in the repositories' indexes; the newest there is " \
-           "linux-headers-5.15.0-125-generic" in str(exc.value)
+    assert (
+        "linux-headers-5.15.0-99-generic is not in the repositories' indexes; the newest there is "
+        "linux-headers-5.15.0-125-generic" in str(exc.value)
+    )
 
 
 def test_cudnn_version_prefix_picks_the_release(repos: Repos, tmp_path: Path) -> None:
     m = repos.manifest(tmp_path, 'cudnn: {version: "9"}\napt:')
-    assert planned(m, repos)["cudnn"] == {"libcudnn9-cuda-12": "9.1.0.70-1", "libcudnn9-dev-cuda-12": "9.1.0.70-1",
-                                          "libcudnn9-headers-cuda-12": "9.1.0.70-1"}
+    assert planned(m, repos)["cudnn"] == {
+        "libcudnn9-cuda-12": "9.1.0.70-1",
+        "libcudnn9-dev-cuda-12": "9.1.0.70-1",
+        "libcudnn9-headers-cuda-12": "9.1.0.70-1",
+    }
     m = repos.manifest(tmp_path, 'cudnn: {version: "9.0", packages: [libcudnn9-cuda-12]}\napt:')
     assert planned(m, repos)["cudnn"] == {"libcudnn9-cuda-12": "9.0.0.312-1"}
 
@@ -344,8 +410,12 @@ def test_plan_without_network_names_the_requests(repos: Repos, tmp_path: Path) -
 
 
 def dpkg_status(root: Path) -> dict[str, str]:
-    out = subprocess.run(["dpkg-query", f"--root={root}", "-W", "-f=${Package} ${Version} ${db:Status-Abbrev}\n"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["dpkg-query", f"--root={root}", "-W", "-f=${Package} ${Version} ${db:Status-Abbrev}\n"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {n: v for n, v, s in (line.split()[:3] for line in out.splitlines()) if s == "ii"}
 
 
@@ -363,8 +433,19 @@ def scratch_root(path: Path, repos: Repos) -> Path:
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "var/lib/dpkg/status").write_text("")
     deb = next((repos.root / "ubuntu/pool/main").glob("ag-libc_*.deb"))
-    subprocess.run(["dpkg", f"--root={root}", "--force-script-chrootless", "--force-not-root",
-                    f"--log={root}/var/log/dpkg.log", "-i", str(deb)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "dpkg",
+            f"--root={root}",
+            "--force-script-chrootless",
+            "--force-not-root",
+            f"--log={root}/var/log/dpkg.log",
+            "-i",
+            str(deb),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return root
 
 
@@ -388,9 +469,13 @@ def test_collect_then_install_offline_into_a_scratch_root(repos: Repos, tmp_path
     root = scratch_root(tmp_path / "root", repos)
     shutil.copy(root / "var/lib/dpkg/status", tmp_path / "server-status")
     with IndexServer(tmp_path / "pyindex") as pyindex:
-        m = repos.manifest(tmp_path, f"python: {{requirements: [agapp], index_urls: [{pyindex.url}/simple]}}\n"
-                           "container_toolkit: {version: 1.16.2}\napt:\n  packages: [ag-tool]\n"
-                           "  target_status: server-status", python=HERE_PY)
+        m = repos.manifest(
+            tmp_path,
+            f"python: {{requirements: [agapp], index_urls: [{pyindex.url}/simple]}}\n"
+            "container_toolkit: {version: 1.16.2}\napt:\n  packages: [ag-tool]\n"
+            "  target_status: server-status",
+            python=HERE_PY,
+        )
         bundle = tmp_path / "bundle"
         report = collect(m, bundle, source(repos), progress_mode="off")
     paths = {f.path for f in report.files}
@@ -488,24 +573,37 @@ DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 def apt_get_simulation(work: Path, packages: list[str]) -> dict[str, str]:
     """What apt itself installs on a machine with an empty dpkg status, from bookworm's main indexes."""
     root = work / "aptroot"
-    for d in ("etc/apt/sources.list.d", "etc/apt/preferences.d", "etc/apt/apt.conf.d", "var/lib/apt/lists/partial",
-              "var/cache/apt/archives/partial", "var/lib/dpkg"):
+    for d in (
+        "etc/apt/sources.list.d",
+        "etc/apt/preferences.d",
+        "etc/apt/apt.conf.d",
+        "var/lib/apt/lists/partial",
+        "var/cache/apt/archives/partial",
+        "var/lib/dpkg",
+    ):
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "var/lib/dpkg/status").write_text("")
     (root / "etc/apt/sources.list").write_text(
         f"deb [signed-by={DEBIAN_KEYRING}] http://deb.debian.org/debian bookworm bookworm-updates main\n"
         f"deb [signed-by={DEBIAN_KEYRING}] http://deb.debian.org/debian-security bookworm-security main\n"
     )
-    opts = [f"-oDir={root}", f"-oDir::State::status={root}/var/lib/dpkg/status",
-            f"-oDir::Etc::sourcelist={root}/etc/apt/sources.list",
-            f"-oDir::Etc::sourceparts={root}/etc/apt/sources.list.d",
-            f"-oDir::Etc::preferencesparts={root}/etc/apt/preferences.d",
-            f"-oDir::Etc::parts={root}/etc/apt/apt.conf.d",
-            "-oAPT::Architecture=amd64", "-oAPT::Architectures=amd64", "-oAcquire::Languages=none",
-            "-oDebug::NoLocking=1", "-oAPT::Install-Recommends=false"]
+    opts = [
+        f"-oDir={root}",
+        f"-oDir::State::status={root}/var/lib/dpkg/status",
+        f"-oDir::Etc::sourcelist={root}/etc/apt/sources.list",
+        f"-oDir::Etc::sourceparts={root}/etc/apt/sources.list.d",
+        f"-oDir::Etc::preferencesparts={root}/etc/apt/preferences.d",
+        f"-oDir::Etc::parts={root}/etc/apt/apt.conf.d",
+        "-oAPT::Architecture=amd64",
+        "-oAPT::Architectures=amd64",
+        "-oAcquire::Languages=none",
+        "-oDebug::NoLocking=1",
+        "-oAPT::Install-Recommends=false",
+    ]
     subprocess.run(["apt-get", *opts, "update"], check=True, capture_output=True, timeout=300)
-    sim = subprocess.run(["apt-get", *opts, "-s", "install", *packages], check=True, capture_output=True,
-                         text=True, timeout=300).stdout
+    sim = subprocess.run(
+        ["apt-get", *opts, "-s", "install", *packages], check=True, capture_output=True, text=True, timeout=300
+    ).stdout
     out = {}
     for line in sim.splitlines():
         if line.startswith("Inst "):
@@ -515,18 +613,26 @@ def apt_get_simulation(work: Path, packages: list[str]) -> dict[str, str]:
 
 
 @pytest.mark.network
-@pytest.mark.skipif(not DEBIAN_KEYRING.exists() or not shutil.which("apt-get"),
-                    reason="needs apt-get and debian-archive-keyring")
+@pytest.mark.skipif(
+    not DEBIAN_KEYRING.exists() or not shutil.which("apt-get"), reason="needs apt-get and debian-archive-keyring"
+)
 def test_closure_matches_apt_on_debian_bookworm(tmp_path: Path) -> None:
     packages = ["build-essential", "dkms", "linux-headers-amd64", "python3-venv", "nfs-common"]
-    repos = [AptRepo("debian", "http://deb.debian.org/debian", s, ("main",), DEBIAN_KEYRING)
-             for s in ("bookworm", "bookworm-updates")]
-    repos.append(AptRepo("debian-security", "http://deb.debian.org/debian-security", "bookworm-security", ("main",),
-                         DEBIAN_KEYRING))
+    repos = [
+        AptRepo("debian", "http://deb.debian.org/debian", s, ("main",), DEBIAN_KEYRING)
+        for s in ("bookworm", "bookworm-updates")
+    ]
+    repos.append(
+        AptRepo(
+            "debian-security", "http://deb.debian.org/debian-security", "bookworm-security", ("main",), DEBIAN_KEYRING
+        )
+    )
     index = load_index(repos, "amd64", HttpSource(), cache_dir=None)
     (tmp_path / "empty-status").write_text("")
     res = Resolver(index, read_status_file(tmp_path / "empty-status")).resolve([Request(p) for p in packages])
     ours = {c.name: c.version for c in res.packages}
     theirs = apt_get_simulation(tmp_path, packages)
-    assert ours == theirs, (sorted(set(ours.items()) - set(theirs.items())),
-                            sorted(set(theirs.items()) - set(ours.items())))
+    assert ours == theirs, (
+        sorted(set(ours.items()) - set(theirs.items())),
+        sorted(set(theirs.items()) - set(ours.items())),
+    )

@@ -107,7 +107,10 @@ def test_driver_falls_back_to_the_datacenter_path(upstream: Upstream, tmp_path: 
     (upstream.root / DRIVER).rename(upstream.root / DRIVER_TESLA)
     assert collect_cli(upstream, tmp_path).returncode == 0
     lock = json.loads((tmp_path / "bundle/airgap.lock.json").read_text())
-    assert lock["artifacts"][0]["url"] == "https://us.download.nvidia.com/tesla/550.90.07/NVIDIA-Linux-x86_64-550.90.07.run"
+    assert (
+        lock["artifacts"][0]["url"]
+        == "https://us.download.nvidia.com/tesla/550.90.07/NVIDIA-Linux-x86_64-550.90.07.run"
+    )
 
 
 def test_500_then_success(upstream: Upstream, tmp_path: Path) -> None:
@@ -153,8 +156,11 @@ def test_killed_process_resumes_from_its_part_file(upstream: Upstream, tmp_path:
     m = upstream.manifest(tmp_path)
     bundle = tmp_path / "bundle"
     part = bundle / (IN_BUNDLE[CUDA] + ".part")
-    proc = subprocess.Popen([sys.executable, "-m", "airgap", "collect", str(m), "-o", str(bundle), "--no-tool"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airgap", "collect", str(m), "-o", str(bundle), "--no-tool"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (part.exists() and part.stat().st_size >= MiB):
@@ -265,8 +271,10 @@ def test_plan_shows_sizes_from_head_without_downloading(upstream: Upstream, tmp_
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     sizes = {row["layer"]: row["size"] for row in data["rows"]}
-    assert sizes == {k: len(upstream.files[v]) for k, v in
-                     {"driver": DRIVER, "cuda": CUDA, "docker": DOCKER, "files": SCRIPT}.items()}
+    assert sizes == {
+        k: len(upstream.files[v])
+        for k, v in {"driver": DRIVER, "cuda": CUDA, "docker": DOCKER, "files": SCRIPT}.items()
+    }
     assert data["total_bytes"] == sum(sizes.values())
     assert {row["digest"] for row in data["rows"]} >= {"none published", "publisher md5 (md5sum.txt)"}
     assert not [q for q in upstream.server.requests if q.method == "GET"]
@@ -331,9 +339,20 @@ def test_progress_degrades_to_periodic_lines_when_piped(upstream: Upstream, tmp_
     upstream.server.throttle(upstream.path(CUDA), 4 * MiB)
     env = dict(os.environ, AIRGAP_PROGRESS_INTERVAL="0.2")
     r = subprocess.run(
-        [sys.executable, "-m", "airgap", "collect", str(upstream.manifest(tmp_path)), "-o", str(tmp_path / "b"),
-         "--no-tool"],
-        capture_output=True, text=True, env=env, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "airgap",
+            "collect",
+            str(upstream.manifest(tmp_path)),
+            "-o",
+            str(tmp_path / "b"),
+            "--no-tool",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.startswith("collect: ")]

@@ -49,12 +49,27 @@ def levels(findings: list[Finding], level: str) -> list[Finding]:
 # --- the tables ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("cuda", "driver"), [
-    ("11.8.0", "520.61.05"), ("12.0.0", "525.60.13"), ("12.1.1", "530.30.02"), ("12.2.0", "535.54.03"),
-    ("12.2.1", "535.86.09"), ("12.3.0", "545.23.06"), ("12.4.0", "550.54.14"), ("12.4.1", "550.54.15"),
-    ("12.5.0", "555.42.02"), ("12.6.0", "560.28.03"), ("12.6.3", "560.35.05"), ("12.8.0", "570.26"),
-    ("12.8.1", "570.124.06"), ("12.9.0", "575.51.03"), ("13.0.0", "580.65.06"), ("13.0.2", "580.95.05"),
-])
+@pytest.mark.parametrize(
+    ("cuda", "driver"),
+    [
+        ("11.8.0", "520.61.05"),
+        ("12.0.0", "525.60.13"),
+        ("12.1.1", "530.30.02"),
+        ("12.2.0", "535.54.03"),
+        ("12.2.1", "535.86.09"),
+        ("12.3.0", "545.23.06"),
+        ("12.4.0", "550.54.14"),
+        ("12.4.1", "550.54.15"),
+        ("12.5.0", "555.42.02"),
+        ("12.6.0", "560.28.03"),
+        ("12.6.3", "560.35.05"),
+        ("12.8.0", "570.26"),
+        ("12.8.1", "570.124.06"),
+        ("12.9.0", "575.51.03"),
+        ("13.0.0", "580.65.06"),
+        ("13.0.2", "580.95.05"),
+    ],
+)
 def test_cuda_minimum_driver_table(cuda: str, driver: str) -> None:
     found = compat.cuda_min_driver(cuda)
     assert found is not None and found.driver == driver and found.exact
@@ -79,16 +94,19 @@ def test_runfile_driver_table_is_unchanged() -> None:
     assert compat.cuda_runfile_driver("11.7.1") is None
 
 
-@pytest.mark.parametrize(("torch", "builds", "pypi"), [
-    ("2.1.2", ("cu118", "cu121"), "cu121"),
-    ("2.3.1", ("cu118", "cu121"), "cu121"),
-    ("2.4.0", ("cu118", "cu121", "cu124"), "cu121"),
-    ("2.5.1", ("cu118", "cu121", "cu124"), "cu124"),
-    ("2.6.0", ("cu118", "cu124", "cu126"), "cu124"),
-    ("2.7.1", ("cu118", "cu126", "cu128"), "cu126"),
-    ("2.8.0", ("cu126", "cu128", "cu129"), "cu128"),
-    ("2.9.0", ("cu126", "cu128", "cu130"), "cu128"),
-])
+@pytest.mark.parametrize(
+    ("torch", "builds", "pypi"),
+    [
+        ("2.1.2", ("cu118", "cu121"), "cu121"),
+        ("2.3.1", ("cu118", "cu121"), "cu121"),
+        ("2.4.0", ("cu118", "cu121", "cu124"), "cu121"),
+        ("2.5.1", ("cu118", "cu121", "cu124"), "cu124"),
+        ("2.6.0", ("cu118", "cu124", "cu126"), "cu124"),
+        ("2.7.1", ("cu118", "cu126", "cu128"), "cu126"),
+        ("2.8.0", ("cu126", "cu128", "cu129"), "cu128"),
+        ("2.9.0", ("cu126", "cu128", "cu130"), "cu128"),
+    ],
+)
 def test_torch_builds(torch: str, builds: tuple[str, ...], pypi: str) -> None:
     release = compat.torch_release(torch)
     assert release is not None and release.builds == builds and release.pypi == pypi
@@ -104,24 +122,50 @@ def test_torch_arches_and_binary_compatibility() -> None:
     assert compat.torch_versions_with_build("cu124") == ["2.4", "2.5", "2.6"]
 
 
-@pytest.mark.parametrize(("vllm", "torch"), [
-    ("0.5.4", "2.4.0"), ("0.6.3", "2.4.0"), ("0.6.3.post1", "2.4.0"), ("0.6.4.post1", "2.5.1"), ("0.7.3", "2.5.1"),
-    ("0.8.5.post1", "2.6.0"), ("0.9.1", "2.7.0"), ("0.10.0", "2.7.1"), ("0.10.1.1", "2.7.1"), ("0.11.0", "2.8.0"),
-    ("0.11.1", "2.9.0"), ("0.12.0", None), ("0.4.0", None),
-])
+@pytest.mark.parametrize(
+    ("vllm", "torch"),
+    [
+        ("0.5.4", "2.4.0"),
+        ("0.6.3", "2.4.0"),
+        ("0.6.3.post1", "2.4.0"),
+        ("0.6.4.post1", "2.5.1"),
+        ("0.7.3", "2.5.1"),
+        ("0.8.5.post1", "2.6.0"),
+        ("0.9.1", "2.7.0"),
+        ("0.10.0", "2.7.1"),
+        ("0.10.1.1", "2.7.1"),
+        ("0.11.0", "2.8.0"),
+        ("0.11.1", "2.9.0"),
+        ("0.12.0", None),
+        ("0.4.0", None),
+    ],
+)
 def test_vllm_torch_pins(vllm: str, torch: str | None) -> None:
     assert compat.vllm_torch_pin(vllm) == torch
 
 
-@pytest.mark.parametrize(("written", "name", "cc", "vram"), [
-    ("RTX 4090", "RTX 4090", "8.9", 24), ("rtx4090", "RTX 4090", "8.9", 24),
-    ("GeForce RTX 4090", "RTX 4090", "8.9", 24),
-    ("H100", "H100 SXM", "9.0", 80), ("H100 SXM", "H100 SXM", "9.0", 80), ("A100 80GB", "A100 80GB", "8.0", 80),
-    ("a100-80g", "A100 80GB", "8.0", 80), ("L40S", "L40S", "8.9", 48), ("RTX 6000 Ada", "RTX 6000 Ada", "8.9", 48),
-    ("A6000 Ada", "RTX 6000 Ada", "8.9", 48), ("RTX 4080 SUPER", "RTX 4080 SUPER", "8.9", 16),
-    ("RTX 3090", "RTX 3090", "8.6", 24), ("A5000", "RTX A5000", "8.6", 24), ("H200", "H200", "9.0", 141),
-    ("L4", "L4", "8.9", 24), ("NVIDIA T4", "T4", "7.5", 16), ("Tesla V100", "V100", "7.0", 16),
-])
+@pytest.mark.parametrize(
+    ("written", "name", "cc", "vram"),
+    [
+        ("RTX 4090", "RTX 4090", "8.9", 24),
+        ("rtx4090", "RTX 4090", "8.9", 24),
+        ("GeForce RTX 4090", "RTX 4090", "8.9", 24),
+        ("H100", "H100 SXM", "9.0", 80),
+        ("H100 SXM", "H100 SXM", "9.0", 80),
+        ("A100 80GB", "A100 80GB", "8.0", 80),
+        ("a100-80g", "A100 80GB", "8.0", 80),
+        ("L40S", "L40S", "8.9", 48),
+        ("RTX 6000 Ada", "RTX 6000 Ada", "8.9", 48),
+        ("A6000 Ada", "RTX 6000 Ada", "8.9", 48),
+        ("RTX 4080 SUPER", "RTX 4080 SUPER", "8.9", 16),
+        ("RTX 3090", "RTX 3090", "8.6", 24),
+        ("A5000", "RTX A5000", "8.6", 24),
+        ("H200", "H200", "9.0", 141),
+        ("L4", "L4", "8.9", 24),
+        ("NVIDIA T4", "T4", "7.5", 16),
+        ("Tesla V100", "V100", "7.0", 16),
+    ],
+)
 def test_gpu_names_as_people_write_them(written: str, name: str, cc: str, vram: int) -> None:
     gpu = compat.find_gpu(written)
     assert gpu is not None and (gpu.name, gpu.cc, gpu.vram_gib) == (name, cc, vram)
@@ -136,11 +180,20 @@ def test_gpu_counts_and_unknown_models() -> None:
     assert compat.find_gpu("RTX 4090").nvlink == "no"  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("cuda", "cc", "ok"), [
-    ("11.7.1", "8.9", False), ("11.8.0", "8.9", True), ("11.8.0", "9.0", True), ("12.0.0", "3.7", False),
-    ("11.8.0", "3.7", True), ("13.0.0", "7.0", False), ("13.0.0", "7.5", True), ("12.4.0", "12.0", False),
-    ("12.8.0", "12.0", True),
-])
+@pytest.mark.parametrize(
+    ("cuda", "cc", "ok"),
+    [
+        ("11.7.1", "8.9", False),
+        ("11.8.0", "8.9", True),
+        ("11.8.0", "9.0", True),
+        ("12.0.0", "3.7", False),
+        ("11.8.0", "3.7", True),
+        ("13.0.0", "7.0", False),
+        ("13.0.0", "7.5", True),
+        ("12.4.0", "12.0", False),
+        ("12.8.0", "12.0", True),
+    ],
+)
 def test_cuda_compute_capability_support(cuda: str, cc: str, ok: bool) -> None:
     assert compat.cuda_supports_cc(cuda, cc) is ok
 
@@ -192,15 +245,17 @@ def test_field_torch_cu121_on_cuda_124() -> None:
 
 
 def test_field_torch_cu121_written_in_the_pin() -> None:
-    text = planted("torch==2.5.1", "torch==2.5.1+cu121").replace("      index_urls: [https://download.pytorch.org"
-                                                                   "/whl/cu124, https://pypi.org/simple]\n", "")
+    text = planted("torch==2.5.1", "torch==2.5.1+cu121").replace(
+        "      index_urls: [https://download.pytorch.org/whl/cu124, https://pypi.org/simple]\n", ""
+    )
     f = only(findings_of(text), "torch-cuda")
     assert f.level == ERROR and "+cu121" in f.message
 
 
 def test_field_rtx_4090_with_cuda_117_pinned_by_url() -> None:
-    text = planted("cuda: {version: 12.4.0}",
-                   "cuda: {version: 11.7.1, url: 'https://example.com/cuda_11.7.1_515.65.01_linux.run'}")
+    text = planted(
+        "cuda: {version: 12.4.0}", "cuda: {version: 11.7.1, url: 'https://example.com/cuda_11.7.1_515.65.01_linux.run'}"
+    )
     m = manifest_mod.loads(text, source="manifest.yaml")
     assert plan_artifacts(m, {"images", "python", "models", "cudnn", "container_toolkit"})  # the url is enough
     findings = check_manifest(m)
@@ -245,8 +300,12 @@ def test_model_metadata_from_the_models_layer_wins_over_the_name() -> None:
 
     text = planted("meta-llama/Llama-3.1-8B-Instruct", "acme/house-model")
     assert only(findings_of(text), "model-size").level == WARNING  # nothing in the name to go by
-    arts = [Art("models", {"model": {"repo": "acme/house-model", "commit": "a" * 40, "params": 70_553_706_496,
-                                     "dtype": "bfloat16"}})]
+    arts = [
+        Art(
+            "models",
+            {"model": {"repo": "acme/house-model", "commit": "a" * 40, "params": 70_553_706_496, "dtype": "bfloat16"}},
+        )
+    ]
     f = only(findings_of(text, arts), "model-vram")
     assert f.level == WARNING and "~71B params at BF16" in f.message and "estimated" not in f.message
     # With the exact weight size read from the safetensors headers, that is what counts (AWQ/GPTQ pack int4
@@ -263,8 +322,9 @@ def test_vllm_pin_conflicting_with_the_requested_torch() -> None:
 
 
 def test_torch_without_a_build_for_the_cuda() -> None:
-    f = only(findings_of(planted("torch==2.5.1", "torch==2.7.0").replace("vllm==0.6.4.post1", "vllm==0.9.0")),
-             "torch-build")
+    f = only(
+        findings_of(planted("torch==2.5.1", "torch==2.7.0").replace("vllm==0.6.4.post1", "vllm==0.9.0")), "torch-build"
+    )
     assert f.level == ERROR and "torch 2.7.0 has no cu124 build" in f.message
     assert "torch 2.4, 2.5, 2.6 ship cu124" in f.fix
 
@@ -282,10 +342,15 @@ def test_torch_from_pypi_is_its_default_build() -> None:
 
 
 def test_gpu_architecture_the_torch_build_lacks() -> None:
-    text = (planted("[RTX 4090]", "[V100 32GB]").replace("torch==2.5.1", "torch==2.7.1")
-            .replace("whl/cu124", "whl/cu128").replace("cuda: {version: 12.4.0}", "cuda: {version: 12.8.0}")
-            .replace("550.90.07", "570.124.06").replace("vllm==0.6.4.post1", "vllm==0.10.0")
-            .replace("nvidia/cuda:12.4.0", "nvidia/cuda:12.8.0"))
+    text = (
+        planted("[RTX 4090]", "[V100 32GB]")
+        .replace("torch==2.5.1", "torch==2.7.1")
+        .replace("whl/cu124", "whl/cu128")
+        .replace("cuda: {version: 12.4.0}", "cuda: {version: 12.8.0}")
+        .replace("550.90.07", "570.124.06")
+        .replace("vllm==0.6.4.post1", "vllm==0.10.0")
+        .replace("nvidia/cuda:12.4.0", "nvidia/cuda:12.8.0")
+    )
     f = only(findings_of(text), "gpu-torch")
     assert f.level == ERROR and "no kernels for the V100 32GB (sm_70)" in f.message
     assert "no kernel image is available" in f.message and "+cu126" in f.fix
@@ -320,8 +385,7 @@ def test_python_version_without_torch_wheels() -> None:
 
 
 def test_enforce_raises_one_line_per_mismatch_with_file_and_line() -> None:
-    m = manifest_mod.loads(planted("550.90.07", "535.104.05").replace("whl/cu124", "whl/cu121"),
-                           source="manifest.yaml")
+    m = manifest_mod.loads(planted("550.90.07", "535.104.05").replace("whl/cu124", "whl/cu121"), source="manifest.yaml")
     with pytest.raises(ManifestError) as exc:
         enforce(m, check_manifest(m))
     problems = exc.value.problems
@@ -390,10 +454,17 @@ def test_plan_cuda_117_without_a_runfile_still_reports_the_mismatch(tmp_path: Pa
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize(("text", "size"), [
-    ("128G", 128 * 10**9), ("4.7G", 4_700_000_000), ("64GB", 64 * 10**9), ("500GiB", 500 * 2**30),
-    ("2T", 2 * 10**12), ("700 MB", 700 * 10**6),
-])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("128G", 128 * 10**9),
+        ("4.7G", 4_700_000_000),
+        ("64GB", 64 * 10**9),
+        ("500GiB", 500 * 2**30),
+        ("2T", 2 * 10**12),
+        ("700 MB", 700 * 10**6),
+    ],
+)
 def test_parse_media_size(text: str, size: int) -> None:
     assert parse_size(text) == size
 
@@ -421,8 +492,10 @@ def big_file_manifest(upstream: Upstream, tmp_path: Path) -> Path:
     big.parent.mkdir(parents=True, exist_ok=True)
     with open(big, "wb") as f:
         f.truncate(5 * 2**30)
-    files = (f"\n  - url: https://example.com/tools/check.sh\n    sha256: {sha(upstream.files[SCRIPT])}"
-             f"\n  - url: https://example.com/tools/model.safetensors\n    sha256: \"{'ab' * 32}\"")
+    files = (
+        f"\n  - url: https://example.com/tools/check.sh\n    sha256: {sha(upstream.files[SCRIPT])}"
+        f'\n  - url: https://example.com/tools/model.safetensors\n    sha256: "{"ab" * 32}"'
+    )
     return upstream.manifest(tmp_path, files=files)
 
 

@@ -22,7 +22,8 @@ def test_a_delta_carries_only_the_changed_artifact(upstream: Upstream, tmp_path:
     new_cuda = payload(4 * MiB + 9, 77)
     (upstream.root / CUDA).write_bytes(new_cuda)
     (upstream.root / CUDA_MD5).write_text(
-        f"{hashlib.md5(new_cuda).hexdigest()}  local_installers/cuda_12.4.0_550.54.14_linux.run\n")
+        f"{hashlib.md5(new_cuda).hexdigest()}  local_installers/cuda_12.4.0_550.54.14_linux.run\n"
+    )
     upstream.server.reset_stats()
     new = tmp_path / "new"
     r = collect(upstream, tmp_path, new, "--since", str(old), "--json")
@@ -38,7 +39,11 @@ def test_a_delta_carries_only_the_changed_artifact(upstream: Upstream, tmp_path:
     lock = json.loads((new / "airgap.lock.json").read_text())
     assert lock["base"]["name"] == "test-stack"
     assert {a["path"]: a["in_base"] for a in lock["artifacts"]} == {
-        IN_BUNDLE[DRIVER]: True, IN_BUNDLE[CUDA]: False, IN_BUNDLE[DOCKER]: True, IN_BUNDLE[SCRIPT]: True}
+        IN_BUNDLE[DRIVER]: True,
+        IN_BUNDLE[CUDA]: False,
+        IN_BUNDLE[DOCKER]: True,
+        IN_BUNDLE[SCRIPT]: True,
+    }
     assert "DELTA BUNDLE: carries 1 of 4 files" in (new / "README.txt").read_text()
     assert run_airgap("verify", str(new)).returncode == 0
 
@@ -55,14 +60,15 @@ def test_a_delta_installs_on_top_of_its_base(tmp_path: Path) -> None:
     publish_nvidia(up)
     with LocalHTTPServer(up) as server:
         m = tmp_path / "m.yaml"
-        m.write_text("name: delta\ntarget: {os: ubuntu-22.04}\ndriver: {version: 550.90.07}\n"
-                     f"cuda: {{version: 12.4.0}}\nmirrors:\n{nvidia_mirrors(server.url)}")
+        m.write_text(
+            "name: delta\ntarget: {os: ubuntu-22.04}\ndriver: {version: 550.90.07}\n"
+            f"cuda: {{version: 12.4.0}}\nmirrors:\n{nvidia_mirrors(server.url)}"
+        )
         manifest = manifest_mod.load(m)
         old, new = tmp_path / "old", tmp_path / "new"
         do_collect(manifest, old, HttpSource(manifest.mirrors, backoff=0.01), progress_mode="off")
         publish_nvidia(up)  # a new makeself build of the same CUDA release: other bytes, other md5
-        do_collect(manifest, new, HttpSource(manifest.mirrors, backoff=0.01), progress_mode="off",
-                   since=load_base(old))
+        do_collect(manifest, new, HttpSource(manifest.mirrors, backoff=0.01), progress_mode="off", since=load_base(old))
     assert not (new / "layers/02-driver").exists()  # unchanged driver not carried
 
     root = prepare_root(tmp_path / "root")
@@ -114,7 +120,8 @@ def test_collect_with_max_file_size_and_sign_in_one_go(upstream: Upstream, tmp_p
     r = collect(upstream, tmp_path, out, "--max-file-size", "1M", "--sign", str(tmp_path / "k.key"))
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (out / "layers/03-cuda").iterdir()) == [
-        f"cuda_12.4.0_550.54.14_linux.run.00{i}" for i in range(1, 6)]
+        f"cuda_12.4.0_550.54.14_linux.run.00{i}" for i in range(1, 6)
+    ]
     assert run_airgap("verify", str(out), "--key", str(tmp_path / "k.pub")).returncode == 0
     upstream.server.reset_stats()
     again = collect(upstream, tmp_path, out, "--max-file-size", "1M", "--json")

@@ -150,9 +150,24 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
         sock.close()
 
 
-READY = ("gpu-pci", "nouveau", "nvidia-smi", "driver-toolkit", "cudnn", "pytorch", "docker-daemon", "nvidia-runtime",
-         "dockerd-restarted", "compose", "docker-group", "gpu-temperature", "gpu-memory", "disk", "ram-vs-vram",
-         "oom-killer")
+READY = (
+    "gpu-pci",
+    "nouveau",
+    "nvidia-smi",
+    "driver-toolkit",
+    "cudnn",
+    "pytorch",
+    "docker-daemon",
+    "nvidia-runtime",
+    "dockerd-restarted",
+    "compose",
+    "docker-group",
+    "gpu-temperature",
+    "gpu-memory",
+    "disk",
+    "ram-vs-vram",
+    "oom-killer",
+)
 
 
 def test_a_ready_server_passes(server: Server) -> None:
@@ -161,7 +176,7 @@ def test_a_ready_server_passes(server: Server) -> None:
     for name in READY:
         assert status(report, name)[0] == PASS, status(report, name)
     assert status(report, "nvml")[0] == SKIP  # NVML reads the running kernel, not a tree
-    assert "CUDA Version: 12.4\" (the newest CUDA this driver runs, not the toolkit)" in status(report, "nvidia-smi")[1]
+    assert 'CUDA Version: 12.4" (the newest CUDA this driver runs, not the toolkit)' in status(report, "nvidia-smi")[1]
     assert status(report, "models-owner")[0] == (PASS if IS_ROOT else WARN)
     assert report.facts["driver"] == "550.90.07" and report.facts["gpu_source"] == "nvidia-smi"
 
@@ -304,8 +319,9 @@ def test_models_owned_by_root_and_unreadable(server: Server) -> None:
 def test_full_disk(server: Server) -> None:
     docker_dir = server.root / "var/lib/docker"
     docker_dir.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(docker_dir)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(docker_dir)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -342,8 +358,14 @@ class FakeNVML:
     NVMLError = FakeNVMLError
     NVMLError_LibraryNotFound = FakeNVMLLibraryNotFound
 
-    def __init__(self, temp: int = 45, used: float = 0.1, reasons: int = 0, ecc: tuple[int, int] | None = (0, 0),
-                 missing: bool = False) -> None:
+    def __init__(
+        self,
+        temp: int = 45,
+        used: float = 0.1,
+        reasons: int = 0,
+        ecc: tuple[int, int] | None = (0, 0),
+        missing: bool = False,
+    ) -> None:
         self.temp, self.used, self.reasons, self.ecc, self.missing = temp, used, reasons, ecc, missing
         self.shut = False
 
@@ -421,11 +443,16 @@ def test_nvml_without_a_driver_library_is_a_clear_failure(server: Server) -> Non
 def bundle_for(tmp: Path, cuda: str = "12.4.0", torch_index: str = "cu124", kernel: str = "5.15.0-122-generic") -> Path:
     root = tmp / "bundle"
     manifest = {
-        "name": "stack", "target": {"os": "ubuntu-22.04", "arch": "amd64", "python": "3.10", "kernel": kernel,
-                                    "gpus": ["RTX 4090"]},
-        "driver": {"version": "550.90.07"}, "cuda": {"version": cuda}, "cudnn": {"version": "9"},
-        "python": {"requirements": ["torch==2.5.1"], "index_urls": [f"https://download.pytorch.org/whl/{torch_index}"],
-                   "venv": "/opt/airgap/venv"},
+        "name": "stack",
+        "target": {"os": "ubuntu-22.04", "arch": "amd64", "python": "3.10", "kernel": kernel, "gpus": ["RTX 4090"]},
+        "driver": {"version": "550.90.07"},
+        "cuda": {"version": cuda},
+        "cudnn": {"version": "9"},
+        "python": {
+            "requirements": ["torch==2.5.1"],
+            "index_urls": [f"https://download.pytorch.org/whl/{torch_index}"],
+            "venv": "/opt/airgap/venv",
+        },
         "models": [{"repo": "meta-llama/Llama-3.1-8B-Instruct", "dest": "/data/models", "owner": "1000:1000"}],
     }
     data = b"stand-in"
@@ -434,10 +461,22 @@ def bundle_for(tmp: Path, cuda: str = "12.4.0", torch_index: str = "cu124", kern
     path.write_bytes(data)
     import hashlib
 
-    art = LockedArtifact("driver", path.name, "layers/02-driver/" + path.name, len(data),
-                         hashlib.sha256(data).hexdigest(), "https://example.com/" + path.name)
-    lock = Lock(name="stack", target=manifest["target"], created=now_utc(), manifest=manifest, artifacts=[art],
-                allowed_mismatches=[{"code": "gpu-cuda", "field": "target.gpus[0]", "message": "made up"}])
+    art = LockedArtifact(
+        "driver",
+        path.name,
+        "layers/02-driver/" + path.name,
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        "https://example.com/" + path.name,
+    )
+    lock = Lock(
+        name="stack",
+        target=manifest["target"],
+        created=now_utc(),
+        manifest=manifest,
+        artifacts=[art],
+        allowed_mismatches=[{"code": "gpu-cuda", "field": "target.gpus[0]", "message": "made up"}],
+    )
     finalize(root, lock)
     return root
 
@@ -455,12 +494,20 @@ def test_bundle_expectations_met(server: Server, tmp_path: Path) -> None:
 
 def test_bundle_expectations_missed(server: Server, tmp_path: Path) -> None:
     server.torch("2.5.1+cu121", "12.1")
-    r = run_airgap("doctor", "--root", str(server.root), "--json",
-                   "--bundle", str(bundle_for(tmp_path, cuda="12.6.0", kernel="6.8.0-40-generic")))
+    r = run_airgap(
+        "doctor",
+        "--root",
+        str(server.root),
+        "--json",
+        "--bundle",
+        str(bundle_for(tmp_path, cuda="12.6.0", kernel="6.8.0-40-generic")),
+    )
     assert r.returncode == 1
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
-    assert checks["driver-toolkit"]["status"] == FAIL and "the bundle installs CUDA 12.6.0" in checks[
-        "driver-toolkit"]["message"]
+    assert (
+        checks["driver-toolkit"]["status"] == FAIL
+        and "the bundle installs CUDA 12.6.0" in checks["driver-toolkit"]["message"]
+    )
     assert checks["pytorch"]["status"] == FAIL and "cu124 build" in checks["pytorch"]["message"]
     assert checks["os-kernel"]["status"] == WARN and "6.8.0-40-generic" in checks["os-kernel"]["message"]
 
@@ -470,13 +517,23 @@ def test_bundle_expectations_missed(server: Server, tmp_path: Path) -> None:
 
 def test_cli_on_a_prepared_root(server: Server) -> None:
     env = dict(os.environ, SUDO_USER="alice", PYTHONUNBUFFERED="1")
-    r = subprocess.run([sys.executable, "-m", "airgap", "doctor", "--root", str(server.root)],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "airgap", "doctor", "--root", str(server.root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "pass  nvidia-runtime" in r.stdout and ", 0 fail," in r.stdout
     server.daemon_json({})
-    r = subprocess.run([sys.executable, "-m", "airgap", "doctor", "--root", str(server.root)],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "airgap", "doctor", "--root", str(server.root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 1
     assert "FAIL  nvidia-runtime" in r.stdout and "fix: nvidia-ctk runtime configure" in r.stdout
     assert "not ready: nvidia-runtime failed" in r.stderr

@@ -43,4 +43,3 @@ def test_git_blob_sha1_digest_is_checked(upstream, tmp_path) -> None:  # type: i
         source.fetch([url], tmp_path / "bad.sh", "check.sh", expected=Digest("git-sha1", "0" * 40, "hub", len(data)))
     assert not (tmp_path / "bad.sh").exists()
     assert not (tmp_path / "bad.sh.part").exists()
-

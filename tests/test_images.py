@@ -49,10 +49,18 @@ IMAGES_DIR = "layers/07-images"
 NO_DAEMON = "unix:///nonexistent/airgap-test/docker.sock"
 
 
-def write_manifest(tmp: Path, images: Sequence[str | dict[str, object]], arch: str = "amd64",
-                   mirrors: dict[str, str] | None = None, insecure: list[str] | None = None) -> Path:
-    doc: dict[str, object] = {"name": "images-test", "target": {"os": "ubuntu-22.04", "arch": arch},
-                              "images": list(images)}
+def write_manifest(
+    tmp: Path,
+    images: Sequence[str | dict[str, object]],
+    arch: str = "amd64",
+    mirrors: dict[str, str] | None = None,
+    insecure: list[str] | None = None,
+) -> Path:
+    doc: dict[str, object] = {
+        "name": "images-test",
+        "target": {"os": "ubuntu-22.04", "arch": arch},
+        "images": list(images),
+    }
     if mirrors:
         doc["mirrors"] = mirrors
     if insecure:
@@ -101,15 +109,21 @@ def no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
         ("docker.io/library/ubuntu:22.04", "registry-1.docker.io", "library/ubuntu", "22.04", "ubuntu:22.04"),
         ("registry-1.docker.io/ubuntu", "registry-1.docker.io", "library/ubuntu", None, "ubuntu:latest"),
         ("vllm/vllm-openai:v0.6.3", "registry-1.docker.io", "vllm/vllm-openai", "v0.6.3", "vllm/vllm-openai:v0.6.3"),
-        ("nvcr.io/nvidia/cuda:12.4.0-base-ubuntu22.04", "nvcr.io", "nvidia/cuda", "12.4.0-base-ubuntu22.04",
-         "nvcr.io/nvidia/cuda:12.4.0-base-ubuntu22.04"),
+        (
+            "nvcr.io/nvidia/cuda:12.4.0-base-ubuntu22.04",
+            "nvcr.io",
+            "nvidia/cuda",
+            "12.4.0-base-ubuntu22.04",
+            "nvcr.io/nvidia/cuda:12.4.0-base-ubuntu22.04",
+        ),
         ("localhost/a", "localhost", "a", None, "localhost/a:latest"),
         ("host:5000/a/b@sha256:" + "a" * 64, "host:5000", "a/b", None, "host:5000/a/b:sha256-" + "a" * 64),
         ("host:5000/a/b:1.0@sha256:" + "b" * 64, "host:5000", "a/b", "1.0", "host:5000/a/b:1.0"),
     ],
 )
-def test_refs_are_read_as_docker_reads_them(text: str, registry: str, repo: str, tag: str | None,
-                                             docker_tag: str) -> None:
+def test_refs_are_read_as_docker_reads_them(
+    text: str, registry: str, repo: str, tag: str | None, docker_tag: str
+) -> None:
     ref = parse_ref(text)
     assert (ref.registry, ref.repository, ref.tag, ref.docker_tag) == (registry, repo, tag, docker_tag)
     if "@" in text:
@@ -136,11 +150,17 @@ def test_credentials_from_env_docker_config_and_helper(tmp_path: Path, monkeypat
     cfg = tmp_path / "docker"
     cfg.mkdir()
     auth = base64.b64encode(b"hubuser:hubpass").decode()
-    (cfg / "config.json").write_text(json.dumps({
-        "auths": {"https://index.docker.io/v1/": {"auth": auth}, "https://nvcr.io": {"auth": base64.b64encode(
-            b"$oauthtoken:nvkey").decode()}},
-        "credHelpers": {"ghcr.io": "airgaptest"},
-    }))
+    (cfg / "config.json").write_text(
+        json.dumps(
+            {
+                "auths": {
+                    "https://index.docker.io/v1/": {"auth": auth},
+                    "https://nvcr.io": {"auth": base64.b64encode(b"$oauthtoken:nvkey").decode()},
+                },
+                "credHelpers": {"ghcr.io": "airgaptest"},
+            }
+        )
+    )
     helper = tmp_path / "bin" / "docker-credential-airgaptest"
     helper.parent.mkdir()
     helper.write_text('#!/bin/sh\nread host\necho "{\\"Username\\": \\"gh\\", \\"Secret\\": \\"tok-$host\\"}"\n')
@@ -157,12 +177,17 @@ def test_credentials_from_env_docker_config_and_helper(tmp_path: Path, monkeypat
 
 
 def test_platform_choice_lists_what_exists() -> None:
-    index = {"manifests": [
-        {"digest": "sha256:" + "1" * 64, "size": 1, "platform": {"os": "linux", "architecture": "amd64"}},
-        {"digest": "sha256:" + "2" * 64, "size": 1, "platform": {"os": "linux", "architecture": "arm64",
-                                                                  "variant": "v8"}},
-        {"digest": "sha256:" + "3" * 64, "size": 1, "platform": {"os": "unknown", "architecture": "unknown"}},
-    ]}
+    index = {
+        "manifests": [
+            {"digest": "sha256:" + "1" * 64, "size": 1, "platform": {"os": "linux", "architecture": "amd64"}},
+            {
+                "digest": "sha256:" + "2" * 64,
+                "size": 1,
+                "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+            },
+            {"digest": "sha256:" + "3" * 64, "size": 1, "platform": {"os": "unknown", "architecture": "unknown"}},
+        ]
+    }
     assert pick_platform(index, "linux/arm64", "x").digest.endswith("2" * 64)
     assert pick_platform(index, "linux/arm64/v8", "x").digest.endswith("2" * 64)
     with pytest.raises(BadInputError) as err:
@@ -172,16 +197,27 @@ def test_platform_choice_lists_what_exists() -> None:
 
 def test_archive_stream_is_a_docker_archive(tmp_path: Path) -> None:
     arts = {}
-    for key, data in (("layer", b"L" * 1000), ("config", b'{"rootfs": {"diff_ids": []}}'),
-                      ("manifest", b'{"schemaVersion": 2}')):
+    for key, data in (
+        ("layer", b"L" * 1000),
+        ("config", b'{"rootfs": {"diff_ids": []}}'),
+        ("manifest", b'{"schemaVersion": 2}'),
+    ):
         name = f"blobs/sha256/{sha256_hex(data)}"
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(data)
         arts[key] = LockedArtifact("images", name, f"{IMAGES_DIR}/{name}", len(data), sha256_hex(data), "")
     layer, config, manifest = arts["layer"], arts["config"], arts["manifest"]
-    img = BundledImage(["ubuntu:22.04"], "sha256:" + manifest.sha256, "sha256:" + config.sha256,
-                       "application/vnd.oci.image.manifest.v1+json", "linux/amd64", 0, manifest, config,
-                       [layer, layer])
+    img = BundledImage(
+        ["ubuntu:22.04"],
+        "sha256:" + manifest.sha256,
+        "sha256:" + config.sha256,
+        "application/vnd.oci.image.manifest.v1+json",
+        "linux/amd64",
+        0,
+        manifest,
+        config,
+        [layer, layer],
+    )
     stream = b"".join(archive_stream(img, lambda a: open(tmp_path / a.name, "rb")))  # noqa: SIM115
     with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
         names = tar.getnames()
@@ -217,8 +253,7 @@ def test_two_images_sharing_a_layer_are_stored_once_and_verify(
     shared = imgs.a.layer_digests[0]
     assert shared == imgs.b.layer_digests[0]
     stored = {p.name for p in blob_dir.iterdir()}
-    wanted = {d.split(":")[1] for i in (imgs.a, imgs.b) for d in
-              [i.manifest_digest, i.config_digest, *i.layer_digests]}
+    wanted = {d.split(":")[1] for i in (imgs.a, imgs.b) for d in [i.manifest_digest, i.config_digest, *i.layer_digests]}
     assert stored == wanted  # every blob once, nothing else
     for img in (imgs.a, imgs.b):
         for d in img.layer_digests:
@@ -274,8 +309,14 @@ def test_index_picks_the_target_platform(registries: RegistrySet, tmp_path: Path
     assert lock_images(bundle)[ref]["manifest_digest"] == imgs.multi_amd64.manifest_digest
 
     # Single-platform image, wrong arch; and a platform the index lacks: both name the image and the fix.
-    m = write_manifest(tmp_path, [ref, {"ref": f"{reg.host}/airgap/base-a:1", "platform": "linux/arm64"},
-                                  {"ref": ref, "platform": "linux/s390x"}])
+    m = write_manifest(
+        tmp_path,
+        [
+            ref,
+            {"ref": f"{reg.host}/airgap/base-a:1", "platform": "linux/arm64"},
+            {"ref": ref, "platform": "linux/s390x"},
+        ],
+    )
     r = run_airgap("collect", str(m), "-o", str(tmp_path / "bad"))
     assert r.returncode == 2, r.stderr
     assert f"image {ref}: no linux/s390x variant; the registry has linux/amd64, linux/arm64." in r.stderr
@@ -295,8 +336,9 @@ def test_missing_image_names_it(registries: RegistrySet, tmp_path: Path, no_daem
 
 
 @pytest.mark.slow
-def test_basic_auth_from_docker_config(registries: RegistrySet, tmp_path: Path, no_daemon: None,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_basic_auth_from_docker_config(
+    registries: RegistrySet, tmp_path: Path, no_daemon: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reg = registries.basic()
     ref = f"{reg.host}/airgap/base-a:1"
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "empty"))
@@ -319,8 +361,9 @@ def test_basic_auth_from_docker_config(registries: RegistrySet, tmp_path: Path, 
 
 
 @pytest.mark.slow
-def test_bearer_token_challenge(registries: RegistrySet, tmp_path: Path, no_daemon: None,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bearer_token_challenge(
+    registries: RegistrySet, tmp_path: Path, no_daemon: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reg, tokens = registries.token()
     ref = f"{reg.host}/airgap/app-b:2"
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "empty"))
@@ -348,8 +391,13 @@ def test_bearer_token_challenge(registries: RegistrySet, tmp_path: Path, no_daem
     # (nothing cached yet), gets a token, and is resent; the body streams and is checked as usual.
     auth = RegistryAuth(lambda host: Credentials(USER, PASSWORD))
     blob = registries.images.b.layer_digests[1]
-    res = HttpSource(retries=0).fetch([f"{reg.url}/v2/airgap/app-b/blobs/{blob}"], tmp_path / "blob", "blob",
-                                      expected=Digest("sha256", blob.split(":")[1], "test"), auth=auth)
+    res = HttpSource(retries=0).fetch(
+        [f"{reg.url}/v2/airgap/app-b/blobs/{blob}"],
+        tmp_path / "blob",
+        "blob",
+        expected=Digest("sha256", blob.split(":")[1], "test"),
+        auth=auth,
+    )
     assert res.sha256 == blob.split(":")[1] and auth.token_requests == 1
 
 
@@ -357,8 +405,9 @@ def test_bearer_token_challenge(registries: RegistrySet, tmp_path: Path, no_daem
 
 
 @pytest.mark.slow
-def test_corrupt_blob_is_refused_and_not_kept(registries: RegistrySet, proxy: FaultProxy, tmp_path: Path,
-                                              no_daemon: None) -> None:
+def test_corrupt_blob_is_refused_and_not_kept(
+    registries: RegistrySet, proxy: FaultProxy, tmp_path: Path, no_daemon: None
+) -> None:
     imgs = registries.images
     bad = imgs.a.layer_digests[1]
     proxy.corrupt(bad, offset=10)
@@ -373,8 +422,9 @@ def test_corrupt_blob_is_refused_and_not_kept(registries: RegistrySet, proxy: Fa
 
 
 @pytest.mark.slow
-def test_connection_cut_mid_blob_resumes(registries: RegistrySet, proxy: FaultProxy, tmp_path: Path,
-                                         no_daemon: None) -> None:
+def test_connection_cut_mid_blob_resumes(
+    registries: RegistrySet, proxy: FaultProxy, tmp_path: Path, no_daemon: None
+) -> None:
     big = registries.images.big
     digest, size = big.layer_digests[0], big.layer_sizes[0]
     cut_at = 1 << 20
@@ -387,8 +437,9 @@ def test_connection_cut_mid_blob_resumes(registries: RegistrySet, proxy: FaultPr
 
 
 @pytest.mark.slow
-def test_mirrors_and_docker_hub_names(registries: RegistrySet, proxy: FaultProxy, tmp_path: Path,
-                                      no_daemon: None) -> None:
+def test_mirrors_and_docker_hub_names(
+    registries: RegistrySet, proxy: FaultProxy, tmp_path: Path, no_daemon: None
+) -> None:
     imgs = registries.images
     mirrors = {"https://registry-1.docker.io": proxy.url, "https://registry.airgap.test": proxy.url}
     bundle = collect_images(tmp_path, ["abox", "registry.airgap.test/airgap/base-a:1"], mirrors=mirrors)
@@ -400,8 +451,7 @@ def test_mirrors_and_docker_hub_names(registries: RegistrySet, proxy: FaultProxy
     # The lock records canonical URLs (before mirrors), so bundles made through any mirror agree.
     assert f"https://registry-1.docker.io/v2/library/abox/blobs/{imgs.hub.layer_digests[1]}" in urls
     assert f"https://registry.airgap.test/v2/airgap/base-a/blobs/{imgs.a.layer_digests[1]}" in urls
-    assert all(q.path.startswith("/v2/library/abox/") or q.path.startswith("/v2/airgap/base-a/")
-               for q in proxy.records)
+    assert all(q.path.startswith("/v2/library/abox/") or q.path.startswith("/v2/airgap/base-a/") for q in proxy.records)
 
 
 # --- the server side: a real dockerd -------------------------------------------------------------------
@@ -476,8 +526,7 @@ def test_blob_split_into_parts_loads_straight_from_the_parts(
     ref = f"{reg.host}/airgap/base-a:1"
     m = manifest_mod.load(write_manifest(tmp_path, [ref]))
     bundle = tmp_path / "bundle"
-    collect(m, bundle, HttpSource(m.mirrors, retries=3, backoff=0.01), progress_mode="off",
-            max_file_size=512 << 10)
+    collect(m, bundle, HttpSource(m.mirrors, retries=3, backoff=0.01), progress_mode="off", max_file_size=512 << 10)
     busybox = bundle / IMAGES_DIR / "blobs/sha256" / imgs.a.layer_digests[0].split(":")[1]
     assert not busybox.exists() and len(list(busybox.parent.glob(busybox.name + ".0*"))) == 2
     assert run_airgap("verify", str(bundle)).returncode == 0
@@ -492,15 +541,19 @@ def test_blob_split_into_parts_loads_straight_from_the_parts(
 
 
 @pytest.mark.slow
-def test_local_daemon_image_is_exported_and_loads_back(registries: RegistrySet, dockerd: Dockerd, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_daemon_image_is_exported_and_loads_back(
+    registries: RegistrySet, dockerd: Dockerd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.registry_fixtures import busybox_layer
 
     rootfs = tmp_path / "rootfs.tar"
     # An image that exists only in this daemon, made the way people make one from a root filesystem.
     rootfs.write_bytes(busybox_layer({"local.txt": b"built on this PC\n"}))
-    subprocess.run(["docker", "--host", dockerd.host, "import", str(rootfs), "airgap-local/app:dev"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "--host", dockerd.host, "import", str(rootfs), "airgap-local/app:dev"],
+        check=True,
+        capture_output=True,
+    )
     image_id = dockerd.client().images.get("airgap-local/app:dev").id
     # Also under a registry name the registry does not have: taken from the daemon without `local: true`.
     unpushed = f"{registries.plain.host}/airgap/never-pushed:1"
@@ -512,8 +565,9 @@ def test_local_daemon_image_is_exported_and_loads_back(registries: RegistrySet, 
     assert meta["airgap-local/app:dev"]["source"] == "docker-daemon"
     assert meta[unpushed]["config_digest"] == image_id and meta[unpushed]["source"] == "docker-daemon"
     lock = read_lock(bundle)
-    assert all(a.url.startswith("http://docker-daemon.invalid/") for a in lock.artifacts
-               if a.meta.get("role") == "layer")
+    assert all(
+        a.url.startswith("http://docker-daemon.invalid/") for a in lock.artifacts if a.meta.get("role") == "layer"
+    )
     assert run_airgap("verify", str(bundle)).returncode == 0
 
     remove_all_images(dockerd)
@@ -529,8 +583,10 @@ def test_local_image_without_a_daemon_is_a_clear_error(tmp_path: Path, no_daemon
     m = write_manifest(tmp_path, [{"ref": "airgap-local/app:dev", "local": True}])
     r = run_airgap("collect", str(m), "-o", str(tmp_path / "b"))
     assert r.returncode == 3
-    assert "image airgap-local/app:dev: it is marked `local: true`, so it must come from the local Docker daemon, " \
-           "and none answers" in r.stderr
+    assert (
+        "image airgap-local/app:dev: it is marked `local: true`, so it must come from the local Docker daemon, "
+        "and none answers" in r.stderr
+    )
     assert "Traceback" not in r.stderr
 
 
@@ -541,19 +597,30 @@ def test_install_without_a_daemon_says_so(tmp_path: Path) -> None:
     arts = []
     config = b'{"architecture": "amd64", "os": "linux", "rootfs": {"diff_ids": []}}'
     manifest = b'{"config": {"digest": "sha256:' + sha256_hex(config).encode() + b'"}, "layers": []}'
-    for data, meta in ((config, {"role": "config"}), (manifest, {
-            "role": "manifest", "ref": "a:1", "refs": ["a:1"], "tags": ["a:1"], "manifest_digest": "sha256:"
-            + sha256_hex(manifest), "config_digest": "sha256:" + sha256_hex(config), "size": 100})):
+    for data, meta in (
+        (config, {"role": "config"}),
+        (
+            manifest,
+            {
+                "role": "manifest",
+                "ref": "a:1",
+                "refs": ["a:1"],
+                "tags": ["a:1"],
+                "manifest_digest": "sha256:" + sha256_hex(manifest),
+                "config_digest": "sha256:" + sha256_hex(config),
+                "size": 100,
+            },
+        ),
+    ):
         name = f"blobs/sha256/{sha256_hex(data)}"
         (tmp_path / IMAGES_DIR / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / IMAGES_DIR / name).write_bytes(data)
-        arts.append(LockedArtifact("images", name, f"{IMAGES_DIR}/{name}", len(data), sha256_hex(data), "",
-                                   meta=meta))
+        arts.append(LockedArtifact("images", name, f"{IMAGES_DIR}/{name}", len(data), sha256_hex(data), "", meta=meta))
     finalize(tmp_path, Lock(name="t", target={}, created=now_utc(), artifacts=arts))
-    ctx = InstallContext(Host(env={"DOCKER_HOST": NO_DAEMON, "PATH": os.environ["PATH"]}), tmp_path,
-                         read_lock(tmp_path))
+    ctx = InstallContext(
+        Host(env={"DOCKER_HOST": NO_DAEMON, "PATH": os.environ["PATH"]}), tmp_path, read_lock(tmp_path)
+    )
     with pytest.raises(InstallError, match="no Docker daemon answers"):
         ImagesLayer().install(ctx)
     dry = InstallContext(Host(dry_run=True, env={"DOCKER_HOST": NO_DAEMON}), tmp_path, read_lock(tmp_path))
     assert "would load 1 of 1" in ImagesLayer().install(dry)
-

@@ -38,8 +38,9 @@ echo "Docker Compose version v2.29.7"
 """
 
 
-def build_bundle(work: Path, driver_exit: int = 0, docker: str | None = None, evil_docker: bool = False,
-                 compose: bool = False) -> Path:
+def build_bundle(
+    work: Path, driver_exit: int = 0, docker: str | None = None, evil_docker: bool = False, compose: bool = False
+) -> Path:
     """Collect a bundle through the real collect path from a local server holding real installers."""
     up = work / "upstream"
     publish_nvidia(up, driver_exit)
@@ -351,8 +352,11 @@ def test_docker_layer_installs_the_static_binaries_and_starts_dockerd(docker_roo
                 link.type, link.linkname = tarfile.SYMTYPE, "busybox"
                 tar.addfile(link)
         subprocess.run([docker, "-H", host, "import", str(rootfs), "smoke:1"], check=True, capture_output=True)
-        ran = subprocess.run([docker, "-H", host, "run", "--rm", "--network", "none", "smoke:1", "echo", "hello"],
-                             capture_output=True, text=True)
+        ran = subprocess.run(
+            [docker, "-H", host, "run", "--rm", "--network", "none", "smoke:1", "echo", "hello"],
+            capture_output=True,
+            text=True,
+        )
         assert ran.stdout.strip() == "hello", ran.stderr
 
     again = run_airgap("install", str(bundle), "--root", str(docker_root), "--only", "docker", "--json")
@@ -377,8 +381,19 @@ def test_whole_install_without_network_killed_part_way_resumes(docker_root: Path
     if os.geteuid() != 0:
         pytest.skip("unshare -n needs root (CI runs as root)")
     bundle = build_bundle(tmp_path / "w", docker=dockerd_version())
-    cmd = ["unshare", "-n", sys.executable, "-m", "airgap", "install", str(bundle), "--root", str(docker_root),
-           "--skip", "smoke"]
+    cmd = [
+        "unshare",
+        "-n",
+        sys.executable,
+        "-m",
+        "airgap",
+        "install",
+        str(bundle),
+        "--root",
+        str(docker_root),
+        "--skip",
+        "smoke",
+    ]
     env = dict(os.environ, AIRGAP_TEST_CUDA_SLEEP="30", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     state_file = docker_root / "var/lib/airgap/state.json"
@@ -397,14 +412,20 @@ def test_whole_install_without_network_killed_part_way_resumes(docker_root: Path
 
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
-    lines = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()
-             if line.split()[:1] in (["driver"], ["cuda"], ["docker"])}
+    lines = {
+        line.split()[0]: line.split()[1]
+        for line in r.stdout.splitlines()
+        if line.split()[:1] in (["driver"], ["cuda"], ["docker"])
+    }
     assert lines == {"driver": "skipped", "cuda": "installed", "docker": "installed"}
 
     third = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120)
     assert third.returncode == 0, third.stderr
     assert {s["step"]: s["status"] for s in json.loads(third.stdout)["steps"]} == {
-        "driver": "skipped", "cuda": "skipped", "docker": "skipped"}
+        "driver": "skipped",
+        "cuda": "skipped",
+        "docker": "skipped",
+    }
 
 
 def test_preflight_rechecks_versions_from_the_lock(tmp_path: Path) -> None:
@@ -415,8 +436,9 @@ def test_preflight_rechecks_versions_from_the_lock(tmp_path: Path) -> None:
     from airgap.install_context import InstallContext
     from airgap.preflight import check_compat
 
-    m = manifest_mod.loads("name: x\ntarget: {os: ubuntu-22.04}\ndriver: {version: 535.54.03}\n"
-                           "cuda: {version: 12.4.0}\n")
+    m = manifest_mod.loads(
+        "name: x\ntarget: {os: ubuntu-22.04}\ndriver: {version: 535.54.03}\ncuda: {version: 12.4.0}\n"
+    )
     lock = Lock(name="x", target={"os": "ubuntu-22.04"}, manifest=m.model_dump(mode="json"))
     ctx = InstallContext(Host(root=tmp_path), tmp_path, lock)
     (fail,) = [c for c in check_compat(ctx, []) if c.status == "fail"]

@@ -46,8 +46,7 @@ def test_reference_stack_resolves_to_the_published_urls() -> None:
         "https://us.download.nvidia.com/tesla/550.90.07/NVIDIA-Linux-x86_64-550.90.07.run",
     ]
     assert arts["cuda"].urls == [
-        "https://developer.download.nvidia.com/compute/cuda/12.4.0/local_installers/"
-        "cuda_12.4.0_550.54.14_linux.run"
+        "https://developer.download.nvidia.com/compute/cuda/12.4.0/local_installers/cuda_12.4.0_550.54.14_linux.run"
     ]
     assert arts["cuda"].published is not None
     assert arts["cuda"].published.list_url.endswith("/12.4.0/docs/sidebar/md5sum.txt")
@@ -93,14 +92,7 @@ def test_unquoted_python_version_explains_the_yaml_trap() -> None:
 
 
 def test_bad_versions_and_digest_are_each_reported_in_line_order() -> None:
-    text = (
-        "name: t\n"
-        "target: {os: ubuntu-22.04}\n"
-        "driver: {version: '550'}\n"
-        "cuda:\n"
-        "  version: '12.4'\n"
-        "  sha256: abc123\n"
-    )
+    text = "name: t\ntarget: {os: ubuntu-22.04}\ndriver: {version: '550'}\ncuda:\n  version: '12.4'\n  sha256: abc123\n"
     ps = problems(text)
     assert [p.split(":")[1] for p in ps] == ["3", "5", "6"]
     assert "expected a version like 550.90.07" in ps[0]

@@ -57,8 +57,10 @@ def safetensors(tensors: dict[str, tuple[str, list[int]]], seed: int) -> bytes:
 
 def repo_files() -> dict[str, bytes]:
     shard1, shard2 = safetensors(TENSORS_1, 11), safetensors(TENSORS_2, 12)
-    index = {"metadata": {"total_size": len(shard1) + len(shard2)},
-             "weight_map": {**dict.fromkeys(TENSORS_1, SHARD1), **dict.fromkeys(TENSORS_2, SHARD2)}}
+    index = {
+        "metadata": {"total_size": len(shard1) + len(shard2)},
+        "weight_map": {**dict.fromkeys(TENSORS_1, SHARD1), **dict.fromkeys(TENSORS_2, SHARD2)},
+    }
     return {
         ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
         "README.md": b"# tiny-llm\nA test model.\n",
@@ -88,7 +90,7 @@ def write_manifest(tmp: Path, hub: HubServer, models: str) -> Path:
     path = tmp / "manifest.yaml"
     path.write_text(
         "name: models-test\n"
-        "target: {os: ubuntu-22.04, arch: amd64, python: \"3.10\"}\n"
+        'target: {os: ubuntu-22.04, arch: amd64, python: "3.10"}\n'
         f"models:{models}\n"
         "mirrors:\n"
         f"  https://huggingface.co: {hub.url}\n"
@@ -103,8 +105,9 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def airgap_cli(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "airgap", *args], capture_output=True, text=True, timeout=120,
-                          env=clean_env(tmp, **env))
+    return subprocess.run(
+        [sys.executable, "-m", "airgap", *args], capture_output=True, text=True, timeout=120, env=clean_env(tmp, **env)
+    )
 
 
 def collect_here(manifest: Path, out: Path) -> CollectReport:
@@ -141,14 +144,24 @@ def test_collect_pins_the_commit_and_every_files_digest_and_verify_passes(hub: H
         assert a["url"] == f"https://huggingface.co/{REPO}/resolve/{commit}/{path}"  # canonical, not the mirror
         assert a["meta"]["commit"] == commit and a["meta"]["revision"] == "main"
         lfs = path.endswith((".safetensors", ".onnx"))
-        want = {"algorithm": "sha256", "value": sha(data)} if lfs else {"algorithm": "git-sha1",
-                                                                         "value": git_blob_id(data)}
+        want = (
+            {"algorithm": "sha256", "value": sha(data)}
+            if lfs
+            else {"algorithm": "git-sha1", "value": git_blob_id(data)}
+        )
         assert a["upstream_digest"] == {**want, "source": tree}, path
     first = lock["artifacts"][0]
     assert first["meta"]["model"] == {
-        "repo": REPO, "revision": "main", "commit": commit, "params": PARAMS, "dtype": "F16",
-        "dtypes": {"F16": 256 * 512 + 128 * 512, "F32": 512}, "weight_bytes": 2 * (256 + 128) * 512 + 4 * 512,
-        "params_from": [SHARD1, SHARD2], "files": len(files), "size": sum(len(d) for d in files.values()),
+        "repo": REPO,
+        "revision": "main",
+        "commit": commit,
+        "params": PARAMS,
+        "dtype": "F16",
+        "dtypes": {"F16": 256 * 512 + 128 * 512, "F32": 512},
+        "weight_bytes": 2 * (256 + 128) * 512 + 4 * 512,
+        "params_from": [SHARD1, SHARD2],
+        "files": len(files),
+        "size": sum(len(d) for d in files.values()),
     }
     assert [a for a in lock["artifacts"] if "model" in a["meta"]] == [first]
 
@@ -177,11 +190,19 @@ def test_a_branch_is_pinned_to_the_commit_it_names_at_collect_time(hub: HubServe
 
 
 def test_allow_and_ignore_select_files_as_snapshot_download_would(hub: HubServer, tmp_path: Path) -> None:
-    m = manifest_mod.load(write_manifest(tmp_path, hub, f"\n  - {{repo: {REPO}, allow: ['*.safetensors', '*.json', "
-                                         "'onnx/*'], ignore: ['tokenizer*', 'consolidated*']}"))
+    m = manifest_mod.load(
+        write_manifest(
+            tmp_path,
+            hub,
+            f"\n  - {{repo: {REPO}, allow: ['*.safetensors', '*.json', "
+            "'onnx/*'], ignore: ['tokenizer*', 'consolidated*']}",
+        )
+    )
     arts = ModelsLayer().resolve(m, HttpSource(m.mirrors, retries=0))
-    assert [a.name for a in arts] == [f"acme--tiny-llm/{p}" for p in (
-        "config.json", SHARD1, SHARD2, "model.safetensors.index.json", "onnx/model.onnx")]
+    assert [a.name for a in arts] == [
+        f"acme--tiny-llm/{p}"
+        for p in ("config.json", SHARD1, SHARD2, "model.safetensors.index.json", "onnx/model.onnx")
+    ]
     assert arts[0].meta["model"]["params"] == PARAMS  # both shards counted, whatever file sorts first
 
     none = manifest_mod.load(write_manifest(tmp_path, hub, f"\n  - {{repo: {REPO}, allow: ['*.gguf']}}"))
@@ -215,10 +236,15 @@ def test_a_cut_connection_resumes_where_it_stopped(hub: HubServer, tmp_path: Pat
     hub.cut(REPO, SHARD1, at=cut_at)
     header_range = f"bytes=8-{7 + struct.unpack('<Q', data[:8])[0]}"
     collect_here(write_manifest(tmp_path, hub, f" [{REPO}]"), tmp_path / "bundle")
-    body = [q for q in hub.requests
-            if q.content == sha(data) and q.method == "GET" and q.range not in ("bytes=0-7", header_range)]
+    body = [
+        q
+        for q in hub.requests
+        if q.content == sha(data) and q.method == "GET" and q.range not in ("bytes=0-7", header_range)
+    ]
     assert [(q.range, q.status, q.bytes_sent) for q in body] == [
-        (None, 200, cut_at), (f"bytes={cut_at}-", 206, len(data) - cut_at)]
+        (None, 200, cut_at),
+        (f"bytes={cut_at}-", 206, len(data) - cut_at),
+    ]
     assert all(q.host.startswith("localhost:") for q in body)  # followed the hub's redirect to its CDN
     assert (tmp_path / "bundle" / FOLDER / SHARD1).read_bytes() == data
 
@@ -268,8 +294,10 @@ def test_a_hub_having_a_bad_minute_is_retried(hub: HubServer, tmp_path: Path) ->
 
 def test_missing_repo_and_revision_say_what_to_check(hub: HubServer, tmp_path: Path) -> None:
     for models, expected in (
-        (" [acme/nope]", "acme/nope: no such model repository on https://huggingface.co, or it is private and no "
-                         "HF_TOKEN is set."),
+        (
+            " [acme/nope]",
+            "acme/nope: no such model repository on https://huggingface.co, or it is private and no HF_TOKEN is set.",
+        ),
         (f"\n  - {{repo: {REPO}, revision: v9}}", "acme/tiny-llm: revision 'v9' does not exist"),
     ):
         m = manifest_mod.load(write_manifest(tmp_path, hub, models))
@@ -279,8 +307,9 @@ def test_missing_repo_and_revision_say_what_to_check(hub: HubServer, tmp_path: P
         assert exc.value.hint and "manifest" in exc.value.hint
 
 
-def test_private_repo_through_hf_endpoint_with_a_token(hub: HubServer, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_private_repo_through_hf_endpoint_with_a_token(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub.make_private(REPO, TOKEN)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)  # huggingface_hub's own switch, instead of `mirrors:`
     path = tmp_path / "manifest.yaml"
@@ -296,7 +325,8 @@ def test_private_repo_through_hf_endpoint_with_a_token(hub: HubServer, tmp_path:
     lock = read_lock(bundle)
     commit = hub.repos[REPO].refs["main"]
     assert {a.url.rsplit("/", 1)[0] for a in lock.artifacts if "/" not in a.meta["path_in_repo"]} == {
-        f"{hub.url}/{REPO}/resolve/{commit}"}
+        f"{hub.url}/{REPO}/resolve/{commit}"
+    }
     assert TOKEN.encode() not in (bundle / "airgap.lock.json").read_bytes()
     assert all(q.authorization == f"Bearer {TOKEN}" for q in hub.requests if not q.is_cdn)
 

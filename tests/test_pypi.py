@@ -52,8 +52,14 @@ class IndexServer(LocalHTTPServer):
     handler_class = _IndexHandler
 
 
-def make_wheel(out: Path, name: str, version: str, tag: str = "py3-none-any", requires: tuple[str, ...] = (),
-               module: str | None = None) -> Path:
+def make_wheel(
+    out: Path,
+    name: str,
+    version: str,
+    tag: str = "py3-none-any",
+    requires: tuple[str, ...] = (),
+    module: str | None = None,
+) -> Path:
     """A real, minimal wheel: a module that records its version, METADATA, WHEEL and a correct RECORD."""
     mod = module or name.replace("-", "_")
     dist = f"{name.replace('-', '_')}-{version}.dist-info"
@@ -86,8 +92,10 @@ def write_index(root: Path, wheels: list[Path], sdists: list[Path] = ()) -> None
     for project, paths in projects.items():
         page = root / "simple" / project / "index.html"
         page.parent.mkdir(parents=True, exist_ok=True)
-        links = "".join(f'<a href="../../files/{p.name}#sha256={hashlib.sha256(p.read_bytes()).hexdigest()}">'
-                        f"{p.name}</a><br>\n" for p in paths)
+        links = "".join(
+            f'<a href="../../files/{p.name}#sha256={hashlib.sha256(p.read_bytes()).hexdigest()}">{p.name}</a><br>\n'
+            for p in paths
+        )
         page.write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
 
 
@@ -169,22 +177,34 @@ def test_wheels_are_chosen_for_the_target_and_locked_with_hashes(index: IndexSer
     pins = re.findall(r"^(\S+)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$", lock_text, re.M)
     assert {p[0] for p in pins} == {"agdemo", "agnative", "pip"}
     for _name, _version, digest in pins:
-        assert any(hashlib.sha256(f.read_bytes()).hexdigest() == digest
-                   for f in (bundle / "layers/08-python").glob("*.whl"))
+        assert any(
+            hashlib.sha256(f.read_bytes()).hexdigest() == digest for f in (bundle / "layers/08-python").glob("*.whl")
+        )
     lock = json.loads((bundle / "airgap.lock.json").read_text())
     demo = next(a for a in lock["artifacts"] if a["name"].startswith("agdemo"))
     assert demo["upstream_digest"]["algorithm"] == "sha256" and demo["meta"]["requested"] is True
     assert run_airgap("verify", str(bundle)).returncode == 0
 
 
-@pytest.mark.parametrize(("requirement", "expected"), [
-    ("agnative==2.0", ["no wheel of agnative==2.0 fits the target", f"{HERE_CP}/abi3/none with manylinux_2_36",
-                       "agnative 2.0: wheels for cp39, " + HERE_CP, "manylinux_2_39_x86_64"]),
-    ("agsource", ["no wheel of agsource fits", "agsource 1.0: no wheels, and a source distribution"]),
-    ("agnowhere", ["no project named agnowhere"]),
-])
+@pytest.mark.parametrize(
+    ("requirement", "expected"),
+    [
+        (
+            "agnative==2.0",
+            [
+                "no wheel of agnative==2.0 fits the target",
+                f"{HERE_CP}/abi3/none with manylinux_2_36",
+                "agnative 2.0: wheels for cp39, " + HERE_CP,
+                "manylinux_2_39_x86_64",
+            ],
+        ),
+        ("agsource", ["no wheel of agsource fits", "agsource 1.0: no wheels, and a source distribution"]),
+        ("agnowhere", ["no project named agnowhere"]),
+    ],
+)
 def test_no_wheel_for_the_target_names_package_tags_and_what_exists(
-        index: IndexServer, tmp_path: Path, requirement: str, expected: list[str]) -> None:
+    index: IndexServer, tmp_path: Path, requirement: str, expected: list[str]
+) -> None:
     target = PyTarget(HERE_PY, "amd64", "2.36")
     with pytest.raises(BadInputError) as exc:
         resolve_wheels([requirement], ["https://pypi.example/simple"], target, {"https://pypi.example": index.url})
@@ -199,16 +219,16 @@ def test_install_offline_into_a_fresh_venv_then_again(index: IndexServer, tmp_pa
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\n')
-    args = [sys.executable, "-m", "airgap", "install", str(bundle), "--root", str(root), "--only", "python",
-            "--json"]
+    args = [sys.executable, "-m", "airgap", "install", str(bundle), "--root", str(root), "--only", "python", "--json"]
     r = subprocess.run(in_netns(*args), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     step = json.loads(r.stdout)["steps"][0]
     assert step["status"] == "installed", step
     assert "imported agdemo" in step["detail"]
     vpy = root / "opt/airgap/venv/bin/python"
-    out = subprocess.run([vpy, "-c", "import agdemo, agnative, pip; print(agnative.VERSION)"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [vpy, "-c", "import agdemo, agnative, pip; print(agnative.VERSION)"], capture_output=True, text=True
+    )
     assert out.stdout.strip() == "1.0", out.stderr
     again = subprocess.run(in_netns(*args), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -227,8 +247,10 @@ def wheel_tags(name: str) -> tuple[set[str], set[str], set[str]]:
 @pytest.mark.network
 def test_pypi_wheels_for_python_310_manylinux(tmp_path: Path) -> None:
     path = tmp_path / "manifest.yaml"
-    path.write_text('name: py310\ntarget: {os: ubuntu-22.04, arch: amd64, python: "3.10"}\n'
-                    "python: {requirements: [numpy, pydantic-core]}\n")
+    path.write_text(
+        'name: py310\ntarget: {os: ubuntu-22.04, arch: amd64, python: "3.10"}\n'
+        "python: {requirements: [numpy, pydantic-core]}\n"
+    )
     m = manifest_mod.load(path)
     bundle = tmp_path / "bundle"
     collect(m, bundle, HttpSource(backoff=0.5), progress_mode="off")
@@ -250,8 +272,10 @@ def test_pypi_wheels_for_python_310_manylinux(tmp_path: Path) -> None:
 @pytest.mark.network
 def test_pypi_collect_for_this_python_then_install_with_no_network(tmp_path: Path) -> None:
     path = tmp_path / "manifest.yaml"
-    path.write_text(f'name: pyhere\ntarget: {{os: debian-12, arch: amd64, python: "{HERE_PY}"}}\n'
-                    "python: {requirements: [pydantic-core, markupsafe], venv: /srv/venv}\n")
+    path.write_text(
+        f'name: pyhere\ntarget: {{os: debian-12, arch: amd64, python: "{HERE_PY}"}}\n'
+        "python: {requirements: [pydantic-core, markupsafe], venv: /srv/venv}\n"
+    )
     m = manifest_mod.load(path)
     bundle = tmp_path / "bundle"
     collect(m, bundle, HttpSource(backoff=0.5), progress_mode="off")
@@ -264,8 +288,9 @@ def test_pypi_collect_for_this_python_then_install_with_no_network(tmp_path: Pat
     step = json.loads(r.stdout)["steps"][0]
     assert step["status"] == "installed", step
     vpy = root / "srv/venv/bin/python"
-    out = subprocess.run([vpy, "-c", "import pydantic_core, markupsafe; print(markupsafe.escape('<a>'))"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [vpy, "-c", "import pydantic_core, markupsafe; print(markupsafe.escape('<a>'))"], capture_output=True, text=True
+    )
     assert out.stdout.strip() == "&lt;a&gt;", out.stderr
 
 

@@ -64,9 +64,15 @@ def finish_bundle(bundle: Path, extra: list[ToolFile], python: str = HERE_PY) ->
     p = bundle / "layers/10-files/check.sh"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(data)
-    art = LockedArtifact("files", p.name, "layers/10-files/check.sh", len(data), sha(data), "https://example.com/check.sh")
-    lock = Lock(name="selfinstall", target={"os": "ubuntu-22.04", "arch": "amd64", "python": python},
-                created=now_utc(), artifacts=[art])
+    art = LockedArtifact(
+        "files", p.name, "layers/10-files/check.sh", len(data), sha(data), "https://example.com/check.sh"
+    )
+    lock = Lock(
+        name="selfinstall",
+        target={"os": "ubuntu-22.04", "arch": "amd64", "python": python},
+        created=now_utc(),
+        artifacts=[art],
+    )
     finalize(bundle, lock)
     sums = read_sums(bundle)
     sums.update({f.path: f.sha256 for f in extra})
@@ -82,11 +88,13 @@ def bin_dir(path: Path, links: dict[str, str]) -> Path:
     return path
 
 
-def run_sh(bundle: Path, args: list[str], env: dict[str, str], cwd: Path, unshare: tuple[str, ...] = (),
-           timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def run_sh(
+    bundle: Path, args: list[str], env: dict[str, str], cwd: Path, unshare: tuple[str, ...] = (), timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     cmd = [*(["unshare", *unshare] if unshare else []), SH, str(bundle / "install.sh"), *args]
-    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def clean_env(path: str, **extra: str) -> dict[str, str]:
@@ -127,14 +135,34 @@ def test_own_wheel_has_right_record_is_deterministic_and_installs(tmp_path: Path
     # the venv's own copy must be the one imported, and the console script must work.
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
-    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "--isolated",
-                        "--no-index", "--no-deps", "--quiet", str(whl)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin/python"),
+            "install",
+            "--isolated",
+            "--no-index",
+            "--no-deps",
+            "--quiet",
+            str(whl),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run([str(venv / "bin/python"), "-I", "-m", "airgap", "--version"], capture_output=True, text=True,
-                       cwd=tmp_path)
+    r = subprocess.run(
+        [str(venv / "bin/python"), "-I", "-m", "airgap", "--version"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert r.returncode == 0 and airgap.__version__ in r.stdout, r.stdout + r.stderr
-    where = subprocess.run([str(venv / "bin/python"), "-I", "-c", "import airgap; print(airgap.__file__)"],
-                           capture_output=True, text=True, cwd=tmp_path).stdout
+    where = subprocess.run(
+        [str(venv / "bin/python"), "-I", "-c", "import airgap; print(airgap.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    ).stdout
     assert where.startswith(str(venv)), where
     r = subprocess.run([str(venv / "bin/airgap"), "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0 and airgap.__version__ in r.stdout
@@ -145,8 +173,9 @@ def test_metadata_follows_pyproject_when_the_installed_one_is_stale(tmp_path: Pa
     pkg = tmp_path / "airgap"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "airgap"\nrequires-python = ">=3.10"\n'
-                                             'dependencies = ["click>=8.1", "brand-new-dep>=1"]\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "airgap"\nrequires-python = ">=3.10"\ndependencies = ["click>=8.1", "brand-new-dep>=1"]\n'
+    )
     if sys.version_info < (3, 11):
         pytest.skip("reading pyproject.toml needs tomllib (python 3.11+)")
     meta = project_metadata(pkg)
@@ -158,15 +187,24 @@ def test_metadata_follows_pyproject_when_the_installed_one_is_stale(tmp_path: Pa
 
 
 def _wheel(name: str, version: str, *requires: str) -> WheelInfo:
-    return WheelInfo(Path(f"{name}-{version}-py3-none-any.whl"), name, Version(version), frozenset(),
-                     [Requirement(r) for r in requires], "")
+    return WheelInfo(
+        Path(f"{name}-{version}-py3-none-any.whl"),
+        name,
+        Version(version),
+        frozenset(),
+        [Requirement(r) for r in requires],
+        "",
+    )
 
 
 def test_closure_uses_the_targets_markers_not_this_pythons() -> None:
     # anyio's real metadata: pip running on 3.11 drops exceptiongroup even for a 3.10 target.
-    wheels = [_wheel("anyio", "4.16.0", 'exceptiongroup>=1.0.2; python_version < "3.11"', "idna>=2.8"),
-              _wheel("idna", "3.20"), _wheel("idna", "2.0"),
-              _wheel("hf", "1.0", 'xet>=1; platform_machine == "aarch64"')]
+    wheels = [
+        _wheel("anyio", "4.16.0", 'exceptiongroup>=1.0.2; python_version < "3.11"', "idna>=2.8"),
+        _wheel("idna", "3.20"),
+        _wheel("idna", "2.0"),
+        _wheel("hf", "1.0", 'xet>=1; platform_machine == "aarch64"'),
+    ]
     roots = [Requirement("anyio>=4"), Requirement("hf"), Requirement('pytest; extra == "test"')]
     sel, missing = resolve_closure(wheels, roots, marker_environments("3.10", "amd64"))
     assert [str(r) for r in missing] == ['exceptiongroup>=1.0.2; python_version < "3.11"']
@@ -190,8 +228,10 @@ def test_imports_the_metadata_forgot_are_found(tmp_path: Path) -> None:
     pkg = tmp_path / "airgap"
     pkg.mkdir()
     (pkg / "a.py").write_text("import os\nimport click\nfrom yaml import safe_load\nfrom airgap import b\n")
-    (pkg / "b.py").write_text("try:\n    import not_installed_thing\nexcept ImportError:\n    pass\n"
-                              "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import rich\n")
+    (pkg / "b.py").write_text(
+        "try:\n    import not_installed_thing\nexcept ImportError:\n    pass\n"
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import rich\n"
+    )
     found = imported_distributions(pkg)
     assert set(found) == {"click", "pyyaml"}  # yaml maps to PyYAML; guarded imports are optional
     assert found["click"] == ["airgap/a.py"]
@@ -204,9 +244,14 @@ def test_no_wheel_for_the_target_is_an_upstream_error_and_tool_is_untouched(tmp_
 
     def pip(args: list[str]) -> subprocess.CompletedProcess[str]:
         assert "--only-binary=:all:" in args and "manylinux_2_17_x86_64" in args
-        return subprocess.CompletedProcess(args, 1, "", "ERROR: Could not find a version that satisfies the "
-                                           "requirement pydantic-core==2.50.5 (from versions: none)\nERROR: No "
-                                           "matching distribution found for pydantic-core==2.50.5\n")
+        return subprocess.CompletedProcess(
+            args,
+            1,
+            "",
+            "ERROR: Could not find a version that satisfies the "
+            "requirement pydantic-core==2.50.5 (from versions: none)\nERROR: No "
+            "matching distribution found for pydantic-core==2.50.5\n",
+        )
 
     with pytest.raises(UpstreamError) as exc:
         build_tool_dir(bundle, "3.10", "amd64", run_pip=pip)
@@ -226,8 +271,11 @@ def fake_bundle(tmp_path: Path) -> Path:
     tool = bundle / "tool"
     tool.mkdir(parents=True)
     files = [write_install_sh(bundle, airgap.__version__, HERE_PY)]
-    for name in ("pip-99.0-py3-none-any.whl", f"airgap-{airgap.__version__}-py3-none-any.whl",
-                 "click-8.1.7-py3-none-any.whl"):
+    for name in (
+        "pip-99.0-py3-none-any.whl",
+        f"airgap-{airgap.__version__}-py3-none-any.whl",
+        "click-8.1.7-py3-none-any.whl",
+    ):
         data = name.encode() * 100
         (tool / name).write_bytes(data)
         files.append(ToolFile(f"tool/{name}", len(data), sha(data)))
@@ -274,8 +322,9 @@ def test_bundle_without_tool_says_so(fake_bundle: Path, tmp_path: Path) -> None:
     assert r.returncode == 1 and "--no-tool" in r.stderr
 
 
-def test_missing_python3_names_the_target_and_the_fix_from_the_bundle(fake_bundle: Path, tools: Path,
-                                                                    tmp_path: Path) -> None:
+def test_missing_python3_names_the_target_and_the_fix_from_the_bundle(
+    fake_bundle: Path, tools: Path, tmp_path: Path
+) -> None:
     deb = fake_bundle / "layers/01-prereqs/python3.11_3.11.2-6_amd64.deb"
     deb.parent.mkdir(parents=True)
     deb.write_bytes(b"")
@@ -289,8 +338,9 @@ def test_python_of_another_version_is_warned_about(fake_bundle: Path, tools: Pat
     fake = tmp_path / "python3.99"
     fake.write_text("#!/bin/sh\necho 3.99\n")  # answers the version question; 'makes' a venv that is not there
     fake.chmod(0o755)
-    r = run_sh(fake_bundle, [], clean_env(str(tools), AIRGAP_VENV=str(tmp_path / "v"), AIRGAP_PYTHON=str(fake)),
-               tmp_path)
+    r = run_sh(
+        fake_bundle, [], clean_env(str(tools), AIRGAP_VENV=str(tmp_path / "v"), AIRGAP_PYTHON=str(fake)), tmp_path
+    )
     assert r.returncode == 1
     assert f"is python 3.99, but tool/ was collected for python {HERE_PY}" in r.stderr
     assert f"Most likely cause: python 3.99 here, tool/ is for python {HERE_PY}" in r.stderr
@@ -374,8 +424,13 @@ def test_install_sh_installs_airgap_offline_and_runs_install(tool_bundle: Path, 
     assert "Dry run: nothing will be changed" in r.stdout and "verified" in r.stdout
     assert "Preflight" in r.stdout and "files" in r.stdout
     # airgap came from tool/ into the venv; pip ran from its wheel and was not installed.
-    where = subprocess.run([str(venv / "bin/python"), "-I", "-c", "import airgap; print(airgap.__file__)"],
-                           capture_output=True, text=True, env=env, cwd=tmp_path).stdout
+    where = subprocess.run(
+        [str(venv / "bin/python"), "-I", "-c", "import airgap; print(airgap.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    ).stdout
     assert where.startswith(str(venv))
     assert not (venv / "bin/pip").exists()
     assert (venv / STAMP).is_file()
@@ -396,8 +451,9 @@ def test_debian_python3_without_python3_venv_is_enough(tool_bundle: Path, tmp_pa
     system = Path("/usr/bin/python3")
     if not system.exists():
         pytest.skip("no Debian/Ubuntu /usr/bin/python3 here")
-    xy = subprocess.run([str(system), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                        capture_output=True, text=True).stdout.strip()
+    xy = subprocess.run(
+        [str(system), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+    ).stdout.strip()
     ensurepip = Path(f"/usr/lib/python{xy}/ensurepip")
     if xy != HERE_PY or not ensurepip.is_dir():
         pytest.skip(f"/usr/bin/python3 is {xy} with no ensurepip to hide; tool/ is for {HERE_PY}")
@@ -407,13 +463,16 @@ def test_debian_python3_without_python3_venv_is_enough(tool_bundle: Path, tmp_pa
     empty.mkdir()
     venv = tmp_path / "venv"
     root = prepare_root(tmp_path / "root")
-    script = (f'mount --bind "{empty}" "{ensurepip}" && '
-              f'if [ -e "{ensurepip}/__main__.py" ]; then echo "ensurepip still there"; exit 9; fi && '
-              f'/usr/bin/python3 -m venv "{tmp_path}/plain" >"{tmp_path}/plain.out" 2>&1; echo "plain venv: $?" && '
-              f'exec {SH} "{tool_bundle}/install.sh" --dry-run --root "{root}" --skip smoke')
+    script = (
+        f'mount --bind "{empty}" "{ensurepip}" && '
+        f'if [ -e "{ensurepip}/__main__.py" ]; then echo "ensurepip still there"; exit 9; fi && '
+        f'/usr/bin/python3 -m venv "{tmp_path}/plain" >"{tmp_path}/plain.out" 2>&1; echo "plain venv: $?" && '
+        f'exec {SH} "{tool_bundle}/install.sh" --dry-run --root "{root}" --skip smoke'
+    )
     env = clean_env("/usr/bin:/bin", AIRGAP_VENV=str(venv), AIRGAP_PYTHON="/usr/bin/python3")
-    r = subprocess.run(["unshare", "-n", "-m", SH, "-c", script], env=env, capture_output=True, text=True,
-                       timeout=240, cwd=tmp_path)
+    r = subprocess.run(
+        ["unshare", "-n", "-m", SH, "-c", script], env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path
+    )
     assert "plain venv: 1" in r.stdout, r.stdout + r.stderr
     assert "ensurepip is not" in (tmp_path / "plain.out").read_text()  # Debian's "install python3-venv"
     assert r.returncode == 0, r.stdout + r.stderr
@@ -461,20 +520,39 @@ def test_split_signed_bundle_installs_through_install_sh_with_no_network(tmp_pat
             f'name: trip\ntarget: {{os: ubuntu-22.04, arch: amd64, python: "{HERE_PY}"}}\n'
             "driver: {version: 550.90.07}\ncuda: {version: 12.4.0}\n"
             f"files: [{{url: https://example.com/weights.bin}}]\nmirrors:\n{nvidia_mirrors(server.url)}"
-            f"  https://example.com: {server.url}/example\n")
-        r = run_airgap("collect", str(m), "-o", str(bundle), "--tool", "--max-file-size", "1M",
-                       "--sign", str(tmp_path / "site.key"), timeout=600)
+            f"  https://example.com: {server.url}/example\n"
+        )
+        r = run_airgap(
+            "collect",
+            str(m),
+            "-o",
+            str(bundle),
+            "--tool",
+            "--max-file-size",
+            "1M",
+            "--sign",
+            str(tmp_path / "site.key"),
+            timeout=600,
+        )
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(p.name for p in (bundle / "layers/10-files").iterdir()) == [
-        "weights.bin.001", "weights.bin.002", "weights.bin.003"]
+        "weights.bin.001",
+        "weights.bin.002",
+        "weights.bin.003",
+    ]
     assert (bundle / "install.sh").is_file() and any((bundle / "tool").glob("airgap-*.whl"))
     assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=bundle).returncode == 0
 
     pybin = _here_python_bin(tmp_path)
     root = prepare_root(tmp_path / "root")
     env = clean_env(f"{pybin}:/usr/bin:/bin", AIRGAP_VENV=str(tmp_path / "venv"))
-    r = run_sh(bundle, ["--key", str(tmp_path / "site.pub"), "--root", str(root), "--skip", "smoke"], env,
-               tmp_path, unshare=("-n",))
+    r = run_sh(
+        bundle,
+        ["--key", str(tmp_path / "site.pub"), "--root", str(root), "--skip", "smoke"],
+        env,
+        tmp_path,
+        unshare=("-n",),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert (root / "usr/bin/nvidia-smi").exists()
     assert (root / "usr/local/cuda-12.4/bin/nvcc").exists()

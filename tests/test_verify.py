@@ -60,8 +60,14 @@ def test_each_kind_of_damage_is_named(bundle: Path) -> None:
         ("unexpected", "layers/10-files/extra.bin"),
         ("unexpected", "layers/03-cuda/cuda.run.part"),
     }
-    assert data["counts"] == {"signature": 0, "missing": 1, "truncated": 1, "altered": 1, "unexpected": 2,
-                              "unreadable": 0}
+    assert data["counts"] == {
+        "signature": 0,
+        "missing": 1,
+        "truncated": 1,
+        "altered": 1,
+        "unexpected": 2,
+        "unreadable": 0,
+    }
     truncated_problem = next(p for p in data["problems"] if p["kind"] == "truncated")
     assert truncated_problem["detail"].startswith(f"{MiB} of {2 * MiB + 1} bytes")
 

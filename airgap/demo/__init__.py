@@ -68,8 +68,16 @@ DOCKER_STUBS = {
 def _docker_tgz() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name in ("docker", "dockerd", "containerd", "ctr", "containerd-shim-runc-v2", "docker-init",
-                     "docker-proxy", "runc"):
+        for name in (
+            "docker",
+            "dockerd",
+            "containerd",
+            "ctr",
+            "containerd-shim-runc-v2",
+            "docker-init",
+            "docker-proxy",
+            "runc",
+        ):
             data = DOCKER_STUBS.get(name, f"#!/bin/sh\necho 'demo stand-in for {name}'\n").encode()
             info = tarfile.TarInfo(f"docker/{name}")
             info.size, info.mode = len(data), 0o755
@@ -97,10 +105,12 @@ def prepare_server_root(root: Path) -> None:
 def build_upstream(root: Path) -> dict[str, str]:
     """Lay out the upstream servers' trees under `root`; return mirrors from real prefixes to local paths."""
     files = {
-        "nvidia-us/XFree86/Linux-x86_64/550.90.07/NVIDIA-Linux-x86_64-550.90.07.run":
-            _installer("NVIDIA driver 550.90.07", 6, 1, DRIVER_BODY),
-        "nvidia-dev/compute/cuda/12.4.0/local_installers/cuda_12.4.0_550.54.14_linux.run":
-            _installer("CUDA 12.4.0", 12, 2, CUDA_BODY),
+        "nvidia-us/XFree86/Linux-x86_64/550.90.07/NVIDIA-Linux-x86_64-550.90.07.run": _installer(
+            "NVIDIA driver 550.90.07", 6, 1, DRIVER_BODY
+        ),
+        "nvidia-dev/compute/cuda/12.4.0/local_installers/cuda_12.4.0_550.54.14_linux.run": _installer(
+            "CUDA 12.4.0", 12, 2, CUDA_BODY
+        ),
         "docker/linux/static/stable/x86_64/docker-25.0.3.tgz": _docker_tgz(),
         "example/airgap-demo/gpu-smoke-test.sh": SMOKE_SCRIPT,
     }
@@ -157,8 +167,10 @@ def _run(out: Output, work: Path) -> int:
         report = collect(manifest, bundle, HttpSource(manifest.mirrors, backoff=0.2), warn=out.warn)
         for f in report.files:
             out.info(f"   {f.status:<10} {f.path}  ({human_size(f.size)})")
-        out.info(f"   bundle written: {len(report.files)} files, {human_size(report.total_size)}, "
-                 "with airgap.lock.json, SHA256SUMS and README.txt")
+        out.info(
+            f"   bundle written: {len(report.files)} files, {human_size(report.total_size)}, "
+            "with airgap.lock.json, SHA256SUMS and README.txt"
+        )
 
     out.heading("3. The transfer: the bundle is copied to the 'USB drive'")
     usb = work / "usb-drive" / "bundle"
@@ -169,8 +181,10 @@ def _run(out: Output, work: Path) -> int:
 
     out.heading("4. The isolated server: airgap verify")
     good = verify_bundle(usb)
-    out.info(f"   {'OK' if good.ok else 'FAILED'}: {good.files} files, {human_size(good.bytes)} re-hashed "
-             f"in {good.seconds:.2f}s")
+    out.info(
+        f"   {'OK' if good.ok else 'FAILED'}: {good.files} files, {human_size(good.bytes)} re-hashed "
+        f"in {good.seconds:.2f}s"
+    )
     if not good.ok:
         for p in good.problems:
             out.info(f"   {p.kind.upper():<10} {p.path}: {p.detail}")

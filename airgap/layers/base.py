@@ -17,6 +17,7 @@ class Layer:
 
     name: ClassVar[str]
     section: ClassVar[str]
+
     def wanted(self, manifest: Manifest) -> bool:
         return bool(getattr(manifest, self.section))
 

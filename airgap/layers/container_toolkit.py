@@ -17,8 +17,12 @@ from airgap.layers.prereqs import AptLayer, install_debs
 from airgap.manifest import Manifest
 from airgap.sources.apt import Request
 
-PACKAGES = ("libnvidia-container1", "libnvidia-container-tools", "nvidia-container-toolkit-base",
-            "nvidia-container-toolkit")
+PACKAGES = (
+    "libnvidia-container1",
+    "libnvidia-container-tools",
+    "nvidia-container-toolkit-base",
+    "nvidia-container-toolkit",
+)
 
 
 class ContainerToolkitLayer(AptLayer):
@@ -45,16 +49,20 @@ class ContainerToolkitLayer(AptLayer):
         if ctk is None:
             if host.dry_run:
                 return summary + "; nvidia-ctk would configure Docker's nvidia runtime"
-            raise InstallError("the toolkit packages are installed, but nvidia-ctk is not on the PATH.",
-                               "Check `dpkg -L nvidia-container-toolkit-base`; the bundle may hold the wrong "
-                               "packages.")
+            raise InstallError(
+                "the toolkit packages are installed, but nvidia-ctk is not on the PATH.",
+                "Check `dpkg -L nvidia-container-toolkit-base`; the bundle may hold the wrong packages.",
+            )
         argv = [ctk, "runtime", "configure", "--runtime=docker"]
         if str(host.root) != "/":
             argv.append(f"--config={host.path(DAEMON_JSON)}")  # a staging root: its own daemon.json
         res = host.run(argv, check=False, timeout=120)
         if res.returncode != 0:
-            raise InstallError("nvidia-ctk could not add the nvidia runtime to Docker's daemon.json.",
-                               f"Check {DAEMON_JSON} is valid JSON, then run the same command again.", res)
+            raise InstallError(
+                "nvidia-ctk could not add the nvidia runtime to Docker's daemon.json.",
+                f"Check {DAEMON_JSON} is valid JSON, then run the same command again.",
+                res,
+            )
         if server_version(host) is not None:
             restart_docker(host)
             return summary + "; nvidia runtime configured, dockerd restarted"

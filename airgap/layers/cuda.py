@@ -28,8 +28,16 @@ class CudaLayer(Layer):
         published_list = f"{BASE}/{spec.version}/docs/sidebar/md5sum.txt"
         if spec.url:
             name = file_name_from_url(spec.url)
-            return [Artifact(self.name, name, [spec.url], ("cuda", "url"), pinned=pinned,
-                             published=PublishedDigest("md5", published_list, name))]
+            return [
+                Artifact(
+                    self.name,
+                    name,
+                    [spec.url],
+                    ("cuda", "url"),
+                    pinned=pinned,
+                    published=PublishedDigest("md5", published_list, name),
+                )
+            ]
         driver = cuda_runfile_driver(spec.version)
         if driver is None:
             known = ", ".join(CUDA_RUNFILE_DRIVER)
@@ -41,8 +49,16 @@ class CudaLayer(Layer):
         suffix = "_sbsa" if manifest.target.arch == "arm64" else ""
         name = f"cuda_{spec.version}_{driver}_linux{suffix}.run"
         url = f"{BASE}/{spec.version}/local_installers/{name}"
-        return [Artifact(self.name, name, [url], ("cuda", "version"), pinned=pinned,
-                         published=PublishedDigest("md5", published_list, name))]
+        return [
+            Artifact(
+                self.name,
+                name,
+                [url],
+                ("cuda", "version"),
+                pinned=pinned,
+                published=PublishedDigest("md5", published_list, name),
+            )
+        ]
 
     def installed(self, ctx: InstallContext) -> str | None:
         short = _short(ctx)
@@ -55,8 +71,11 @@ class CudaLayer(Layer):
         prefix = f"/usr/local/cuda-{short}"
         ((art, runfile),) = ctx.artifacts(self.name)
         tmpdir = _roomy_tmpdir(ctx, art.size)
-        res = host.run(["sh", str(runfile), "--silent", "--toolkit", f"--toolkitpath={host.path(prefix)}",
-                        f"--tmpdir={tmpdir}"], check=False, timeout=3600)
+        res = host.run(
+            ["sh", str(runfile), "--silent", "--toolkit", f"--toolkitpath={host.path(prefix)}", f"--tmpdir={tmpdir}"],
+            check=False,
+            timeout=3600,
+        )
         if res.returncode != 0:
             raise InstallError(
                 f"the CUDA installer failed (exit {res.returncode}).",
@@ -65,9 +84,11 @@ class CudaLayer(Layer):
                 res,
             )
         # profile.d and ld.so.conf.d reach every login shell and every program, unlike a user's .bashrc.
-        host.write_file("/etc/profile.d/cuda.sh",
-                        f'export PATH="{prefix}/bin${{PATH:+:${{PATH}}}}"\n'
-                        f'export LD_LIBRARY_PATH="{prefix}/lib64${{LD_LIBRARY_PATH:+:${{LD_LIBRARY_PATH}}}}"\n')
+        host.write_file(
+            "/etc/profile.d/cuda.sh",
+            f'export PATH="{prefix}/bin${{PATH:+:${{PATH}}}}"\n'
+            f'export LD_LIBRARY_PATH="{prefix}/lib64${{LD_LIBRARY_PATH:+:${{LD_LIBRARY_PATH}}}}"\n',
+        )
         host.write_file(f"/etc/ld.so.conf.d/cuda-{short.replace('.', '-')}.conf", f"{prefix}/lib64\n")
         if str(host.root) == "/" and host.which("ldconfig"):
             host.run(["ldconfig"])
@@ -75,9 +96,11 @@ class CudaLayer(Layer):
             return f"CUDA {short} would be installed to {prefix}"
         got = nvcc_release(ctx, f"{prefix}/bin/nvcc")
         if got != short:
-            raise InstallError(f"the CUDA installer finished, but {prefix}/bin/nvcc reports {got or 'nothing'}.",
-                               "See /var/log/cuda-installer.log; run the installer by hand to see its questions.",
-                               res)
+            raise InstallError(
+                f"the CUDA installer finished, but {prefix}/bin/nvcc reports {got or 'nothing'}.",
+                "See /var/log/cuda-installer.log; run the installer by hand to see its questions.",
+                res,
+            )
         return f"CUDA {short} toolkit installed to {prefix}; PATH via /etc/profile.d/cuda.sh"
 
 
@@ -101,5 +124,8 @@ def _roomy_tmpdir(ctx: InstallContext, runfile_size: int) -> str:
         path = ctx.host.path(candidate)
         if path.is_dir() and shutil.disk_usage(path).free > need:
             return str(path)
-    raise InstallError(f"no directory with {need // (1 << 30) + 1} GiB free to unpack the CUDA installer "
-                       "(tried /var/tmp, /tmp, /root).", "Free space on one of them, then run again.")
+    raise InstallError(
+        f"no directory with {need // (1 << 30) + 1} GiB free to unpack the CUDA installer "
+        "(tried /var/tmp, /tmp, /root).",
+        "Free space on one of them, then run again.",
+    )

@@ -102,8 +102,15 @@ class DockerLayer(Layer):
         if spec.compose:
             name = f"docker-compose-linux-{ARCH[manifest.target.arch]}"
             base = f"{COMPOSE_BASE}/v{spec.compose}"
-            arts.append(Artifact(self.name, name, [f"{base}/{name}"], ("docker", "compose"),
-                                 published=PublishedDigest("sha256", f"{base}/checksums.txt", name)))
+            arts.append(
+                Artifact(
+                    self.name,
+                    name,
+                    [f"{base}/{name}"],
+                    ("docker", "compose"),
+                    published=PublishedDigest("sha256", f"{base}/checksums.txt", name),
+                )
+            )
         return arts
 
     def installed(self, ctx: InstallContext) -> str | None:
@@ -172,11 +179,17 @@ def _read_safe_tgz(stream: BinaryIO, name: str) -> dict[str, bytes]:
                 parts = Path(member.name).parts
                 if member.isdir() and parts == ("docker",):
                     continue
-                if (not member.isfile() or len(parts) != 2 or parts[0] != "docker"
-                        or parts[1] in ("..", ".") or member.name.startswith("/")):
+                if (
+                    not member.isfile()
+                    or len(parts) != 2
+                    or parts[0] != "docker"
+                    or parts[1] in ("..", ".")
+                    or member.name.startswith("/")
+                ):
                     raise InstallError(
-                        f"{name}: unexpected entry {member.name!r}; a Docker static tgz holds only files "
-                        "in docker/.", "Collect the bundle again from download.docker.com or your mirror.")
+                        f"{name}: unexpected entry {member.name!r}; a Docker static tgz holds only files in docker/.",
+                        "Collect the bundle again from download.docker.com or your mirror.",
+                    )
                 f = tar.extractfile(member)
                 assert f is not None
                 out[parts[1]] = f.read()
@@ -223,8 +236,13 @@ def server_version(host: Host) -> str | None:
     docker = host.which("docker")
     if docker is None:
         return None
-    res = host.run([docker, "version", "--format", "{{.Server.Version}}"], check=False, changes=False,
-                   timeout=30, env={"DOCKER_HOST": docker_host(host)})
+    res = host.run(
+        [docker, "version", "--format", "{{.Server.Version}}"],
+        check=False,
+        changes=False,
+        timeout=30,
+        env={"DOCKER_HOST": docker_host(host)},
+    )
     out = res.output.strip().splitlines()
     return out[-1].strip() if res.returncode == 0 and out else None
 

@@ -27,8 +27,16 @@ class DriverLayer(Layer):
         pinned = Digest("sha256", spec.sha256, "manifest") if spec.sha256 else None
         reason = "NVIDIA publishes no checksum for driver .run files; pin `driver.sha256` to check one"
         if spec.url:
-            return [Artifact(self.name, file_name_from_url(spec.url), [spec.url], ("driver", "url"),
-                             pinned=pinned, no_digest_reason=reason)]
+            return [
+                Artifact(
+                    self.name,
+                    file_name_from_url(spec.url),
+                    [spec.url],
+                    ("driver", "url"),
+                    pinned=pinned,
+                    no_digest_reason=reason,
+                )
+            ]
         xfree_dir, arch = ARCH_DIRS[manifest.target.arch]
         name = f"NVIDIA-Linux-{arch}-{spec.version}.run"
         # GeForce/workstation builds live under XFree86/, datacenter builds under tesla/: same file name,
@@ -85,8 +93,9 @@ def reported_driver_version(ctx: InstallContext) -> str | None:
     """The loaded driver's version: nvidia-smi, else /proc/driver/nvidia/version."""
     smi = ctx.host.which("nvidia-smi")
     if smi:
-        res = ctx.host.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], check=False,
-                           changes=False, timeout=60)
+        res = ctx.host.run(
+            [smi, "--query-gpu=driver_version", "--format=csv,noheader"], check=False, changes=False, timeout=60
+        )
         if res.returncode == 0 and res.output.strip():
             return res.output.strip().splitlines()[0].strip()
     text = ctx.host.read_text("/proc/driver/nvidia/version") or ""

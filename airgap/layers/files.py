@@ -18,8 +18,16 @@ class FilesLayer(Layer):
         out = []
         for i, spec in enumerate(manifest.files):
             pinned = Digest("sha256", spec.sha256, "manifest") if spec.sha256 else None
-            out.append(Artifact(self.name, spec.file_name, [spec.url], ("files", i, "url"), pinned=pinned,
-                                no_digest_reason="no sha256 pinned for this file; add `sha256:` to check it"))
+            out.append(
+                Artifact(
+                    self.name,
+                    spec.file_name,
+                    [spec.url],
+                    ("files", i, "url"),
+                    pinned=pinned,
+                    no_digest_reason="no sha256 pinned for this file; add `sha256:` to check it",
+                )
+            )
         return out
 
     def installed(self, ctx: InstallContext) -> str | None:

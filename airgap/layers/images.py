@@ -66,9 +66,14 @@ class ImagesLayer(Layer):
     def plan(self, manifest: Manifest) -> list[Artifact]:
         """Offline (`plan --no-head`): the digests are only known once the registry is asked."""
         return [
-            Artifact(self.name, f"{spec.ref} (resolved at collect)", [], ("images", i, "ref"),
-                     no_digest_reason="its blobs' digests come from the registry's manifest, read at collect time",
-                     meta={"unresolved": "the registry is asked for this image's manifest at collect time"})
+            Artifact(
+                self.name,
+                f"{spec.ref} (resolved at collect)",
+                [],
+                ("images", i, "ref"),
+                no_digest_reason="its blobs' digests come from the registry's manifest, read at collect time",
+                meta={"unresolved": "the registry is asked for this image's manifest at collect time"},
+            )
             for i, spec in enumerate(manifest.images)
         ]
 
@@ -87,8 +92,9 @@ class ImagesLayer(Layer):
             raise _combine(errors)
         return build_artifacts(self.name, resolved, client.auth)
 
-    def _resolve_one(self, manifest: Manifest, i: int, spec: ImageSpec, client: RegistryClient,
-                     source: HttpSource) -> ResolvedImage:
+    def _resolve_one(
+        self, manifest: Manifest, i: int, spec: ImageSpec, client: RegistryClient, source: HttpSource
+    ) -> ResolvedImage:
         try:
             ref = parse_ref(spec.ref)
         except ValueError as exc:
@@ -108,8 +114,9 @@ class ImagesLayer(Layer):
                 raise
             return self._from_daemon(ref, platform, source, why="no registry has it", client=daemon)
 
-    def _from_daemon(self, ref: ImageRef, platform: str, source: HttpSource, why: str,
-                     client: Any | None = None) -> ResolvedImage:
+    def _from_daemon(
+        self, ref: ImageRef, platform: str, source: HttpSource, why: str, client: Any | None = None
+    ) -> ResolvedImage:
         daemon = client or daemon_client()
         if daemon is None:
             raise UpstreamError(
@@ -167,21 +174,28 @@ class ImagesLayer(Layer):
                     _tag(daemon, img)
                 retagged += 1
                 continue
-            _action(host, f"load image: {names} ({human_size(img.size)}, ID {img.config_digest}) into the "
-                          "Docker daemon, from the bundle")
+            _action(
+                host,
+                f"load image: {names} ({human_size(img.size)}, ID {img.config_digest}) into the "
+                "Docker daemon, from the bundle",
+            )
             loaded += 1
             loaded_bytes += img.size
             if host.dry_run:
                 continue
             t0 = time.monotonic()
             load_image(daemon, img, ctx.open_artifact)
-            host.note(f"images: loaded {names} ({human_size(img.size)}) as {img.config_digest} "
-                      f"in {time.monotonic() - t0:.1f} s")
+            host.note(
+                f"images: loaded {names} ({human_size(img.size)}) as {img.config_digest} "
+                f"in {time.monotonic() - t0:.1f} s"
+            )
         took = time.monotonic() - started
         verb = "would load" if host.dry_run else "loaded"
         extra = f", {retagged} re-tagged" if retagged else ""
-        return (f"images: {verb} {loaded} of {len(images)} ({human_size(loaded_bytes)} in {took:.1f} s)"
-                f"{extra}, {present} already present")
+        return (
+            f"images: {verb} {loaded} of {len(images)} ({human_size(loaded_bytes)} in {took:.1f} s)"
+            f"{extra}, {present} already present"
+        )
 
 
 # --- collect: artifacts -------------------------------------------------------------------------------------
@@ -215,14 +229,33 @@ def build_artifacts(layer: str, resolved: list[tuple[int, ResolvedImage]], auth:
         source = img.manifest_url
         ref = img.ref.written
         for d in img.layers:
-            add(Artifact(layer, f"{BLOBS}/{d.hex}", img.blob_urls(d), field_,
-                         pinned=Digest("sha256", d.hex, source), size=d.size,
-                         auth=auth if img.source == "registry" else None,
-                         meta={"role": "layer", "media_type": d.media_type}), ref)
+            add(
+                Artifact(
+                    layer,
+                    f"{BLOBS}/{d.hex}",
+                    img.blob_urls(d),
+                    field_,
+                    pinned=Digest("sha256", d.hex, source),
+                    size=d.size,
+                    auth=auth if img.source == "registry" else None,
+                    meta={"role": "layer", "media_type": d.media_type},
+                ),
+                ref,
+            )
         cfg = img.config_descriptor
-        add(Artifact(layer, f"{BLOBS}/{cfg.hex}", img.blob_urls(cfg), field_,
-                     pinned=Digest("sha256", cfg.hex, source), size=cfg.size, content=img.config,
-                     meta={"role": "config"}), ref)
+        add(
+            Artifact(
+                layer,
+                f"{BLOBS}/{cfg.hex}",
+                img.blob_urls(cfg),
+                field_,
+                pinned=Digest("sha256", cfg.hex, source),
+                size=cfg.size,
+                content=img.config,
+                meta={"role": "config"},
+            ),
+            ref,
+        )
         m_hex = img.manifest_digest.split(":", 1)[1]
         if img.manifest_digest in manifests:
             _img, refs, art = manifests[img.manifest_digest]
@@ -230,9 +263,16 @@ def build_artifacts(layer: str, resolved: list[tuple[int, ResolvedImage]], auth:
                 refs.append(ref)
             continue
         image_bytes += img.size
-        art = Artifact(layer, f"{BLOBS}/{m_hex}", [img.manifest_url], field_,
-                       pinned=Digest("sha256", m_hex, source), size=len(img.manifest), content=img.manifest,
-                       meta={})
+        art = Artifact(
+            layer,
+            f"{BLOBS}/{m_hex}",
+            [img.manifest_url],
+            field_,
+            pinned=Digest("sha256", m_hex, source),
+            size=len(img.manifest),
+            content=img.manifest,
+            meta={},
+        )
         manifests[img.manifest_digest] = (img, [ref], art)
         blobs[art.path] = _Blob(art, [ref])
 
@@ -252,11 +292,25 @@ def build_artifacts(layer: str, resolved: list[tuple[int, ResolvedImage]], auth:
     }
     why = "written by airgap from the image manifests it checked (nothing downloaded)"
     layout = [
-        Artifact(layer, "oci-layout", [], first_field, content=b'{"imageLayoutVersion": "1.0.0"}\n',
-                 no_digest_reason=why, meta={"role": "oci-layout"}),
+        Artifact(
+            layer,
+            "oci-layout",
+            [],
+            first_field,
+            content=b'{"imageLayoutVersion": "1.0.0"}\n',
+            no_digest_reason=why,
+            meta={"role": "oci-layout"},
+        ),
         Artifact(layer, "index.json", [], first_field, content=index, no_digest_reason=why, meta=stats),
-        Artifact(layer, "manifest.json", [], first_field, content=archive, no_digest_reason=why,
-                 meta={"role": "docker-archive"}),
+        Artifact(
+            layer,
+            "manifest.json",
+            [],
+            first_field,
+            content=archive,
+            no_digest_reason=why,
+            meta={"role": "docker-archive"},
+        ),
     ]
     return [b.art for b in blobs.values()] + layout
 
@@ -295,24 +349,28 @@ def oci_index(images: Any) -> bytes:
         for ref in refs:
             parsed = parse_ref(ref)
             tag = parsed.docker_tag.rsplit(":", 1)[1]
-            entries.append({
-                "mediaType": img.manifest_media_type,
-                "digest": img.manifest_digest,
-                "size": len(img.manifest),
-                "platform": _platform_json(img.platform),
-                "annotations": {
-                    # What containerd (and Docker's containerd image store) names the image on load.
-                    "io.containerd.image.name": f"{parsed.domain}/{parsed.repository}:{tag}",
-                    "org.opencontainers.image.ref.name": tag,
-                },
-            })
+            entries.append(
+                {
+                    "mediaType": img.manifest_media_type,
+                    "digest": img.manifest_digest,
+                    "size": len(img.manifest),
+                    "platform": _platform_json(img.platform),
+                    "annotations": {
+                        # What containerd (and Docker's containerd image store) names the image on load.
+                        "io.containerd.image.name": f"{parsed.domain}/{parsed.repository}:{tag}",
+                        "org.opencontainers.image.ref.name": tag,
+                    },
+                }
+            )
     doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
 def docker_archive_manifest(images: Any) -> bytes:
-    entries = [archive_entry(img.config_descriptor.hex, [d.hex for d in img.layers],
-                             [parse_ref(r).docker_tag for r in refs]) for img, refs, _art in images]
+    entries = [
+        archive_entry(img.config_descriptor.hex, [d.hex for d in img.layers], [parse_ref(r).docker_tag for r in refs])
+        for img, refs, _art in images
+    ]
     return (json.dumps(entries, indent=2) + "\n").encode()
 
 
@@ -382,21 +440,24 @@ def bundled_images(ctx: InstallContext) -> list[BundledImage]:
         if missing:
             raise InstallError(
                 f"images: {name} needs {missing[0]}, which the bundle's lock does not list"
-                + (f" ({len(missing) - 1} more missing)" if len(missing) > 1 else "") + ".",
+                + (f" ({len(missing) - 1} more missing)" if len(missing) > 1 else "")
+                + ".",
                 "The bundle is incomplete or was edited: collect it again on the connected PC.",
             )
         config, layers = blobs[wanted[0]], [blobs[w] for w in wanted[1:]]
-        out.append(BundledImage(
-            tags=list(meta.get("tags") or []),
-            manifest_digest=str(meta["manifest_digest"]),
-            config_digest=str(meta["config_digest"]),
-            manifest_media_type=str(meta.get("media_type", "")),
-            platform=str(meta.get("platform", "")),
-            size=int(meta.get("size") or 0),
-            manifest=art,
-            config=config,
-            layers=layers,
-        ))
+        out.append(
+            BundledImage(
+                tags=list(meta.get("tags") or []),
+                manifest_digest=str(meta["manifest_digest"]),
+                config_digest=str(meta["config_digest"]),
+                manifest_media_type=str(meta.get("media_type", "")),
+                platform=str(meta.get("platform", "")),
+                size=int(meta.get("size") or 0),
+                manifest=art,
+                config=config,
+                layers=layers,
+            )
+        )
     return out
 
 
@@ -409,13 +470,22 @@ def archive_stream(img: BundledImage, open_blob: Opener) -> Iterator[bytes]:
     tags = img.tags
     entry = archive_entry(img.config.name.rsplit("/", 1)[1], [a.name.rsplit("/", 1)[1] for a in img.layers], tags)
     index = {
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": [{
-            "mediaType": img.manifest_media_type, "digest": img.manifest_digest, "size": img.manifest.size,
-            "platform": _platform_json(img.platform),
-            "annotations": {"io.containerd.image.name": _qualified(tags[0]),
-                            "org.opencontainers.image.ref.name": tags[0].rsplit(":", 1)[1]} if tags else {},
-        }],
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": img.manifest_media_type,
+                "digest": img.manifest_digest,
+                "size": img.manifest.size,
+                "platform": _platform_json(img.platform),
+                "annotations": {
+                    "io.containerd.image.name": _qualified(tags[0]),
+                    "org.opencontainers.image.ref.name": tags[0].rsplit(":", 1)[1],
+                }
+                if tags
+                else {},
+            }
+        ],
     }
     yield _dir_header("blobs/")
     yield _dir_header(BLOBS + "/")
@@ -467,8 +537,10 @@ def _blob_member(art: LockedArtifact, open_blob: Opener) -> Iterator[bytes]:
                 break
     if sent != art.size:
         # The header promised the lock's size; anything else would corrupt the rest of the stream.
-        raise InstallError(f"images: {art.path} is shorter than the {art.size} bytes the lock records.",
-                           "Run `airgap verify` on the bundle and copy what it names again.")
+        raise InstallError(
+            f"images: {art.path} is shorter than the {art.size} bytes the lock records.",
+            "Run `airgap verify` on the bundle and copy what it names again.",
+        )
     if art.size % 512:
         yield b"\0" * (512 - art.size % 512)
 

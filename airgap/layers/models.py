@@ -73,8 +73,10 @@ class ModelSummary:
 
     def line(self) -> str:
         dtype = f" {self.dtype}" if self.dtype else ""
-        return (f"{self.repo} @ {self.revision} = {self.commit[:12]}: {self.files} files, {human_size(self.size)}, "
-                f"{format_params(self.params)} parameters{dtype}")
+        return (
+            f"{self.repo} @ {self.revision} = {self.commit[:12]}: {self.files} files, {human_size(self.size)}, "
+            f"{format_params(self.params)} parameters{dtype}"
+        )
 
 
 def model_summaries(artifacts: list[Artifact]) -> list[ModelSummary]:
@@ -83,8 +85,9 @@ def model_summaries(artifacts: list[Artifact]) -> list[ModelSummary]:
     for art in artifacts:
         m = art.meta.get("model") if art.layer == "models" else None
         if m:
-            out.append(ModelSummary(m["repo"], m["revision"], m["commit"], m["files"], m["size"], m["params"],
-                                    m["dtype"]))
+            out.append(
+                ModelSummary(m["repo"], m["revision"], m["commit"], m["files"], m["size"], m["params"], m["dtype"])
+            )
     return out
 
 
@@ -139,8 +142,16 @@ class ModelsLayer(Layer):
             out.extend(arts)
         return out
 
-    def _artifact(self, manifest: Manifest, i: int, spec: ModelSpec, snap: Snapshot, base: str,
-                  f: HubFile, headers: dict[str, str]) -> Artifact:
+    def _artifact(
+        self,
+        manifest: Manifest,
+        i: int,
+        spec: ModelSpec,
+        snap: Snapshot,
+        base: str,
+        f: HubFile,
+        headers: dict[str, str],
+    ) -> Artifact:
         parts = f.path.split("/")
         if not all(safe_file_name(p) for p in parts):
             raise manifest.error(
@@ -194,12 +205,16 @@ class ModelsLayer(Layer):
             meta = art.meta
             repo = meta.get("repo")
             if not repo or "commit" not in meta or "path_in_repo" not in meta:
-                raise InstallError(f"{art.path}: the lock records no repo/commit for this model file.",
-                                   "The bundle was made by another airgap version; collect it again with this one.")
+                raise InstallError(
+                    f"{art.path}: the lock records no repo/commit for this model file.",
+                    "The bundle was made by another airgap version; collect it again with this one.",
+                )
             rel = meta["path_in_repo"]
             if not all(safe_file_name(p) for p in str(rel).split("/")):
-                raise InstallError(f"{art.path}: the lock names an unsafe path in the repo ({rel!r}).",
-                                   "The lock was altered: run `airgap verify` on the bundle.")
+                raise InstallError(
+                    f"{art.path}: the lock names an unsafe path in the repo ({rel!r}).",
+                    "The lock was altered: run `airgap verify` on the bundle.",
+                )
             m = models.get(repo)
             if m is None:
                 spec = specs.get(repo, {})
@@ -209,8 +224,9 @@ class ModelsLayer(Layer):
                 if hf_home:
                     _check_server_path(hf_home, f"{repo}: hf_home")
                 uid, gid = (int(x) for x in str(spec.get("owner") or DEFAULT_OWNER).split(":"))
-                m = models[repo] = _Model(repo, meta.get("revision", meta["commit"]), meta["commit"], dest, uid,
-                                          gid, hf_home)
+                m = models[repo] = _Model(
+                    repo, meta.get("revision", meta["commit"]), meta["commit"], dest, uid, gid, hf_home
+                )
             m.files.append(_File(art, *_sources(ctx, art), rel, _etag(art)))
         return list(models.values())
 
@@ -309,8 +325,10 @@ class ModelsLayer(Layer):
         cache = self._install_cache(ctx, m, todo) if m.hf_home else ""
         kept = len(m.files) - len(todo.files)
         verb = "moved" if moved else "copied"
-        return (f"{m.repo} @ {m.commit[:12]}: {len(todo.files)} files ({human_size(done)}) {verb} to {m.dest}, "
-                f"{kept} already in place, owner {m.uid}:{m.gid}{cache}")
+        return (
+            f"{m.repo} @ {m.commit[:12]}: {len(todo.files)} files ({human_size(done)}) {verb} to {m.dest}, "
+            f"{kept} already in place, owner {m.uid}:{m.gid}{cache}"
+        )
 
     def _install_cache(self, ctx: InstallContext, m: _Model, todo: _Todo) -> str:
         """huggingface_hub's cache layout: blobs/<etag> (sha256 for LFS files, git blob id otherwise),
@@ -386,9 +404,10 @@ class ModelsLayer(Layer):
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InstallError(f"models: the disk holding {target.parent} filled up while copying {what}.",
-                                   "Free space there and run the install again; files already placed are kept.") \
-                    from None
+                raise InstallError(
+                    f"models: the disk holding {target.parent} filled up while copying {what}.",
+                    "Free space there and run the install again; files already placed are kept.",
+                ) from None
             raise
         if h.hexdigest() != sha256:
             tmp.unlink(missing_ok=True)
@@ -438,17 +457,21 @@ def check_entries(manifest: Manifest) -> None:
     for i, spec in enumerate(manifest.models):
         if spec.repo in seen:
             other = manifest.location(("models", seen[spec.repo]))
-            raise manifest.error(("models", i, "repo"),
-                                 f"{spec.repo} is listed twice (also at {other}); keep one entry per repo")
+            raise manifest.error(
+                ("models", i, "repo"), f"{spec.repo} is listed twice (also at {other}); keep one entry per repo"
+            )
         seen[spec.repo] = i
         dest = (spec.dest or default_dest(spec.repo)).rstrip("/")
         if not dest.startswith("/") or ".." in dest.split("/"):
-            raise manifest.error(("models", i, "dest"), f"{spec.dest!r} is not an absolute path; write it like "
-                                 f"{default_dest(spec.repo)}")
+            raise manifest.error(
+                ("models", i, "dest"), f"{spec.dest!r} is not an absolute path; write it like {default_dest(spec.repo)}"
+            )
         if dest in dests:
-            raise manifest.error(("models", i, "dest"),
-                                 f"{spec.repo} would be installed into {dest}, like the model at "
-                                 f"{manifest.location(('models', dests[dest]))}; give one of them its own `dest:`")
+            raise manifest.error(
+                ("models", i, "dest"),
+                f"{spec.repo} would be installed into {dest}, like the model at "
+                f"{manifest.location(('models', dests[dest]))}; give one of them its own `dest:`",
+            )
         dests[dest] = i
 
 
@@ -475,8 +498,10 @@ def checkpoint_files(files: list[HubFile]) -> list[HubFile]:
 
 def _nothing_matched(spec: ModelSpec, snap: Snapshot) -> str:
     shown = ", ".join(snap.all_paths[:12]) + (", ..." if len(snap.all_paths) > 12 else "")
-    return (f"no file of {spec.repo} at {snap.commit[:12]} matches allow={spec.allow!r} ignore={spec.ignore!r}; "
-            f"the repo holds: {shown or 'no files'}")
+    return (
+        f"no file of {spec.repo} at {snap.commit[:12]} matches allow={spec.allow!r} ignore={spec.ignore!r}; "
+        f"the repo holds: {shown or 'no files'}"
+    )
 
 
 def _weight_bytes(by_dtype: dict[str, int]) -> int | None:
@@ -547,8 +572,10 @@ def _sources(ctx: InstallContext, art: LockedArtifact) -> tuple[list[Path], bool
 
 def _check_server_path(path: str, what: str) -> None:
     if not path.startswith("/") or ".." in path.split("/"):
-        raise BadInputError(f"{what}: {path!r} is not an absolute path.",
-                            "Collect the bundle again with an absolute path in the manifest (e.g. /data/models/NAME).")
+        raise BadInputError(
+            f"{what}: {path!r} is not an absolute path.",
+            "Collect the bundle again with an absolute path in the manifest (e.g. /data/models/NAME).",
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -596,5 +623,6 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
             for name in dirs + files:
                 os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
     except PermissionError:
-        raise InstallError(f"models: cannot give {root} to {uid}:{gid} (permission denied).",
-                           "Run the install as root (sudo).") from None
+        raise InstallError(
+            f"models: cannot give {root} to {uid}:{gid} (permission denied).", "Run the install as root (sudo)."
+        ) from None

@@ -58,19 +58,32 @@ def builtin_repos(manifest: Manifest) -> dict[str, list[AptRepo]]:
     family = manifest.target.os.split("-", 1)[0]
     if distro is not None:
         c = distro.codename
-        out[family] = [AptRepo(family, distro.archive[arch], s, distro.components, keyring_name=family)
-                       for s in (c, f"{c}-updates")]
-        out[f"{family}-security"] = [AptRepo(f"{family}-security", distro.security[arch], f"{c}-security",
-                                             distro.components, keyring_name=family)]
-        out["cuda"] = [AptRepo("cuda", CUDA_REPO_URL.format(dir=distro.cuda_dir, arch=CUDA_REPO_ARCH[arch]), "/",
-                               keyring_name="cuda")]
-    out["nvidia-container"] = [AptRepo("nvidia-container", NVIDIA_CONTAINER_URL.format(arch=arch), "/",
-                                       keyring_name="nvidia-container")]
+        out[family] = [
+            AptRepo(family, distro.archive[arch], s, distro.components, keyring_name=family)
+            for s in (c, f"{c}-updates")
+        ]
+        out[f"{family}-security"] = [
+            AptRepo(
+                f"{family}-security", distro.security[arch], f"{c}-security", distro.components, keyring_name=family
+            )
+        ]
+        out["cuda"] = [
+            AptRepo(
+                "cuda", CUDA_REPO_URL.format(dir=distro.cuda_dir, arch=CUDA_REPO_ARCH[arch]), "/", keyring_name="cuda"
+            )
+        ]
+    out["nvidia-container"] = [
+        AptRepo("nvidia-container", NVIDIA_CONTAINER_URL.format(arch=arch), "/", keyring_name="nvidia-container")
+    ]
     return out
 
 
-DEFAULT_KEYRINGS = {"ubuntu": DISTROS["ubuntu-22.04"].keyring, "debian": DISTROS["debian-12"].keyring,
-                    "nvidia-container": NVIDIA_CONTAINER_KEYRING, "cuda": CUDA_KEYRING}
+DEFAULT_KEYRINGS = {
+    "ubuntu": DISTROS["ubuntu-22.04"].keyring,
+    "debian": DISTROS["debian-12"].keyring,
+    "nvidia-container": NVIDIA_CONTAINER_KEYRING,
+    "cuda": CUDA_KEYRING,
+}
 
 
 def repos_for(manifest: Manifest, extra: tuple[str, ...]) -> list[AptRepo]:
@@ -83,8 +96,11 @@ def repos_for(manifest: Manifest, extra: tuple[str, ...]) -> list[AptRepo]:
     wanted = [n for n in (family, f"{family}-security", *extra) if n in builtins]
     user = {r.name: r for r in spec.repos}
     if distro_of(manifest.target.os) is None and not spec.repos:
-        raise manifest.error(("target", "os"), f"airgap knows the apt repositories of {', '.join(DISTROS)}, not "
-                             f"{manifest.target.os}; list the release's repositories in `apt.repos`")
+        raise manifest.error(
+            ("target", "os"),
+            f"airgap knows the apt repositories of {', '.join(DISTROS)}, not "
+            f"{manifest.target.os}; list the release's repositories in `apt.repos`",
+        )
     repos: list[AptRepo] = []
     for name in [*wanted, *(n for n in user if n not in wanted)]:
         if name in user:
@@ -132,11 +148,18 @@ class AptLayer(Layer):
 
     def plan(self, manifest: Manifest) -> list[Artifact]:
         """Offline (`plan --no-head`): which packages, not yet which files."""
-        return [Artifact(self.name, f"{req} (resolved at collect)", [], (self.section,),
-                         no_digest_reason="known once resolved: each .deb is checked against the SHA256 of its "
-                         "entry in the signed repository index",
-                         meta={"unresolved": "the closure is resolved against the repositories at collect time"})
-                for req in self.requests(manifest)]
+        return [
+            Artifact(
+                self.name,
+                f"{req} (resolved at collect)",
+                [],
+                (self.section,),
+                no_digest_reason="known once resolved: each .deb is checked against the SHA256 of its "
+                "entry in the signed repository index",
+                meta={"unresolved": "the closure is resolved against the repositories at collect time"},
+            )
+            for req in self.requests(manifest)
+        ]
 
     def resolve(self, manifest: Manifest, source: HttpSource | None) -> list[Artifact]:
         if source is None:
@@ -155,15 +178,28 @@ class AptLayer(Layer):
         for i, cand in enumerate(res.packages):
             if cand.file_name in ("", ".", "..") or "/" in cand.file_name:
                 raise AptError(f"{cand}: unusable file name {cand.filename!r} in {cand.index_url}.")
-            arts.append(Artifact(
-                self.name, cand.file_name, [cand.url], (self.section,), upstream=cand.digest(), size=cand.size,
-                meta={
-                    "package": cand.name, "version": cand.version, "architecture": cand.arch,
-                    "depends": cand.para.get("Depends", ""), "pre_depends": cand.para.get("Pre-Depends", ""),
-                    "provides": cand.para.get("Provides", ""), "order": i, "needed_by": res.needed_by[cand.name],
-                    "repo": cand.repo.label, "server": res.server,
-                },
-            ))
+            arts.append(
+                Artifact(
+                    self.name,
+                    cand.file_name,
+                    [cand.url],
+                    (self.section,),
+                    upstream=cand.digest(),
+                    size=cand.size,
+                    meta={
+                        "package": cand.name,
+                        "version": cand.version,
+                        "architecture": cand.arch,
+                        "depends": cand.para.get("Depends", ""),
+                        "pre_depends": cand.para.get("Pre-Depends", ""),
+                        "provides": cand.para.get("Provides", ""),
+                        "order": i,
+                        "needed_by": res.needed_by[cand.name],
+                        "repo": cand.repo.label,
+                        "server": res.server,
+                    },
+                )
+            )
         return arts
 
     # --- install ----------------------------------------------------------------------------------------
@@ -217,10 +253,22 @@ def bundled_debs(ctx: InstallContext, layer: str) -> list[Deb]:
     for art, path in ctx.artifacts(layer):
         m = art.meta
         if "package" not in m:
-            raise InstallError(f"{art.path}: the lock does not say which package this is.",
-                               "The bundle was made by another airgap version: collect it again.")
-        debs.append(Deb(m["package"], m["version"], m.get("architecture", ""), path, m.get("depends", ""),
-                        m.get("pre_depends", ""), m.get("provides", ""), int(m.get("order", 0))))
+            raise InstallError(
+                f"{art.path}: the lock does not say which package this is.",
+                "The bundle was made by another airgap version: collect it again.",
+            )
+        debs.append(
+            Deb(
+                m["package"],
+                m["version"],
+                m.get("architecture", ""),
+                path,
+                m.get("depends", ""),
+                m.get("pre_depends", ""),
+                m.get("provides", ""),
+                int(m.get("order", 0)),
+            )
+        )
     return sorted(debs, key=lambda d: d.order)
 
 
@@ -233,8 +281,7 @@ def dpkg_root_args(host: Host) -> list[str]:
     root, maintainer scripts run without chroot (the root has no shell of its own) with DPKG_ROOT set."""
     if not _rooted(host):
         return []
-    return [f"--root={host.root}", f"--admindir={host.path(ADMINDIR)}", "--force-script-chrootless",
-            "--force-not-root"]
+    return [f"--root={host.root}", f"--admindir={host.path(ADMINDIR)}", "--force-script-chrootless", "--force-not-root"]
 
 
 def dpkg_installed(host: Host) -> dict[str, Have]:
@@ -294,8 +341,11 @@ def batches(todo: list[Deb]) -> list[list[Deb]]:
     out: list[list[Deb]] = [[]]
     for d in todo:
         names = {b.package for b in out[-1]}
-        pre = {rel["name"] for g in (PkgRelation.parse_relations(d.pre_depends) if d.pre_depends.strip() else [])
-               for rel in g}
+        pre = {
+            rel["name"]
+            for g in (PkgRelation.parse_relations(d.pre_depends) if d.pre_depends.strip() else [])
+            for rel in g
+        }
         if pre & names:
             out.append([])
         out[-1].append(d)
@@ -309,9 +359,10 @@ def install_debs(ctx: InstallContext, layer: str) -> str:
         return "no packages in the bundle for this layer"
     dpkg = host.which("dpkg")
     if dpkg is None:
-        raise InstallError("dpkg is not on this server, and these are Debian packages.",
-                           "The apt layers are for Debian and Ubuntu servers; leave them out with --skip "
-                           f"{layer}.")
+        raise InstallError(
+            "dpkg is not on this server, and these are Debian packages.",
+            f"The apt layers are for Debian and Ubuntu servers; leave them out with --skip {layer}.",
+        )
     if _rooted(host) and not host.exists(f"{ADMINDIR}/status"):
         # A fresh staging root: give dpkg an empty database to work in.
         for d in ("info", "updates", "triggers"):
@@ -327,7 +378,8 @@ def install_debs(ctx: InstallContext, layer: str) -> str:
         server = next((a.meta.get("server", "") for a in ctx.lock.artifacts if a.layer == layer), "")
         raise InstallError(
             "the bundle's packages need packages this server does not have, and the bundle does not bring "
-            "them; nothing was installed:\n" + "\n".join(f"  - {m}" for m in missing)
+            "them; nothing was installed:\n"
+            + "\n".join(f"  - {m}" for m in missing)
             + (f"\n(the bundle was resolved assuming {server})" if server else ""),
             "Install the named packages first, or copy this server's /var/lib/dpkg/status to the connected PC "
             "and collect again with --target-status FILE (docs/packages.md) so the bundle brings them.",
@@ -340,18 +392,26 @@ def install_debs(ctx: InstallContext, layer: str) -> str:
     for batch in batches(todo):
         res = host.run([*argv, "-i", *(str(d.path) for d in batch)], check=False, env=env, timeout=3600)
         if res.returncode != 0:
-            raise InstallError(f"dpkg failed (exit {res.returncode}) installing "
-                               f"{', '.join(d.package for d in batch)}{_dpkg_problem(res)}.",
-                               "See the output above and the install log; `dpkg --audit` lists half-installed "
-                               "packages, and running the same command again retries them.", res)
+            raise InstallError(
+                f"dpkg failed (exit {res.returncode}) installing "
+                f"{', '.join(d.package for d in batch)}{_dpkg_problem(res)}.",
+                "See the output above and the install log; `dpkg --audit` lists half-installed "
+                "packages, and running the same command again retries them.",
+                res,
+            )
     if host.dry_run:
         return f"{len(todo)} packages would be installed ({present} already present)"
     after = dpkg_installed(host)
-    wrong = [f"{d.package} ({after.get(d.package, _NONE).version or 'not installed'}, expected {d.version})"
-             for d in todo if _needed(d, after)]
+    wrong = [
+        f"{d.package} ({after.get(d.package, _NONE).version or 'not installed'}, expected {d.version})"
+        for d in todo
+        if _needed(d, after)
+    ]
     if wrong:
-        raise InstallError(f"dpkg finished, but these packages are not installed as expected: {', '.join(wrong)}.",
-                           "See the install log; `dpkg --audit` tells what is half-installed.")
+        raise InstallError(
+            f"dpkg finished, but these packages are not installed as expected: {', '.join(wrong)}.",
+            "See the install log; `dpkg --audit` tells what is half-installed.",
+        )
     names = ", ".join(d.package for d in todo[:6]) + (", ..." if len(todo) > 6 else "")
     return f"{len(todo)} packages installed ({names}); {present} already present"
 
@@ -387,13 +447,20 @@ class PrereqsLayer(AptLayer):
         out = []
         if spec.prereqs:
             if not manifest.target.kernel:
-                raise manifest.error(("target", "kernel"), "apt.prereqs brings the headers of the server's kernel, "
-                                     "so the kernel must be known; add `kernel:` with what `uname -r` prints on "
-                                     "the server, e.g. 5.15.0-122-generic")
+                raise manifest.error(
+                    ("target", "kernel"),
+                    "apt.prereqs brings the headers of the server's kernel, "
+                    "so the kernel must be known; add `kernel:` with what `uname -r` prints on "
+                    "the server, e.g. 5.15.0-122-generic",
+                )
             where = f"{manifest.location(('apt', 'prereqs'))} apt.prereqs"
             out += [Request(p, why=where) for p in DRIVER_BUILD]
-            out.append(Request(f"linux-headers-{manifest.target.kernel}",
-                               why=f"{manifest.location(('target', 'kernel'))} target.kernel"))
+            out.append(
+                Request(
+                    f"linux-headers-{manifest.target.kernel}",
+                    why=f"{manifest.location(('target', 'kernel'))} target.kernel",
+                )
+            )
         for i, text in enumerate(spec.packages):
             out.append(Request.parse(text, why=f"{manifest.location(('apt', 'packages', i))} apt.packages[{i}]"))
         return out
@@ -403,9 +470,16 @@ class PrereqsLayer(AptLayer):
         if not (manifest.apt and manifest.apt.prereqs and kernel) or index.versions(f"linux-headers-{kernel}"):
             return
         flavour = kernel.split("-")[-1]
-        others = sorted((n for n in index.by_name if n.startswith("linux-headers-") and n.endswith(f"-{flavour}")
-                         and n[len("linux-headers-"):][:1].isdigit()),
-                        key=lambda n: [int(x) if x.isdigit() else 0 for x in n.replace("-", ".").split(".")])
+        others = sorted(
+            (
+                n
+                for n in index.by_name
+                if n.startswith("linux-headers-")
+                and n.endswith(f"-{flavour}")
+                and n[len("linux-headers-") :][:1].isdigit()
+            ),
+            key=lambda n: [int(x) if x.isdigit() else 0 for x in n.replace("-", ".").split(".")],
+        )
         newest = f"; the newest there is {others[-1]}" if others else ""
         raise manifest.error(
             ("target", "kernel"),

@@ -84,15 +84,25 @@ class PythonLayer(Layer):
         assert spec is not None
         glibc = spec.glibc or GLIBC.get(manifest.target.os)
         if glibc is None and not spec.platforms:
-            raise manifest.error(("python",), f"the glibc of {manifest.target.os} is not known to airgap, and it "
-                                 "decides which manylinux wheels the server runs; add `glibc: \"2.35\"` (what "
-                                 "`ldd --version` prints on the server) to the python section")
+            raise manifest.error(
+                ("python",),
+                f"the glibc of {manifest.target.os} is not known to airgap, and it "
+                'decides which manylinux wheels the server runs; add `glibc: "2.35"` (what '
+                "`ldd --version` prints on the server) to the python section",
+            )
         return PyTarget(manifest.target.python, manifest.target.arch, glibc or "2.17", tuple(spec.platforms or ()))
 
     def plan(self, manifest: Manifest) -> list[Artifact]:
-        return [Artifact(self.name, f"{LOCK_NAME} (resolved at collect)", [], ("python", "requirements"),
-                         no_digest_reason="known once resolved: each wheel is checked against the index's sha256",
-                         meta={"unresolved": "pip resolves the wheels for the target at collect time"})]
+        return [
+            Artifact(
+                self.name,
+                f"{LOCK_NAME} (resolved at collect)",
+                [],
+                ("python", "requirements"),
+                no_digest_reason="known once resolved: each wheel is checked against the index's sha256",
+                meta={"unresolved": "pip resolves the wheels for the target at collect time"},
+            )
+        ]
 
     def resolve(self, manifest: Manifest, source: HttpSource | None) -> list[Artifact]:
         if source is None:
@@ -101,15 +111,33 @@ class PythonLayer(Layer):
         assert spec is not None
         target = self.target(manifest)
         ws = resolve_wheels(spec.requirements, spec.index_urls, target, manifest.mirrors, source)
-        arts = [Artifact(self.name, w.file_name, [w.url], ("python", "requirements"),
-                         upstream=Digest("sha256", w.sha256, w.index),
-                         meta={"project": w.project, "version": w.version, "requested": w.requested})
-                for w in ws.wheels]
-        arts.append(Artifact(
-            self.name, LOCK_NAME, [], ("python", "requirements"), content=ws.lock_text().encode(),
-            meta={"python": target.python, "platforms": target.platform_tags(), "requirements": spec.requirements,
-                  "indexes": spec.index_urls, "pip": ws.pip_version},
-        ))
+        arts = [
+            Artifact(
+                self.name,
+                w.file_name,
+                [w.url],
+                ("python", "requirements"),
+                upstream=Digest("sha256", w.sha256, w.index),
+                meta={"project": w.project, "version": w.version, "requested": w.requested},
+            )
+            for w in ws.wheels
+        ]
+        arts.append(
+            Artifact(
+                self.name,
+                LOCK_NAME,
+                [],
+                ("python", "requirements"),
+                content=ws.lock_text().encode(),
+                meta={
+                    "python": target.python,
+                    "platforms": target.platform_tags(),
+                    "requirements": spec.requirements,
+                    "indexes": spec.index_urls,
+                    "pip": ws.pip_version,
+                },
+            )
+        )
         return arts
 
     # --- install ----------------------------------------------------------------------------------------
@@ -120,8 +148,7 @@ class PythonLayer(Layer):
         if not vpy.exists():
             return None
         pins = _pins(ctx)
-        res = ctx.host.run([str(vpy), "-c", VERSIONS_SCRIPT, json.dumps(pins)], check=False, changes=False,
-                           timeout=120)
+        res = ctx.host.run([str(vpy), "-c", VERSIONS_SCRIPT, json.dumps(pins)], check=False, changes=False, timeout=120)
         try:
             wrong = json.loads(res.output.strip().splitlines()[-1]) if res.returncode == 0 else None
         except (ValueError, IndexError):
@@ -138,14 +165,18 @@ class PythonLayer(Layer):
         lock = next((p for a, p in files if a.name == LOCK_NAME), None)
         pip_wheel = next((p for a, p in files if normalize(a.meta.get("project", "")) == "pip"), None)
         if lock is None or pip_wheel is None:
-            raise InstallError(f"the bundle's python layer lacks {LOCK_NAME} or pip's wheel.",
-                               "Collect the bundle again with this version of airgap.")
+            raise InstallError(
+                f"the bundle's python layer lacks {LOCK_NAME} or pip's wheel.",
+                "Collect the bundle again with this version of airgap.",
+            )
         vpy = host.path(venv) / "bin" / "python"
         if vpy.exists():
             got = _python_version(host, str(vpy))
             if got != want:
-                raise InstallError(f"{venv} exists with Python {got or 'unknown'}, and the wheels are for {want}.",
-                                   f"Remove {venv} (or set python.venv to another path and collect again).")
+                raise InstallError(
+                    f"{venv} exists with Python {got or 'unknown'}, and the wheels are for {want}.",
+                    f"Remove {venv} (or set python.venv to another path and collect again).",
+                )
         else:
             server_py = _server_python(host, want)
             host.run([server_py, "-m", "venv", "--without-pip", str(host.path(venv))], timeout=300)
@@ -157,15 +188,30 @@ class PythonLayer(Layer):
                 for art, path in files:
                     (links / art.name).symlink_to(path.resolve())
             find = str(links) if links is not None else str(lock.parent)
-            argv = [str(vpy), f"{pip_wheel}/pip", "install", "--isolated", "--no-index", "--find-links", find,
-                    "--require-hashes", "--no-cache-dir", "--disable-pip-version-check", "--no-warn-script-location",
-                    "--no-input", "-r", f"{find}/{LOCK_NAME}"]
+            argv = [
+                str(vpy),
+                f"{pip_wheel}/pip",
+                "install",
+                "--isolated",
+                "--no-index",
+                "--find-links",
+                find,
+                "--require-hashes",
+                "--no-cache-dir",
+                "--disable-pip-version-check",
+                "--no-warn-script-location",
+                "--no-input",
+                "-r",
+                f"{find}/{LOCK_NAME}",
+            ]
             res = host.run(argv, check=False, timeout=3600)
             if res.returncode != 0:
                 raise InstallError(
                     f"pip could not install the bundle's wheels into {venv} (exit {res.returncode}).",
                     "The wheels are for Python " + want + "; check the server's python matches, and that the "
-                    "bundle verifies (`airgap verify`). The output above names the package.", res)
+                    "bundle verifies (`airgap verify`). The output above names the package.",
+                    res,
+                )
         finally:
             if links is not None:
                 shutil.rmtree(links, ignore_errors=True)
@@ -173,28 +219,37 @@ class PythonLayer(Layer):
         if host.dry_run:
             return f"{len(pins)} packages would be installed into {venv}"
         report = self._import_check(ctx, vpy)
-        return (f"{len(pins)} packages installed in {venv} (Python {want}); imported "
-                f"{', '.join(report['imported'][:8]) or 'nothing'}")
+        return (
+            f"{len(pins)} packages installed in {venv} (Python {want}); imported "
+            f"{', '.join(report['imported'][:8]) or 'nothing'}"
+        )
 
     def _import_check(self, ctx: InstallContext, vpy: Path) -> dict[str, list[str] | dict[str, str]]:
         spec = ctx.manifest.get("python") or {}
         modules = spec.get("imports") or []
         dists = [] if modules else [requirement_name(r) for r in spec.get("requirements", [])]
-        res = ctx.host.run([str(vpy), "-c", IMPORT_SCRIPT, json.dumps(dists), json.dumps(modules)], check=False,
-                           changes=False, timeout=900)
+        res = ctx.host.run(
+            [str(vpy), "-c", IMPORT_SCRIPT, json.dumps(dists), json.dumps(modules)],
+            check=False,
+            changes=False,
+            timeout=900,
+        )
         try:
             report = json.loads(res.output.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            raise InstallError("the import check in the new environment did not run.",
-                               "See its output in the install log.", res) from None
+            raise InstallError(
+                "the import check in the new environment did not run.", "See its output in the install log.", res
+            ) from None
         problems = [f"{m}: {e}" for m, e in report["failed"].items()]
         problems += [f"{d}: not installed" for d in report["missing"]]
         if problems:
-            raise InstallError("the wheels installed, but these do not import:\n"
-                               + "\n".join(f"  - {p}" for p in problems),
-                               "A module that needs a system library (libGL, a CUDA library) fails here when the "
-                               "server lacks it; add that library to the bundle (apt.packages), or list the "
-                               "modules to check in python.imports.", res)
+            raise InstallError(
+                "the wheels installed, but these do not import:\n" + "\n".join(f"  - {p}" for p in problems),
+                "A module that needs a system library (libGL, a CUDA library) fails here when the "
+                "server lacks it; add that library to the bundle (apt.packages), or list the "
+                "modules to check in python.imports.",
+                res,
+            )
         return report
 
 
@@ -203,13 +258,13 @@ def _venv(ctx: InstallContext) -> str:
 
 
 def _pins(ctx: InstallContext) -> dict[str, str]:
-    return {normalize(a.meta["project"]): a.meta["version"] for a, _ in ctx.artifacts("python")
-            if "project" in a.meta}
+    return {normalize(a.meta["project"]): a.meta["version"] for a, _ in ctx.artifacts("python") if "project" in a.meta}
 
 
 def _python_version(host: Host, python: str) -> str | None:
-    res = host.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], check=False,
-                   changes=False, timeout=60)
+    res = host.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], check=False, changes=False, timeout=60
+    )
     out = res.output.strip().splitlines()
     return out[-1].strip() if res.returncode == 0 and out else None
 
@@ -226,6 +281,8 @@ def _server_python(host: Host, want: str) -> str:
             return path
         seen.append(f"{path} is {got or 'unknown'}")
     found = "; ".join(seen) if seen else "no python3 on the PATH"
-    raise InstallError(f"the bundle's wheels are for Python {want}, and this server has no such python ({found}).",
-                       f"Collect again with target.python set to the server's version, or install python{want} "
-                       "first (its .deb can come in apt.packages).")
+    raise InstallError(
+        f"the bundle's wheels are for Python {want}, and this server has no such python ({found}).",
+        f"Collect again with target.python set to the server's version, or install python{want} "
+        "first (its .deb can come in apt.packages).",
+    )

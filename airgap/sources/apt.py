@@ -47,8 +47,22 @@ from airgap.sources.http import HttpSource, redact
 # Only these fields are kept from an index: a jammy main+universe index is ~100k paragraphs, and keeping
 # the descriptions would triple the memory and the parse time.
 FIELDS = [
-    "Package", "Version", "Architecture", "Depends", "Pre-Depends", "Provides", "Conflicts", "Breaks",
-    "Multi-Arch", "Priority", "Essential", "Filename", "Size", "SHA256", "MD5sum", "Status",
+    "Package",
+    "Version",
+    "Architecture",
+    "Depends",
+    "Pre-Depends",
+    "Provides",
+    "Conflicts",
+    "Breaks",
+    "Multi-Arch",
+    "Priority",
+    "Essential",
+    "Filename",
+    "Size",
+    "SHA256",
+    "MD5sum",
+    "Status",
 ]
 PRIORITY_RANK = {"required": 0, "important": 1, "standard": 2, "optional": 3, "extra": 4}
 COMPRESSIONS = (".xz", ".gz", "")  # preferred first: smallest to carry
@@ -107,12 +121,15 @@ _DEBIAN_SECURITY = {"amd64": "http://deb.debian.org/debian-security", "arm64": "
 _UBUNTU_KEYRING = "/usr/share/keyrings/ubuntu-archive-keyring.gpg"
 _DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 DISTROS: dict[str, Distro] = {
-    "ubuntu-20.04": Distro("focal", _UBUNTU_ARCHIVE, _UBUNTU_SECURITY, ("main", "universe"), _UBUNTU_KEYRING,
-                           "ubuntu2004", "2.31"),
-    "ubuntu-22.04": Distro("jammy", _UBUNTU_ARCHIVE, _UBUNTU_SECURITY, ("main", "universe"), _UBUNTU_KEYRING,
-                           "ubuntu2204", "2.35"),
-    "ubuntu-24.04": Distro("noble", _UBUNTU_ARCHIVE, _UBUNTU_SECURITY, ("main", "universe"), _UBUNTU_KEYRING,
-                           "ubuntu2404", "2.39"),
+    "ubuntu-20.04": Distro(
+        "focal", _UBUNTU_ARCHIVE, _UBUNTU_SECURITY, ("main", "universe"), _UBUNTU_KEYRING, "ubuntu2004", "2.31"
+    ),
+    "ubuntu-22.04": Distro(
+        "jammy", _UBUNTU_ARCHIVE, _UBUNTU_SECURITY, ("main", "universe"), _UBUNTU_KEYRING, "ubuntu2204", "2.35"
+    ),
+    "ubuntu-24.04": Distro(
+        "noble", _UBUNTU_ARCHIVE, _UBUNTU_SECURITY, ("main", "universe"), _UBUNTU_KEYRING, "ubuntu2404", "2.39"
+    ),
     "debian-11": Distro("bullseye", _DEBIAN, _DEBIAN_SECURITY, ("main",), _DEBIAN_KEYRING, "debian11", "2.31"),
     "debian-12": Distro("bookworm", _DEBIAN, _DEBIAN_SECURITY, ("main",), _DEBIAN_KEYRING, "debian12", "2.36"),
     "debian-13": Distro("trixie", _DEBIAN, _DEBIAN_SECURITY, ("main",), _DEBIAN_KEYRING, "debian13", "2.41"),
@@ -128,9 +145,9 @@ KEY_HELP = {
     "ubuntu": "apt-get install ubuntu-keyring (Debian and Ubuntu have it) puts it in " + _UBUNTU_KEYRING,
     "debian": "apt-get install debian-archive-keyring puts it in " + _DEBIAN_KEYRING,
     "nvidia-container": "curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | "
-                        "gpg --dearmor -o keys/nvidia-container-toolkit.gpg",
+    "gpg --dearmor -o keys/nvidia-container-toolkit.gpg",
     "cuda": "curl -fsSL https://developer.download.nvidia.com/compute/cuda/repos/ubuntu2204/x86_64/3bf863cc.pub "
-            "| gpg --dearmor -o keys/cuda-archive-keyring.gpg",
+    "| gpg --dearmor -o keys/cuda-archive-keyring.gpg",
 }
 
 
@@ -182,8 +199,10 @@ def read_status_file(path: Path) -> ServerPackages:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise BadInputError(f"--target-status {path}: cannot read it ({exc.strerror}).",
-                            "Copy the server's /var/lib/dpkg/status to this PC and give that file.") from None
+        raise BadInputError(
+            f"--target-status {path}: cannot read it ({exc.strerror}).",
+            "Copy the server's /var/lib/dpkg/status to this PC and give that file.",
+        ) from None
     pkgs = parse_status(data)
     if not pkgs and data.strip():
         raise BadInputError(
@@ -191,8 +210,9 @@ def read_status_file(path: Path) -> ServerPackages:
             "Copy /var/lib/dpkg/status from the server itself (a text file of `Package:`/`Status:` stanzas).",
         )
     digest = hashlib.sha256(data).hexdigest()
-    return ServerPackages(pkgs, f"the server's dpkg status {path.name} (sha256 {digest[:16]}..., "
-                                f"{len(pkgs)} packages installed)")
+    return ServerPackages(
+        pkgs, f"the server's dpkg status {path.name} (sha256 {digest[:16]}..., {len(pkgs)} packages installed)"
+    )
 
 
 def parse_status(data: bytes) -> dict[str, InstalledPkg]:
@@ -320,7 +340,8 @@ class AptIndex:
 
 def default_cache_dir() -> Path:
     base = os.environ.get("AIRGAP_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "airgap")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "airgap"
+    )
     return Path(base) / "apt"
 
 
@@ -415,8 +436,10 @@ def verify_signature(keyring: Path, signed: Path, data: Path | None, url: str) -
     gpgv checked, never the bytes around it) and who signed it."""
     gpgv = shutil.which("gpgv")
     if gpgv is None:
-        raise BadInputError("gpgv is not installed; apt signatures cannot be checked without it.",
-                            "Install it (apt-get install gpgv) and run the same command again.")
+        raise BadInputError(
+            "gpgv is not installed; apt signatures cannot be checked without it.",
+            "Install it (apt-get install gpgv) and run the same command again.",
+        )
     with tempfile.TemporaryDirectory(prefix="airgap-gpgv-") as home:
         ring = _binary_keyring(keyring, Path(home))
         out = Path(home) / "signed.txt"
@@ -438,8 +461,7 @@ def verify_signature(keyring: Path, signed: Path, data: Path | None, url: str) -
                 "Nothing from this repository was used. Check that the keyring is the publisher's current key, "
                 "and that the mirror is not serving altered files.",
             )
-        signer = next((line.split()[2] for line in status.splitlines() if line.startswith("[GNUPG:] VALIDSIG")),
-                      "?")
+        signer = next((line.split()[2] for line in status.splitlines() if line.startswith("[GNUPG:] VALIDSIG")), "?")
         text = (data if data is not None else out).read_text(encoding="utf-8", errors="replace")
     return text, signer
 
@@ -450,12 +472,13 @@ def _binary_keyring(keyring: Path, tmp: Path) -> Path:
     if b"-----BEGIN PGP PUBLIC KEY BLOCK-----" not in data:
         return keyring.resolve()
     blobs = []
-    for block in re.findall(rb"-----BEGIN PGP PUBLIC KEY BLOCK-----(.*?)-----END PGP PUBLIC KEY BLOCK-----",
-                            data, re.S):
+    for block in re.findall(
+        rb"-----BEGIN PGP PUBLIC KEY BLOCK-----(.*?)-----END PGP PUBLIC KEY BLOCK-----", data, re.S
+    ):
         lines = block.strip().splitlines()
         # Armor headers ("Comment: ...") end at the first empty line; a line starting "=" is the CRC.
         if b"" in [line.strip() for line in lines]:
-            lines = lines[[line.strip() for line in lines].index(b"") + 1:]
+            lines = lines[[line.strip() for line in lines].index(b"") + 1 :]
         body = b"".join(line.strip() for line in lines if not line.startswith(b"="))
         blobs.append(base64.b64decode(body))
     out = tmp / "keyring.gpg"
@@ -478,12 +501,18 @@ def index_files(repo: AptRepo, release: Release, arch: str) -> list[IndexFile]:
         listed = {entry["name"]: entry for entry in release.get("MD5Sum", [])}
         algo = "md5"
     dirs = [""] if repo.flat else [f"{c}/binary-{arch}/" for c in repo.components]
-    if not repo.flat and "all" in release.get("Architectures", "").split() \
-            and "Packages" not in release.get("No-Support-for-Architecture-all", ""):
+    if (
+        not repo.flat
+        and "all" in release.get("Architectures", "").split()
+        and "Packages" not in release.get("No-Support-for-Architecture-all", "")
+    ):
         # As apt: `Architecture: all` packages have an index of their own (binary-all/) only when the
         # Release lists `all` and does not say they are in every binary-<arch> index.
-        dirs += [f"{c}/binary-all/" for c in repo.components
-                 if any(f"{c}/binary-all/Packages{ext}" in listed for ext in COMPRESSIONS)]
+        dirs += [
+            f"{c}/binary-all/"
+            for c in repo.components
+            if any(f"{c}/binary-all/Packages{ext}" in listed for ext in COMPRESSIONS)
+        ]
     by_hash = release.get("Acquire-By-Hash", "").lower() == "yes"
     out = []
     for d in dirs:
@@ -502,7 +531,8 @@ def index_files(repo: AptRepo, release: Release, arch: str) -> list[IndexFile]:
             if d.endswith(f"binary-{arch}/") or repo.flat:
                 raise AptError(
                     f"apt {repo.label}: its signed Release lists no {d}Packages index"
-                    + ("" if repo.flat else f" (component {d.split('/')[0]!r} for {arch})") + ".",
+                    + ("" if repo.flat else f" (component {d.split('/')[0]!r} for {arch})")
+                    + ".",
                     "Check the components and the architecture in the manifest (apt.repos, target.arch).",
                 )
     return out
@@ -527,8 +557,9 @@ def _parsed_index(index: IndexFile, source: HttpSource, cache: Path, repo: AptRe
     # Content-addressed: a cached file is reused only if it still hashes to what the signed Release says.
     if not (path.is_file() and _hash_file(path, digest.algorithm) == digest.value):
         path.unlink(missing_ok=True)
-        source.fetch(list(index.fetch_urls), path, what=f"apt {repo.label} {url[len(repo.dist_url) + 1:]}",
-                     expected=digest)
+        source.fetch(
+            list(index.fetch_urls), path, what=f"apt {repo.label} {url[len(repo.dist_url) + 1 :]}", expected=digest
+        )
     raw = path.read_bytes()
     try:
         if ext == ".xz":
@@ -536,11 +567,15 @@ def _parsed_index(index: IndexFile, source: HttpSource, cache: Path, repo: AptRe
         elif ext == ".gz":
             raw = gzip.decompress(raw)
     except (lzma.LZMAError, OSError, EOFError) as exc:
-        raise IntegrityError(f"apt {repo.label}: {redact(url)} matches its signed digest but does not "
-                             f"decompress ({exc}).", "Report it to the repository's maintainers.") from None
-    paras = [dict(p) for p in Deb822.iter_paragraphs(raw.splitlines(keepends=True), fields=FIELDS,
-                                                     use_apt_pkg=False)
-             if "Package" in p and "Version" in p and "Filename" in p]
+        raise IntegrityError(
+            f"apt {repo.label}: {redact(url)} matches its signed digest but does not decompress ({exc}).",
+            "Report it to the repository's maintainers.",
+        ) from None
+    paras = [
+        dict(p)
+        for p in Deb822.iter_paragraphs(raw.splitlines(keepends=True), fields=FIELDS, use_apt_pkg=False)
+        if "Package" in p and "Version" in p and "Filename" in p
+    ]
     _PARSED[key] = paras
     with contextlib.suppress(OSError, AirgapError):  # only a cache: the next run parses again
         write_atomic(parsed, json.dumps(paras).encode())
@@ -573,8 +608,10 @@ class Request:
         text = text.strip()
         m = re.fullmatch(r"([a-z0-9][a-z0-9+.-]+)\s*(?:=\s*(\S+)|\((<<|<=|=|>=|>>)\s*([^)\s]+)\s*\))?", text)
         if not m:
-            raise ValueError(f"{text!r} is not a package request; write it like `dkms`, `nvidia-container-toolkit="
-                             "1.16.2` or `gcc-12 (>= 12.3)`")
+            raise ValueError(
+                f"{text!r} is not a package request; write it like `dkms`, `nvidia-container-toolkit="
+                "1.16.2` or `gcc-12 (>= 12.3)`"
+            )
         return cls(m.group(1), m.group(2), (m.group(3), m.group(4)) if m.group(3) else None, why)
 
     def matches(self, version: str) -> bool:
@@ -650,9 +687,11 @@ class Resolver:
                 if retry.rel in extra.get(retry.name, []):
                     break
                 extra.setdefault(retry.name, []).append(retry.rel)
-        raise AptError(f"apt: could not settle on versions for {', '.join(sorted(extra))}: the dependencies "
-                       "ask for versions that contradict each other.",
-                       "Pin the versions in the manifest (`name=VERSION`) so that they agree.")
+        raise AptError(
+            f"apt: could not settle on versions for {', '.join(sorted(extra))}: the dependencies "
+            "ask for versions that contradict each other.",
+            "Pin the versions in the manifest (`name=VERSION`) so that they agree.",
+        )
 
     # One pass; a package chosen too early at a version a later dependency refuses restarts it with that
     # dependency's constraint added (`extra`), so the result is the newest set that satisfies everything.
@@ -678,8 +717,7 @@ class Resolver:
                 continue
             if req.name in chosen:
                 if not req.matches(chosen[req.name].version):
-                    problems.append(f"{req} ({req.why}) contradicts {chosen[req.name]} "
-                                    f"({needed_by[req.name]})")
+                    problems.append(f"{req} ({req.why}) contradicts {chosen[req.name]} ({needed_by[req.name]})")
                 continue
             cand, why_not = self._pick_requested(req, extra.get(req.name, []))
             if cand is None:
@@ -699,8 +737,12 @@ class Resolver:
                         continue
                     for rel in group:  # chosen earlier at a version this dependency refuses: retry
                         other = chosen.get(rel["name"])
-                        if other is not None and rel.get("version") and not satisfies(other.version, rel["version"]) \
-                                and any(satisfies(c.version, rel["version"]) for c in self.index.versions(rel["name"])):
+                        if (
+                            other is not None
+                            and rel.get("version")
+                            and not satisfies(other.version, rel["version"])
+                            and any(satisfies(c.version, rel["version"]) for c in self.index.versions(rel["name"]))
+                        ):
                             raise _Retry(rel["name"], rel["version"])
                     problems.append(self._unsatisfiable(cand, fieldname, group, chosen))
         if problems:
@@ -713,8 +755,10 @@ class Resolver:
             )
         conflicts = self._conflicts(chosen)
         if conflicts:
-            raise AptError("apt: the closure has conflicts:\n" + "\n".join(f"  - {c}" for c in conflicts),
-                           "Drop or pin one of the packages involved (apt would refuse this set too).")
+            raise AptError(
+                "apt: the closure has conflicts:\n" + "\n".join(f"  - {c}" for c in conflicts),
+                "Drop or pin one of the packages involved (apt would refuse this set too).",
+            )
         order = self._install_order(chosen, provided)
         return Resolution(order, needed_by, self.server.description, left_out)
 
@@ -723,8 +767,11 @@ class Resolver:
         return qual in (None, "any", "native", self.arch)
 
     def _candidates(self, name: str, rel: tuple[str, str] | None, extra: list[tuple[str, str]]) -> list[Candidate]:
-        return [c for c in self.index.versions(name)
-                if satisfies(c.version, rel) and all(satisfies(c.version, e) for e in extra)]
+        return [
+            c
+            for c in self.index.versions(name)
+            if satisfies(c.version, rel) and all(satisfies(c.version, e) for e in extra)
+        ]
 
     def _pick_requested(self, req: Request, extra: list[tuple[str, str]]) -> tuple[Candidate | None, str]:
         versions = self.index.versions(req.name)
@@ -744,8 +791,9 @@ class Resolver:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         return None, f"{req.name}{where}: no such package for {self.arch}{hint}"
 
-    def _satisfied(self, group: OrGroup, chosen: dict[str, Candidate],
-                   provided: dict[str, list[tuple[Candidate, str | None]]]) -> bool:
+    def _satisfied(
+        self, group: OrGroup, chosen: dict[str, Candidate], provided: dict[str, list[tuple[Candidate, str | None]]]
+    ) -> bool:
         for rel in group:
             if not self._allowed_arch(rel):
                 continue
@@ -765,8 +813,9 @@ class Resolver:
                     return True
         return False
 
-    def _choose(self, group: OrGroup, chosen: dict[str, Candidate],
-                extra: dict[str, list[tuple[str, str]]]) -> Candidate | None:
+    def _choose(
+        self, group: OrGroup, chosen: dict[str, Candidate], extra: dict[str, list[tuple[str, str]]]
+    ) -> Candidate | None:
         usable = [r for r in group if self._allowed_arch(r)]
         # apt: the first alternative whose candidate (newest version) satisfies the relation.
         for rel in usable:
@@ -774,8 +823,9 @@ class Resolver:
                 continue
             newest = self.index.newest(rel["name"])
             if newest is not None:
-                if satisfies(newest.version, rel.get("version")) and \
-                        all(satisfies(newest.version, e) for e in extra.get(rel["name"], [])):
+                if satisfies(newest.version, rel.get("version")) and all(
+                    satisfies(newest.version, e) for e in extra.get(rel["name"], [])
+                ):
                     return newest
                 continue
             prov = self._provider(rel, chosen)
@@ -830,17 +880,16 @@ class Resolver:
                             out.append(f"{cand} {fieldname} {_rel_text(rel)}, and the closure has {other}")
                         have = self.server.packages.get(name)
                         if other is None and have is not None and satisfies(have.version, ver):
-                            out.append(f"{cand} {fieldname} {_rel_text(rel)}, and the server has "
-                                       f"{name} {have.version}")
+                            out.append(f"{cand} {fieldname} {_rel_text(rel)}, and the server has {name} {have.version}")
                         if ver is None:
                             for prov in chosen.values():
-                                if prov is not cand and prov.name != name and any(
-                                        p == name for p, _ in prov.provides):
+                                if prov is not cand and prov.name != name and any(p == name for p, _ in prov.provides):
                                     out.append(f"{cand} {fieldname} {name}, which {prov} provides")
         return sorted(set(out))
 
-    def _install_order(self, chosen: dict[str, Candidate],
-                       provided: dict[str, list[tuple[Candidate, str | None]]]) -> list[Candidate]:
+    def _install_order(
+        self, chosen: dict[str, Candidate], provided: dict[str, list[tuple[Candidate, str | None]]]
+    ) -> list[Candidate]:
         """Dependencies first; packages in a dependency cycle (libc6 <-> libgcc-s1) kept together."""
         edges: dict[str, set[str]] = {}
         for cand in chosen.values():
@@ -915,8 +964,9 @@ def default_server(index: AptIndex) -> ServerPackages:
         if newest.priority in ("required", "important"):
             pkgs[name] = InstalledPkg(name, newest.version, newest.arch, newest.provides)
     release = ", ".join(s.split(" (")[0] for s in index.sources)
-    return ServerPackages(pkgs, f"default: the {len(pkgs)} packages of Priority required/important of {release} "
-                                "assumed installed")
+    return ServerPackages(
+        pkgs, f"default: the {len(pkgs)} packages of Priority required/important of {release} assumed installed"
+    )
 
 
 def server_packages(index: AptIndex, status: Path | None = None) -> ServerPackages:

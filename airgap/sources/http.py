@@ -83,7 +83,7 @@ def apply_mirrors(url: str, mirrors: dict[str, str]) -> str:
     for prefix in mirrors:
         if (url == prefix or url.startswith(prefix + "/")) and len(prefix) > len(best):
             best = prefix
-    return mirrors[best] + url[len(best):] if best else url
+    return mirrors[best] + url[len(best) :] if best else url
 
 
 @dataclass
@@ -203,7 +203,12 @@ class HttpSource:
         )
 
     def _fetch_one(
-        self, url: str, dest: Path, what: str, digests: list[Digest], on_bytes: ByteCounter | None,
+        self,
+        url: str,
+        dest: Path,
+        what: str,
+        digests: list[Digest],
+        on_bytes: ByteCounter | None,
         request: _Request,
     ) -> FetchResult:
         real = self.resolve(url)
@@ -243,7 +248,12 @@ class HttpSource:
             return FetchResult(dest, url, size, sha, transferred, resumed)
 
     def _attempt(
-        self, url: str, part: Path, what: str, digests: list[Digest], on_bytes: ByteCounter | None,
+        self,
+        url: str,
+        part: Path,
+        what: str,
+        digests: list[Digest],
+        on_bytes: ByteCounter | None,
         request: _Request,
     ) -> tuple[int, str, int, int]:
         hashers: dict[str, Any] = {"sha256": hashlib.sha256()}
@@ -325,8 +335,13 @@ class HttpSource:
                 # drive and pull it out when the command returns.
                 f.flush()
                 os.fsync(f.fileno())
-        except (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException,
-                ConnectionError, TimeoutError) as exc:
+        except (
+            urllib3.exceptions.HTTPError,
+            requests.RequestException,
+            http.client.HTTPException,
+            ConnectionError,
+            TimeoutError,
+        ) as exc:
             raise _Retryable(f"connection cut after {offset + received} bytes: {_short(exc)}") from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -340,8 +355,13 @@ class HttpSource:
         return received
 
     def _finish(
-        self, part: Path, hashers: dict[str, Any], digests: list[Digest], size: int,
-        transferred: int, resumed: int,
+        self,
+        part: Path,
+        hashers: dict[str, Any],
+        digests: list[Digest],
+        size: int,
+        transferred: int,
+        resumed: int,
     ) -> tuple[int, str, int, int]:
         for d in digests:
             actual = hashers[d.algorithm].hexdigest()

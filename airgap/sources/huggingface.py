@@ -34,8 +34,25 @@ MAX_HEADER = 100_000_000
 
 # safetensors dtype -> bits per element (safetensors' Dtype enum).
 DTYPE_BITS = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64,
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
     "C64": 64,
 }
 
@@ -124,8 +141,9 @@ class HubClient:
         self.base = base or hub_base()
         self.endpoint = source.resolve(self.base)  # where API calls really go (a mirror, a local hub)
         self.token = token
-        self.api = HfApi(endpoint=self.endpoint, token=token or False, library_name="airgap",
-                         library_version=__version__)
+        self.api = HfApi(
+            endpoint=self.endpoint, token=token or False, library_name="airgap", library_version=__version__
+        )
 
     @property
     def headers(self) -> dict[str, str]:
@@ -141,15 +159,21 @@ class HubClient:
         info = self._call(repo, revision, lambda: self.api.model_info(repo, revision=revision))
         commit = info.sha
         if not commit:
-            raise UpstreamError(f"{repo}: the hub at {redact(self.endpoint)} gave no commit for revision "
-                                f"{revision!r}.", "Check `mirrors:` or HF_ENDPOINT: it may not be a Hugging Face hub.")
+            raise UpstreamError(
+                f"{repo}: the hub at {redact(self.endpoint)} gave no commit for revision {revision!r}.",
+                "Check `mirrors:` or HF_ENDPOINT: it may not be a Hugging Face hub.",
+            )
         gated = bool(getattr(info, "gated", False))
         if gated:
             self._check_access(repo, revision)
         # Listed at the commit, not the branch: a push between the two calls cannot mix two trees.
-        entries = self._call(repo, revision, lambda: [
-            e for e in self.api.list_repo_tree(repo, revision=commit, recursive=True) if isinstance(e, RepoFile)
-        ])
+        entries = self._call(
+            repo,
+            revision,
+            lambda: [
+                e for e in self.api.list_repo_tree(repo, revision=commit, recursive=True) if isinstance(e, RepoFile)
+            ],
+        )
         files = [HubFile(e.path, e.size, e.blob_id, e.lfs.sha256 if e.lfs else None) for e in entries]
         # huggingface_hub's own filter, so patterns select exactly what snapshot_download would.
         chosen = list(filter_repo_objects(files, allow_patterns=allow, ignore_patterns=ignore, key=lambda f: f.path))
@@ -187,8 +211,10 @@ class HubClient:
             except RevisionNotFoundError:
                 raise revision_not_found_error(repo, revision) from None
             except DisabledRepoError:
-                raise UpstreamError(f"{repo}: the hub has disabled this repository.",
-                                    "Choose another model (or another copy of it) in the manifest.") from None
+                raise UpstreamError(
+                    f"{repo}: the hub has disabled this repository.",
+                    "Choose another model (or another copy of it) in the manifest.",
+                ) from None
             except OfflineModeIsEnabled:
                 raise BadInputError(
                     "HF_HUB_OFFLINE is set, so huggingface_hub refuses to contact the hub.",
@@ -199,8 +225,10 @@ class HubClient:
                 if status in (401, 403):
                     raise access_error(repo, self.base, status, bool(self.token)) from None
                 if status not in RETRY_STATUSES:
-                    raise UpstreamError(f"{repo}: the hub at {redact(self.endpoint)} answered HTTP {status}.",
-                                        "Check the repo id and revision in the manifest, and `mirrors:`.") from None
+                    raise UpstreamError(
+                        f"{repo}: the hub at {redact(self.endpoint)} answered HTTP {status}.",
+                        "Check the repo id and revision in the manifest, and `mirrors:`.",
+                    ) from None
                 reason = f"HTTP {status}"
             except transport as exc:
                 reason = f"{type(exc).__name__}: {_short(exc)}"
@@ -343,8 +371,9 @@ def gated_error(repo: str, base: str, token_set: bool) -> UpstreamError:
 
 
 def repo_not_found_error(repo: str, base: str, token_set: bool) -> UpstreamError:
-    why = "the token airgap sent (HF_TOKEN, or your `hf auth login`) cannot see it" if token_set \
-        else "no HF_TOKEN is set"
+    why = (
+        "the token airgap sent (HF_TOKEN, or your `hf auth login`) cannot see it" if token_set else "no HF_TOKEN is set"
+    )
     return UpstreamError(
         f"{repo}: no such model repository on {redact(base)}, or it is private and {why}.",
         "Check `repo:` in the manifest (owner/name, as in the model page's URL); for a private repo, set "

@@ -35,18 +35,45 @@ from airgap.sources.http import HttpSource, apply_mirrors, redact
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
 # The oldest manylinux_2_X per architecture (PEP 600): aarch64 wheels start at glibc 2.17.
 OLDEST_GLIBC = {"x86_64": 5, "aarch64": 17}
-LEGACY = {"x86_64": [("manylinux2014", 17), ("manylinux2010", 12), ("manylinux1", 5)],
-          "aarch64": [("manylinux2014", 17)]}
+LEGACY = {
+    "x86_64": [("manylinux2014", 17), ("manylinux2010", 12), ("manylinux1", 5)],
+    "aarch64": [("manylinux2014", 17)],
+}
 # Default glibc by release, when neither python.glibc nor a known target.os says otherwise.
-GLIBC = {"ubuntu-20.04": "2.31", "ubuntu-22.04": "2.35", "ubuntu-24.04": "2.39", "debian-11": "2.31",
-         "debian-12": "2.36", "debian-13": "2.41", "rhel-8": "2.28", "rocky-8": "2.28", "almalinux-8": "2.28",
-         "rhel-9": "2.34", "rocky-9": "2.34", "almalinux-9": "2.34"}
+GLIBC = {
+    "ubuntu-20.04": "2.31",
+    "ubuntu-22.04": "2.35",
+    "ubuntu-24.04": "2.39",
+    "debian-11": "2.31",
+    "debian-12": "2.36",
+    "debian-13": "2.41",
+    "rhel-8": "2.28",
+    "rocky-8": "2.28",
+    "almalinux-8": "2.28",
+    "rhel-9": "2.34",
+    "rocky-9": "2.34",
+    "almalinux-9": "2.34",
+}
 MIN_PIP = (22, 2)  # `pip install --dry-run --report`
 LOCK_NAME = "requirements.lock.txt"
 # pip's own config files may name indexes or find-links dirs of this PC; the manifest alone decides.
-_PIP_INDEX_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_CONFIG_FILE",
-                  "PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PIP_REQUIRE_VIRTUALENV", "PIP_ONLY_BINARY",
-                  "PIP_NO_BINARY", "PIP_PLATFORM", "PIP_PYTHON_VERSION", "PIP_ABI", "PIP_IMPLEMENTATION")
+_PIP_INDEX_ENV = (
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_NO_INDEX",
+    "PIP_CONFIG_FILE",
+    "PIP_TARGET",
+    "PIP_PREFIX",
+    "PIP_USER",
+    "PIP_REQUIRE_VIRTUALENV",
+    "PIP_ONLY_BINARY",
+    "PIP_NO_BINARY",
+    "PIP_PLATFORM",
+    "PIP_PYTHON_VERSION",
+    "PIP_ABI",
+    "PIP_IMPLEMENTATION",
+)
 
 
 @dataclass(frozen=True)
@@ -108,8 +135,10 @@ class WheelSet:
             f"# indexes: {', '.join(redact(u) for u in self.index_urls)}",
             "# install offline: pip install --no-index --find-links DIR --require-hashes -r requirements.lock.txt",
         ]
-        lines = [f"{w.project}=={w.version} \\\n    --hash=sha256:{w.sha256}"
-                 for w in sorted(self.wheels, key=lambda w: normalize(w.project))]
+        lines = [
+            f"{w.project}=={w.version} \\\n    --hash=sha256:{w.sha256}"
+            for w in sorted(self.wheels, key=lambda w: normalize(w.project))
+        ]
         return "\n".join(head + lines) + "\n"
 
 
@@ -147,26 +176,37 @@ def unmirror(url: str, mirrors: dict[str, str]) -> str:
     if not best:
         return url
     prefix = next(p for p, r in mirrors.items() if r == best)
-    return prefix + url[len(best):]
+    return prefix + url[len(best) :]
 
 
-def resolve_wheels(requirements: list[str], index_urls: list[str], target: PyTarget, mirrors: dict[str, str],
-                   source: HttpSource | None = None, extra: tuple[str, ...] = ("pip",)) -> WheelSet:
+def resolve_wheels(
+    requirements: list[str],
+    index_urls: list[str],
+    target: PyTarget,
+    mirrors: dict[str, str],
+    source: HttpSource | None = None,
+    extra: tuple[str, ...] = ("pip",),
+) -> WheelSet:
     """The closure of `requirements` (plus `extra`: pip itself, to bootstrap the venv offline) as wheels for
     `target`. Raises with the package, the tags tried and what the index has when a wheel is missing."""
     if not _pip_version():
-        raise BadInputError(f"pip is not installed for {sys.executable}, and it resolves the wheels.",
-                            f"Install it: {sys.executable} -m ensurepip, or apt-get install python3-pip.")
+        raise BadInputError(
+            f"pip is not installed for {sys.executable}, and it resolves the wheels.",
+            f"Install it: {sys.executable} -m ensurepip, or apt-get install python3-pip.",
+        )
     if _pip_version() < MIN_PIP:
-        raise BadInputError(f"pip {'.'.join(map(str, _pip_version()))} is too old to resolve for another "
-                            "platform (`--dry-run --report` came in pip 22.2).",
-                            f"Upgrade it: {sys.executable} -m pip install -U pip")
+        raise BadInputError(
+            f"pip {'.'.join(map(str, _pip_version()))} is too old to resolve for another "
+            "platform (`--dry-run --report` came in pip 22.2).",
+            f"Upgrade it: {sys.executable} -m pip install -U pip",
+        )
     indexes = [apply_mirrors(u, mirrors) for u in index_urls]
     # pip only warns about an index it cannot reach and resolves from the others: torch would then come from
     # PyPI instead of the CUDA index the manifest names. An unreachable index is an error here.
     check_indexes(index_urls, indexes, requirement_name(requirements[0]) if requirements else "pip")
-    reqs = list(requirements) + [e for e in extra if normalize(e) not in {normalize(requirement_name(r))
-                                                                           for r in requirements}]
+    reqs = list(requirements) + [
+        e for e in extra if normalize(e) not in {normalize(requirement_name(r)) for r in requirements}
+    ]
     # pip evaluates environment markers with the Python it runs on, not --python-version (pip issue #11664):
     # collecting on 3.11 for a 3.10 server would leave out exceptiongroup, tomli, async-timeout... Walk the
     # closure again with the target's markers; resolve once more with what was missing; drop what only
@@ -179,11 +219,14 @@ def resolve_wheels(requirements: list[str], index_urls: list[str], target: PyTar
             break
         reqs += missing
     else:
-        raise UpstreamError(f"the Python requirements did not settle for {target.describe()} after "
-                            f"{MAX_MARKER_ROUNDS} rounds (still missing: {', '.join(missing)}).",
-                            "Pin the missing packages in python.requirements.")
-    data["install"] = [i for i in data.get("install", [])
-                       if normalize((i.get("metadata") or {}).get("name", "")) not in unneeded]
+        raise UpstreamError(
+            f"the Python requirements did not settle for {target.describe()} after "
+            f"{MAX_MARKER_ROUNDS} rounds (still missing: {', '.join(missing)}).",
+            "Pin the missing packages in python.requirements.",
+        )
+    data["install"] = [
+        i for i in data.get("install", []) if normalize((i.get("metadata") or {}).get("name", "")) not in unneeded
+    ]
     return _wheel_set(data, requirements, index_urls, target, mirrors, source)
 
 
@@ -232,14 +275,36 @@ def target_gaps(items: list[dict[str, Any]], roots: list[str], target: PyTarget)
     return list(missing.values()), set(requires) - set(needed)
 
 
-def _pip_report(reqs: list[str], indexes: list[str], index_urls: list[str], target: PyTarget,
-                mirrors: dict[str, str]) -> dict[str, Any]:
+def _pip_report(
+    reqs: list[str], indexes: list[str], index_urls: list[str], target: PyTarget, mirrors: dict[str, str]
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="airgap-pip-") as tmp:
         report = Path(tmp) / "report.json"
-        argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-cache-dir",
-                "--ignore-installed", "--target", str(Path(tmp) / "target"), "--report", str(report),
-                "--only-binary=:all:", "--python-version", target.python, "--implementation", "cp",
-                "--abi", target.abi, "--abi", "abi3", "--abi", "none"]
+        argv = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--quiet",
+            "--no-cache-dir",
+            "--ignore-installed",
+            "--target",
+            str(Path(tmp) / "target"),
+            "--report",
+            str(report),
+            "--only-binary=:all:",
+            "--python-version",
+            target.python,
+            "--implementation",
+            "cp",
+            "--abi",
+            target.abi,
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+        ]
         for tag in target.platform_tags():
             argv += ["--platform", tag]
         argv += ["--index-url", indexes[0]]
@@ -247,18 +312,27 @@ def _pip_report(reqs: list[str], indexes: list[str], index_urls: list[str], targ
             argv += ["--extra-index-url", u]
         argv += ["--", *reqs]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, env=pip_env(), timeout=3600,
-                                  stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, env=pip_env(), timeout=3600, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
-            raise UpstreamError("pip did not finish resolving the Python requirements within an hour.",
-                                "Check the indexes in python.index_urls answer (and `mirrors:`).") from None
+            raise UpstreamError(
+                "pip did not finish resolving the Python requirements within an hour.",
+                "Check the indexes in python.index_urls answer (and `mirrors:`).",
+            ) from None
         if proc.returncode != 0 or not report.exists():
             raise explain_failure(proc.stdout + proc.stderr, reqs, index_urls, target, mirrors)
         return json.loads(report.read_text())  # type: ignore[no-any-return]
 
 
-def _wheel_set(data: dict[str, Any], requirements: list[str], index_urls: list[str], target: PyTarget,
-               mirrors: dict[str, str], source: HttpSource | None) -> WheelSet:
+def _wheel_set(
+    data: dict[str, Any],
+    requirements: list[str],
+    index_urls: list[str],
+    target: PyTarget,
+    mirrors: dict[str, str],
+    source: HttpSource | None,
+) -> WheelSet:
     wheels = []
     requested_names = {normalize(requirement_name(r)) for r in requirements}
     for item in data.get("install", []):
@@ -269,13 +343,24 @@ def _wheel_set(data: dict[str, Any], requirements: list[str], index_urls: list[s
         sha = ((info.get("archive_info") or {}).get("hashes") or {}).get("sha256")
         file_name = urlsplit(url).path.rsplit("/", 1)[-1]
         if not url.startswith(("http://", "https://")) or not file_name.endswith(".whl"):
-            raise AirgapError(f"pip chose {name} {version} from {redact(url)}, which is not a wheel on an index.",
-                              "Use only http(s) indexes in python.index_urls.")
+            raise AirgapError(
+                f"pip chose {name} {version} from {redact(url)}, which is not a wheel on an index.",
+                "Use only http(s) indexes in python.index_urls.",
+            )
         canonical = unmirror(url.split("#", 1)[0], mirrors)
         if sha is None:
             sha = _hash_url(canonical, source, file_name)
-        wheels.append(Wheel(name, version, file_name, canonical, sha,
-                            normalize(name) in requested_names, index_of(canonical, index_urls)))
+        wheels.append(
+            Wheel(
+                name,
+                version,
+                file_name,
+                canonical,
+                sha,
+                normalize(name) in requested_names,
+                index_of(canonical, index_urls),
+            )
+        )
     return WheelSet(wheels, target, list(requirements), list(index_urls), data.get("pip_version", ""))
 
 
@@ -283,8 +368,11 @@ def check_indexes(index_urls: list[str], resolved: list[str], probe: str) -> Non
     """Every index must answer (any HTTP status below 500: a 404 for the probed project is an answer)."""
     for canonical, url in zip(index_urls, resolved, strict=True):
         try:
-            r = requests.get(f"{url.rstrip('/')}/{normalize(probe)}/", timeout=30,
-                             headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
+            r = requests.get(
+                f"{url.rstrip('/')}/{normalize(probe)}/",
+                timeout=30,
+                headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"},
+            )
             r.close()
             if r.status_code < 500:
                 continue
@@ -293,7 +381,8 @@ def check_indexes(index_urls: list[str], resolved: list[str], probe: str) -> Non
             why = type(exc).__name__
         raise UpstreamError(
             f"python: the index {redact(canonical)} does not answer ({why}"
-            + (f" at {redact(url)}" if url != canonical else "") + "); pip would silently resolve from the other "
+            + (f" at {redact(url)}" if url != canonical else "")
+            + "); pip would silently resolve from the other "
             "indexes and could pick a wrong build (a CPU torch instead of a CUDA one).",
             "Check the network or proxy (HTTPS_PROXY), or point `mirrors:` at a mirror of this index.",
         )
@@ -315,40 +404,59 @@ def index_of(url: str, index_urls: list[str]) -> str:
 def _hash_url(url: str, source: HttpSource | None, name: str) -> str:
     """An index that publishes no sha256 for a file: download it once to hash it (the lock needs it)."""
     if source is None:
-        raise AirgapError(f"{name}: the index gives no sha256 for it and no download is allowed here.",
-                          "Run without --no-head, or use an index that publishes hashes.")
+        raise AirgapError(
+            f"{name}: the index gives no sha256 for it and no download is allowed here.",
+            "Run without --no-head, or use an index that publishes hashes.",
+        )
     with tempfile.TemporaryDirectory(prefix="airgap-hash-") as tmp:
         return source.fetch([url], Path(tmp) / name, what=f"python {name} (to hash it)").sha256
 
 
 _NO_MATCH = re.compile(r"No matching distribution found for ([A-Za-z0-9][A-Za-z0-9._-]*)")
-_NO_VERSION = re.compile(r"Could not find a version that satisfies the requirement ([A-Za-z0-9][A-Za-z0-9._-]*)"
-                         r"[^\n]*\(from versions: ([^)]*)\)")
+_NO_VERSION = re.compile(
+    r"Could not find a version that satisfies the requirement ([A-Za-z0-9][A-Za-z0-9._-]*)"
+    r"[^\n]*\(from versions: ([^)]*)\)"
+)
 
 
-def explain_failure(output: str, reqs: list[str], index_urls: list[str], target: PyTarget,
-                    mirrors: dict[str, str]) -> AirgapError:
+def explain_failure(
+    output: str, reqs: list[str], index_urls: list[str], target: PyTarget, mirrors: dict[str, str]
+) -> AirgapError:
     """Turn pip's failure into one paragraph: which package, the tags tried, what the index does have."""
     tail = "\n".join(line for line in output.strip().splitlines()[-12:] if line.strip())
     m = _NO_MATCH.search(output) or _NO_VERSION.search(output)
     if m is None:
         if "ResolutionImpossible" in output or "conflict" in output.lower():
-            return BadInputError(f"pip found no set of versions that fits every requirement for "
-                                 f"{target.describe()}:\n{tail}",
-                                 "Loosen or change the pins in python.requirements so that they agree.")
-        return UpstreamError(f"pip could not resolve the Python requirements for {target.describe()}:\n{tail}",
-                             "Check the indexes in python.index_urls (and `mirrors:`) answer from this PC.")
+            return BadInputError(
+                f"pip found no set of versions that fits every requirement for {target.describe()}:\n{tail}",
+                "Loosen or change the pins in python.requirements so that they agree.",
+            )
+        return UpstreamError(
+            f"pip could not resolve the Python requirements for {target.describe()}:\n{tail}",
+            "Check the indexes in python.index_urls (and `mirrors:`) answer from this PC.",
+        )
     name = m.group(1)
-    pinned = next((p.group(1) for r in reqs if normalize(requirement_name(r)) == normalize(name)
-                   for p in [re.search(r"==\s*([^\s,;]+)", r)] if p), None)
+    pinned = next(
+        (
+            p.group(1)
+            for r in reqs
+            if normalize(requirement_name(r)) == normalize(name)
+            for p in [re.search(r"==\s*([^\s,;]+)", r)]
+            if p
+        ),
+        None,
+    )
     found = available_files(name, index_urls, mirrors, MACHINE.get(target.arch, target.arch), pinned)
     if found.startswith("No index lists"):
-        return BadInputError(f"python: no project named {name} on {', '.join(redact(u) for u in index_urls)}.",
-                             "Check the name in python.requirements, or add the index that has it to "
-                             "python.index_urls.")
+        return BadInputError(
+            f"python: no project named {name} on {', '.join(redact(u) for u in index_urls)}.",
+            "Check the name in python.requirements, or add the index that has it to python.index_urls.",
+        )
     tags = target.platform_tags()
-    tried = (f"{target.abi}/abi3/none with {', '.join(tags[:3])} ... {tags[-1]} ({len(tags)} platform tags), "
-             "and py3-none-any")
+    tried = (
+        f"{target.abi}/abi3/none with {', '.join(tags[:3])} ... {tags[-1]} ({len(tags)} platform tags), "
+        "and py3-none-any"
+    )
     return BadInputError(
         f"python: no wheel of {name}{'==' + pinned if pinned else ''} fits the target (CPython {target.python}, "
         f"{target.arch}, glibc {target.glibc}). Tried {tried}. {found}",
@@ -359,15 +467,17 @@ def explain_failure(output: str, reqs: list[str], index_urls: list[str], target:
     )
 
 
-def available_files(name: str, index_urls: list[str], mirrors: dict[str, str], machine: str,
-                    pinned: str | None = None) -> str:
+def available_files(
+    name: str, index_urls: list[str], mirrors: dict[str, str], machine: str, pinned: str | None = None
+) -> str:
     """What the indexes list for `name` (the pinned version, else the newest ones), for errors."""
     parts = []
     for index in index_urls:
         url = apply_mirrors(f"{index.rstrip('/')}/{normalize(name)}/", mirrors)
         try:
-            r = requests.get(url, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"},
-                             timeout=30)
+            r = requests.get(
+                url, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}, timeout=30
+            )
         except requests.RequestException:
             continue
         if r.status_code != 200:
@@ -387,17 +497,28 @@ def available_files(name: str, index_urls: list[str], mirrors: dict[str, str], m
             shown = [pinned]
         else:
             shown = sorted(by_version, key=_version_key, reverse=True)[:2]
-        parts.append(f"{redact(index)} has " + "; ".join(
-            f"{name} {v}: {_summary(by_version[v], machine)}" for v in shown)
-            + ("" if pinned is None or pinned in by_version else f" (no {pinned} at all)"))
+        parts.append(
+            f"{redact(index)} has "
+            + "; ".join(f"{name} {v}: {_summary(by_version[v], machine)}" for v in shown)
+            + ("" if pinned is None or pinned in by_version else f" (no {pinned} at all)")
+        )
     return ("What exists: " + " | ".join(parts) + ".") if parts else f"No index lists any file of {name}."
 
 
 def _summary(files: list[tuple[str, str]], machine: str) -> str:
-    pys = sorted({py for py, plat in files if py != "sdist"},
-                 key=lambda t: (re.sub(r"\d+", "", t), int(re.sub(r"\D", "", t) or 0)))  # cp39 < cp311
-    linux = sorted({p for py, plat in files if py != "sdist" for p in plat.split(".")
-                    if (machine in p and "linux" in p) or p == "any"})
+    pys = sorted(
+        {py for py, plat in files if py != "sdist"},
+        key=lambda t: (re.sub(r"\d+", "", t), int(re.sub(r"\D", "", t) or 0)),
+    )  # cp39 < cp311
+    linux = sorted(
+        {
+            p
+            for py, plat in files
+            if py != "sdist"
+            for p in plat.split(".")
+            if (machine in p and "linux" in p) or p == "any"
+        }
+    )
     text = f"wheels for {', '.join(pys)}" if pys else "no wheels"
     if pys:
         text += f" (Linux {machine}: {', '.join(linux[:4])})" if linux else f" (none for Linux {machine})"

@@ -155,9 +155,7 @@ def parse_ref(text: str) -> ImageRef:
         if "/" not in path:
             path = f"library/{path}"  # Docker Hub's official images live under library/
     if not _PATH_RE.match(path):
-        raise ValueError(
-            f"{path!r} is not a repository name; use lower-case letters, digits and . _ - separated by /"
-        )
+        raise ValueError(f"{path!r} is not a repository name; use lower-case letters, digits and . _ - separated by /")
     return ImageRef(written, domain, path, tag, digest or None)
 
 
@@ -505,8 +503,7 @@ def pick_platform(index: Mapping[str, Any], want: str, image: str) -> Descriptor
     available = sorted({_platform_str(m["platform"]) for m in images})
     raise BadInputError(
         f"image {image}: no {want} variant; the registry has {', '.join(available) or 'no platform entries'}.",
-        "Set `target.arch` (or this image's `platform:`) to one of those, or choose an image built for "
-        f"{want}.",
+        f"Set `target.arch` (or this image's `platform:`) to one of those, or choose an image built for {want}.",
     )
 
 
@@ -527,8 +524,9 @@ class RegistryClient:
         self.insecure = list(insecure)
         self.auth = auth or RegistryAuth(timeout=source.timeout)
 
-    def _get(self, url: str, image: str, what: str, accept: str | None = None, limit: int = MAX_MANIFEST
-             ) -> requests.Response:
+    def _get(
+        self, url: str, image: str, what: str, accept: str | None = None, limit: int = MAX_MANIFEST
+    ) -> requests.Response:
         real = self.source.resolve(url)
         headers = {"Accept": accept} if accept else {}
         for attempt in range(self.source.retries + 1):
@@ -633,9 +631,17 @@ class RegistryClient:
             return [f"{base}/blobs/{d.digest}"]
 
         return ResolvedImage(
-            ref=ref, platform=platform, manifest=body, manifest_digest=digest, manifest_media_type=media,
-            config=cfg, config_descriptor=config, layers=layers, blob_urls=blob_urls,
-            index_digest=index_digest, manifest_url=f"{base}/manifests/{digest}",
+            ref=ref,
+            platform=platform,
+            manifest=body,
+            manifest_digest=digest,
+            manifest_media_type=media,
+            config=cfg,
+            config_descriptor=config,
+            layers=layers,
+            blob_urls=blob_urls,
+            index_digest=index_digest,
+            manifest_url=f"{base}/manifests/{digest}",
         )
 
 
@@ -714,7 +720,7 @@ def daemon_client(env: Mapping[str, str] | None = None, timeout: float = 600) ->
     host = env.get("DOCKER_HOST", "")
     if not host and not Path("/var/run/docker.sock").exists():
         return None
-    if host.startswith("unix://") and not Path(host[len("unix://"):]).exists():
+    if host.startswith("unix://") and not Path(host[len("unix://") :]).exists():
         return None
     try:
         import docker  # imported here: collect from a registry must not need it loaded
@@ -739,7 +745,7 @@ class _ChunkReader:
 
     def read(self, n: int = -1) -> bytes:
         if n < 0:
-            rest = self._buf[self._pos:]
+            rest = self._buf[self._pos :]
             self._buf, self._pos = b"", 0
             return rest + b"".join(self._chunks)
         while len(self._buf) - self._pos < n:
@@ -747,8 +753,8 @@ class _ChunkReader:
             if not chunk:
                 break
             # Only the unread tail (shorter than n) is copied: reading stays linear in the stream size.
-            self._buf, self._pos = self._buf[self._pos:] + chunk, 0
-        out = self._buf[self._pos:self._pos + n]
+            self._buf, self._pos = self._buf[self._pos :] + chunk, 0
+        out = self._buf[self._pos : self._pos + n]
         self._pos += len(out)
         return out
 
@@ -801,8 +807,11 @@ class DaemonExport:
         except docker.errors.APIError as exc:
             raise UpstreamError(f"image {image}: the local Docker daemon failed: {_first_line(exc)}.") from None
         attrs = img.attrs
-        have = {"os": attrs.get("Os", ""), "architecture": attrs.get("Architecture", ""),
-                "variant": attrs.get("Variant", "")}
+        have = {
+            "os": attrs.get("Os", ""),
+            "architecture": attrs.get("Architecture", ""),
+            "variant": attrs.get("Variant", ""),
+        }
         if not _matches(have, platform):
             raise BadInputError(
                 f"image {image}: the local Docker daemon has it for {_platform_str(have)}, not {platform}.",
@@ -820,8 +829,11 @@ class DaemonExport:
             with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 20) as tar:  # type: ignore[call-overload]
                 for member in tar:
                     if member.issym() or member.islnk():
-                        target = member.linkname if member.islnk() else os.path.normpath(
-                            os.path.join(os.path.dirname(member.name), member.linkname))
+                        target = (
+                            member.linkname
+                            if member.islnk()
+                            else os.path.normpath(os.path.join(os.path.dirname(member.name), member.linkname))
+                        )
                         links[member.name] = target
                     elif member.isfile():
                         src = tar.extractfile(member)
@@ -831,8 +843,9 @@ class DaemonExport:
                             continue
                         files[member.name] = _store_blob(src, blobs)
         except (docker.errors.APIError, tarfile.TarError, OSError, ValueError) as exc:
-            raise UpstreamError(f"image {image}: exporting it from the local Docker daemon failed: "
-                                f"{_first_line(exc)}.") from None
+            raise UpstreamError(
+                f"image {image}: exporting it from the local Docker daemon failed: {_first_line(exc)}."
+            ) from None
 
         def blob(name: str) -> tuple[str, int]:
             seen = 0
@@ -845,17 +858,21 @@ class DaemonExport:
             cfg_hex, cfg_size = blob(entry["Config"])
             layer_blobs = [blob(name) for name in entry["Layers"]]
         except (TypeError, KeyError, IndexError):
-            raise UpstreamError(f"image {image}: the local Docker daemon's export has no usable manifest.json.") \
-                from None
+            raise UpstreamError(
+                f"image {image}: the local Docker daemon's export has no usable manifest.json."
+            ) from None
         config = (blobs / cfg_hex).read_bytes()
         layers = [Descriptor(_layer_media_type(blobs / h), f"sha256:{h}", size) for h, size in layer_blobs]
         config_desc = Descriptor(OCI_CONFIG, f"sha256:{cfg_hex}", cfg_size)
-        manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_desc.digest, "size": cfg_size},
-            "layers": [{"mediaType": d.media_type, "digest": d.digest, "size": d.size} for d in layers],
-        }, indent=2).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": config_desc.digest, "size": cfg_size},
+                "layers": [{"mediaType": d.media_type, "digest": d.digest, "size": d.size} for d in layers],
+            },
+            indent=2,
+        ).encode()
         check_config(config, layers, platform, image, pinned_platform=True)
         key = img.id.replace(":", "-")
 
@@ -863,10 +880,17 @@ class DaemonExport:
             return [f"{DAEMON_URL}/{key}/blobs/sha256/{d.hex}"]
 
         return ResolvedImage(
-            ref=ref, platform=_platform_str(have), manifest=manifest,
-            manifest_digest="sha256:" + hashlib.sha256(manifest).hexdigest(), manifest_media_type=OCI_MANIFEST,
-            config=config, config_descriptor=config_desc, layers=layers, blob_urls=blob_urls,
-            source="docker-daemon", manifest_url=f"{DAEMON_URL}/{key}",
+            ref=ref,
+            platform=_platform_str(have),
+            manifest=manifest,
+            manifest_digest="sha256:" + hashlib.sha256(manifest).hexdigest(),
+            manifest_media_type=OCI_MANIFEST,
+            config=config,
+            config_descriptor=config_desc,
+            layers=layers,
+            blob_urls=blob_urls,
+            source="docker-daemon",
+            manifest_url=f"{DAEMON_URL}/{key}",
         )
 
 
