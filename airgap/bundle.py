@@ -6,47 +6,19 @@ README.txt explains it, and files keep the names their publishers gave them.
 
 from __future__ import annotations
 
-import datetime as dt
-import errno
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from airgap import __version__
 from airgap.bundle_layout import LAYER_ORDER, LAYERS_DIR, LOCK_NAME, README_NAME, SUMS_NAME, TOOL_DIR, layer_dir
-from airgap.errors import BadInputError, DiskFullError, IntegrityError
+from airgap.errors import BadInputError, IntegrityError
+from airgap.fsutil import write_atomic
+from airgap.units import human_size
 
 LOCK_FORMAT = 1
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory and rename: readers see the old or the new file, never
-    half of one, even after a power cut (fsync before the rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                f"{path}: no space left on the device to write it; the previous version is unchanged.",
-                "Free space or choose another output directory with -o, then run the same command again.",
-            ) from None
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass
@@ -94,10 +66,6 @@ class Lock:
     @property
     def total_size(self) -> int:
         return sum(a.size for a in self.artifacts if not a.in_base)
-
-
-def now_utc() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def read_lock(bundle: Path) -> Lock:
@@ -205,14 +173,6 @@ def finalize(bundle: Path, lock: Lock) -> None:
 def covered_dirs() -> tuple[str, ...]:
     """Top-level directories in which every file must be listed in SHA256SUMS."""
     return (LAYERS_DIR, TOOL_DIR)
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 # --- README.txt ----------------------------------------------------------------------------------------

@@ -19,24 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from airgap.artifacts import Artifact, Digest
-from airgap.bundle import (
-    Lock,
-    LockedArtifact,
-    finalize,
-    now_utc,
-    read_lock,
-    write_atomic,
-    write_lock,
-)
+from airgap.bundle import Lock, LockedArtifact, finalize, read_lock, write_lock
 from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, PART_SUFFIX
 from airgap.checks import WARNING, allowed, check_manifest, enforce
+from airgap.digests import sha256_file
 from airgap.errors import EXIT_INTERRUPTED, AirgapError, BadInputError, UpstreamError
+from airgap.fsutil import write_atomic
 from airgap.layers import LAYERS, plan_artifacts
 from airgap.manifest import Manifest
 from airgap.parts import PART_RE, resplit
 from airgap.progress import Progress
 from airgap.sources.http import Cancelled, HttpSource, redact
-from airgap.verify import sha256_file
+from airgap.units import now_utc
 
 Warn = Callable[[str], None]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from airgap.bundle import Lock, LockedArtifact, read_lock
 from airgap.bundle_layout import LOCK_NAME
+from airgap.digests import sha256_file
 from airgap.errors import BadInputError, IntegrityError
 from airgap.parts import source_files
-from airgap.verify import sha256_file
 
 
 def check_base(lock: Lock, base: Path | None) -> Lock | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from airgap.bundle import write_atomic
+from airgap.fsutil import write_atomic
 
 # Where installers put commands, in the order a login shell searches them.
 SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")

@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from airgap.bundle import write_atomic
+from airgap.fsutil import write_atomic
 from airgap.selfinstall import ToolFile
 
 INSTALL_SH = "install.sh"

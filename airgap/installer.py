@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from airgap.bundle import Lock, now_utc, read_lock
+from airgap.bundle import Lock, read_lock
 from airgap.bundle_layout import LAYER_ORDER, SUMS_NAME
 from airgap.delta import check_base
 from airgap.errors import EXIT_CHECK_FAILED, AirgapError, BadInputError
@@ -25,6 +25,7 @@ from airgap.layers import LAYERS, parse_layer_names
 from airgap.layers.base import Layer
 from airgap.preflight import ALWAYS, FAIL, CheckResult, run_preflight
 from airgap.signing import PublicKey, check_bundle_signature
+from airgap.units import now_utc
 from airgap.verify import verify_bundle
 
 STEPS: tuple[str, ...] = (*LAYER_ORDER, "smoke")

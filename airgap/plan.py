@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airgap.artifacts import Artifact
-from airgap.bundle import human_size
 from airgap.checks import ERROR, Finding, check_manifest, resolved_versions
 from airgap.errors import BadInputError, ManifestError
 from airgap.layers import plan_artifacts
 from airgap.manifest import Manifest
 from airgap.parts import FAT32_MAX
 from airgap.sources.http import HttpSource, redact
+from airgap.units import human_size
 
 # FAT32 stores a file size in 32 bits: 4 GiB minus one byte is the largest file it can hold.
 FAT32_MAX_FILE = FAT32_MAX

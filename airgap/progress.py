@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TextIO
 
-from airgap.bundle import human_size
+from airgap.units import human_size
 
 
 class Progress:

@@ -45,7 +45,9 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from airgap.bundle_layout import TOOL_DIR
+from airgap.digests import sha256_file
 from airgap.errors import AirgapError, BadInputError, UpstreamError
+from airgap.fsutil import fsync_tree
 
 PROJECT = "airgap"
 # Ubuntu 22.04's glibc. The lead passes the target OS's own (airgap.sources.apt.DISTROS[os].glibc).
@@ -525,23 +527,6 @@ def _pip_download(
         raise _pip_failure(proc, python, arch, glibc)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_tree(path: Path) -> None:
-    for p in [*path.iterdir(), path]:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _clean_leftovers(bundle: Path) -> None:
     """Temp dirs of a run that was killed: never half a tool/, but their bytes are not wanted either."""
     for p in bundle.glob(".tool.*"):
@@ -628,7 +613,7 @@ def build_tool_dir(
         if dropped:
             log(f"tool: not needed on python {xy}: {', '.join(dropped)}")
         _check_tags(tmp, target_python, target_arch, glibc)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         final = bundle / TOOL_DIR
         old = None
         if final.exists():
@@ -640,7 +625,7 @@ def build_tool_dir(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    files = [ToolFile(f"{TOOL_DIR}/{p.name}", p.stat().st_size, _sha256(p)) for p in sorted(final.iterdir())]
+    files = [ToolFile(f"{TOOL_DIR}/{p.name}", p.stat().st_size, sha256_file(p)) for p in sorted(final.iterdir())]
     log(f"tool: {len(files)} wheels, {sum(f.size for f in files)} bytes")
     return files
 
@@ -699,5 +684,7 @@ def tool_files(bundle: Path) -> list[ToolFile]:
     if not root.is_dir():
         return []
     return [
-        ToolFile(f"{TOOL_DIR}/{p.name}", p.stat().st_size, _sha256(p)) for p in sorted(root.iterdir()) if p.is_file()
+        ToolFile(f"{TOOL_DIR}/{p.name}", p.stat().st_size, sha256_file(p))
+        for p in sorted(root.iterdir())
+        if p.is_file()
     ]

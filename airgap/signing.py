@@ -198,8 +198,8 @@ def trusted_comment(bundle_name: str) -> str:
 
 
 def sign_bundle(bundle: Path, sk: SecretKey, bundle_name: str) -> Path:
-    from airgap.bundle import write_atomic
     from airgap.bundle_layout import SIG_NAME, SUMS_NAME
+    from airgap.fsutil import write_atomic
 
     sums = bundle / SUMS_NAME
     if not sums.is_file():

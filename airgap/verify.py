@@ -18,6 +18,7 @@ from pathlib import Path
 
 from airgap.bundle import LockedArtifact, covered_dirs, read_lock, read_sums
 from airgap.bundle_layout import PART_SUFFIX
+from airgap.digests import sha256_file
 from airgap.errors import BadInputError
 from airgap.signing import PublicKey, SignatureError, check_bundle_signature
 
@@ -59,18 +60,6 @@ class VerifyReport:
         d["ok"] = self.ok
         d["counts"] = {k: sum(1 for p in self.problems if p.kind == k) for k in KINDS}
         return d
-
-
-def sha256_file(path: Path, buf: bytearray | None = None) -> str:
-    h = hashlib.sha256()
-    buf = buf or bytearray(BUF)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
 
 
 def verify_bundle(
@@ -214,8 +203,9 @@ def write_report(report: VerifyReport, path: Path) -> None:
     import socket
 
     from airgap import __version__
-    from airgap.bundle import now_utc, write_atomic
     from airgap.bundle_layout import LOCK_NAME, SUMS_NAME
+    from airgap.fsutil import write_atomic
+    from airgap.units import now_utc
 
     bundle = Path(report.bundle)
     sums = bundle / SUMS_NAME

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from airgap.bundle import Lock, LockedArtifact, finalize, now_utc
+from airgap.bundle import Lock, LockedArtifact, finalize
+from airgap.units import now_utc
 from tests.faulty_server import FaultyHTTPServer
 
 MiB = 1 << 20

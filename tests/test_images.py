@@ -591,8 +591,9 @@ def test_local_image_without_a_daemon_is_a_clear_error(tmp_path: Path, no_daemon
 
 
 def test_install_without_a_daemon_says_so(tmp_path: Path) -> None:
-    from airgap.bundle import Lock, finalize, now_utc
+    from airgap.bundle import Lock, finalize
     from airgap.install_context import InstallError
+    from airgap.units import now_utc
 
     arts = []
     config = b'{"architecture": "amd64", "os": "linux", "rootfs": {"diff_ids": []}}'

@@ -25,8 +25,9 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 import airgap
-from airgap.bundle import Lock, LockedArtifact, finalize, format_sums, now_utc, read_sums, write_atomic
+from airgap.bundle import Lock, LockedArtifact, finalize, format_sums, read_sums
 from airgap.errors import UpstreamError
+from airgap.fsutil import write_atomic
 from airgap.install_sh import STAMP, render_install_sh, write_install_sh
 from airgap.selfinstall import (
     ToolFile,
@@ -40,6 +41,7 @@ from airgap.selfinstall import (
     resolve_closure,
     target_tags,
 )
+from airgap.units import now_utc
 from tests.test_install import prepare_root
 
 HERE_PY = f"{sys.version_info[0]}.{sys.version_info[1]}"

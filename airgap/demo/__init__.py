@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from airgap import manifest as manifest_mod
-from airgap.bundle import human_size, read_lock
+from airgap.bundle import read_lock
 from airgap.collect import collect
 from airgap.host import Host
 from airgap.installer import install_bundle
@@ -25,6 +25,7 @@ from airgap.localserver import LocalHTTPServer
 from airgap.smoke import run_smoke
 from airgap.sources.http import HttpSource
 from airgap.ui import Output
+from airgap.units import human_size
 from airgap.verify import verify_bundle
 
 SMOKE_SCRIPT = b"""#!/bin/sh

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airgap.artifacts import Artifact, Digest
-from airgap.bundle import LockedArtifact, human_size
+from airgap.bundle import LockedArtifact
 from airgap.errors import AirgapError, UpstreamError
 from airgap.layers.base import Layer
 from airgap.manifest import ImageSpec, Manifest
@@ -44,6 +44,7 @@ from airgap.sources.registry import (
     parse_ref,
     platform_of,
 )
+from airgap.units import human_size
 
 if TYPE_CHECKING:
     from airgap.install_context import InstallContext

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from airgap.artifacts import Artifact, Digest
-from airgap.bundle import LockedArtifact, human_size
+from airgap.bundle import LockedArtifact
+from airgap.digests import sha256_file
 from airgap.errors import BadInputError
 from airgap.install_context import InstallContext, InstallError
 from airgap.layers.base import Layer
@@ -33,6 +34,7 @@ from airgap.manifest import Manifest, ModelSpec, safe_file_name
 from airgap.parts import source_files
 from airgap.sources.http import HttpSource
 from airgap.sources.huggingface import DTYPE_BITS, HubClient, HubFile, Snapshot, cache_folder_name, hub_token
+from airgap.units import human_size
 
 DEFAULT_DEST = "/data/models"
 DEFAULT_OWNER = "1000:1000"
@@ -437,7 +439,7 @@ class ModelsLayer(Layer):
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             got = self._hashes.get(key)
             if got is None:
-                got = _sha256(path)
+                got = sha256_file(path)
                 self._hashes[key] = got
             return path, got == sha
 
@@ -576,16 +578,6 @@ def _check_server_path(path: str, what: str) -> None:
             f"{what}: {path!r} is not an absolute path.",
             "Collect the bundle again with an absolute path in the manifest (e.g. /data/models/NAME).",
         )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(_BUF)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
 
 
 def _existing_ancestor(path: Path) -> Path:

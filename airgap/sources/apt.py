@@ -40,8 +40,9 @@ from debian.deb822 import Deb822, PkgRelation, Release
 from debian.debian_support import version_compare
 
 from airgap.artifacts import Digest
-from airgap.bundle import write_atomic
+from airgap.digests import hash_file
 from airgap.errors import AirgapError, BadInputError, IntegrityError, UpstreamError
+from airgap.fsutil import write_atomic
 from airgap.sources.http import HttpSource, redact
 
 # Only these fields are kept from an index: a jammy main+universe index is ~100k paragraphs, and keeping
@@ -555,7 +556,7 @@ def _parsed_index(index: IndexFile, source: HttpSource, cache: Path, repo: AptRe
         except (OSError, ValueError):
             parsed.unlink(missing_ok=True)
     # Content-addressed: a cached file is reused only if it still hashes to what the signed Release says.
-    if not (path.is_file() and _hash_file(path, digest.algorithm) == digest.value):
+    if not (path.is_file() and hash_file(path, digest.algorithm) == digest.value):
         path.unlink(missing_ok=True)
         source.fetch(
             list(index.fetch_urls), path, what=f"apt {repo.label} {url[len(repo.dist_url) + 1 :]}", expected=digest
@@ -580,14 +581,6 @@ def _parsed_index(index: IndexFile, source: HttpSource, cache: Path, repo: AptRe
     with contextlib.suppress(OSError, AirgapError):  # only a cache: the next run parses again
         write_atomic(parsed, json.dumps(paras).encode())
     return paras
-
-
-def _hash_file(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- the closure ----------------------------------------------------------------------------------------
