@@ -1,3 +1,6 @@
+"""`python -m airgap`: the same as the `airgap` console script."""
+
 from airgap.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from airgap.bundle_layout import layer_dir
@@ -32,20 +34,25 @@ class Artifact:
     layer: str
     name: str  # the file name in the bundle, as the publisher names it
     urls: list[str]  # canonical URLs (before mirrors), tried in order: the first that exists wins
-    field: tuple[str | int, ...]  # the manifest field that asked for it, for error messages
+    # The manifest field that asked for it, for error messages. (It shadows dataclasses.field in this class
+    # body, hence dataclasses.field below.)
+    field: tuple[str | int, ...]
     pinned: Digest | None = None  # a sha256 pinned in the manifest always wins
     published: PublishedDigest | None = None
     no_digest_reason: str = ""  # why nothing can be checked, when neither of the above exists
-    upstream: Digest | None = field(default=None, compare=False)  # resolved at collect time
-    size: int | None = field(default=None, compare=False)  # from HEAD at plan time, exact after collect
+    upstream: Digest | None = dataclasses.field(default=None, compare=False)  # resolved at collect time
+    size: int | None = dataclasses.field(default=None, compare=False)  # from HEAD at plan time, exact after collect
     # Request headers for this artifact only (e.g. Authorization from HF_TOKEN). Never recorded, never shown.
-    headers: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    headers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
     # A requests auth object (e.g. a registry's Bearer-token challenge flow). Never recorded.
-    auth: Any = field(default=None, repr=False, compare=False)
+    auth: Any = dataclasses.field(default=None, repr=False, compare=False)
     # Bytes the layer generates itself (an OCI index, a requirements lock): written, not downloaded.
-    content: bytes | None = field(default=None, repr=False, compare=False)
+    content: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
+    # A file on this machine holding the bytes (a blob a local Docker daemon exported for this run): copied
+    # and checked like a download, never sent through HTTP. `urls` still name it for the lock.
+    local: Path | None = dataclasses.field(default=None, repr=False, compare=False)
     # Facts for the lock's entry (e.g. the model commit, an image's config digest). Must hold no secret.
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def path(self) -> str:

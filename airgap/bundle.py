@@ -7,100 +7,33 @@ README.txt explains it, and files keep the names their publishers gave them.
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+import os
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from airgap import __version__
-from airgap.bundle_layout import LAYER_ORDER, LAYERS_DIR, LOCK_NAME, README_NAME, SUMS_NAME, TOOL_DIR, layer_dir
+from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, README_NAME, SUMS_NAME, TOOL_DIR
 from airgap.errors import BadInputError, IntegrityError
 from airgap.fsutil import write_atomic
+from airgap.lock import Lock, LockedArtifact
 from airgap.units import human_size
-
-LOCK_FORMAT = 1
-
-
-@dataclass
-class LockedArtifact:
-    layer: str
-    name: str
-    path: str
-    size: int
-    sha256: str
-    url: str  # canonical upstream URL, credentials removed
-    upstream_digest: dict[str, str] | None = None  # {"algorithm", "value", "source"} it was checked against
-    upstream_digest_note: str = ""  # why there is none, when there is none
-    meta: dict[str, Any] = field(default_factory=dict)  # layer facts: model commit, image config digest...
-    # When the file is stored as numbered parts (--max-file-size): [{"path", "size", "sha256"}, ...]
-    parts: list[dict[str, Any]] = field(default_factory=list)
-    # Delta bundles (collect --since): the file is not carried; the base bundle holds it with this sha256.
-    in_base: bool = False
-
-
-@dataclass
-class Lock:
-    name: str
-    target: dict[str, Any]
-    status: str = "partial"  # "complete" once every artifact is in and SHA256SUMS is written
-    created: str = ""
-    airgap_version: str = __version__
-    format: int = LOCK_FORMAT
-    skipped_layers: list[str] = field(default_factory=list)
-    manifest: dict[str, Any] = field(default_factory=dict)
-    # Compatibility errors accepted with --allow-mismatch (airgap/checks.py Finding.to_dict()), so the
-    # server side knows the stack was knowingly mismatched and install's preflight keeps them warnings.
-    allowed_mismatches: list[dict[str, Any]] = field(default_factory=list)
-    artifacts: list[LockedArtifact] = field(default_factory=list)
-    # For a delta bundle: the bundle it builds on {"name", "created", "lock_sha256"}; install needs --base.
-    base: dict[str, str] | None = None
-    # airgap itself for the server (tool/ and install.sh): {"python", "arch", "glibc", "files": [{path,size,sha256}]}
-    tool: dict[str, Any] | None = None
-
-    def by_path(self) -> dict[str, LockedArtifact]:
-        return {a.path: a for a in self.artifacts}
-
-    def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=2, sort_keys=False) + "\n").encode()
-
-    @property
-    def total_size(self) -> int:
-        return sum(a.size for a in self.artifacts if not a.in_base)
-
-
-def read_lock(bundle: Path) -> Lock:
-    path = bundle / LOCK_NAME
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        arts = [LockedArtifact(**a) for a in raw.pop("artifacts", [])]
-        return Lock(**raw, artifacts=arts)
-    except FileNotFoundError:
-        raise BadInputError(
-            f"{bundle}: no {LOCK_NAME} here, so this is not an airgap bundle (or its collection never started).",
-            "Point at the bundle's top directory, the one holding SHA256SUMS and README.txt.",
-        ) from None
-    except (OSError, ValueError, TypeError) as exc:
-        raise BadInputError(
-            f"{path}: unreadable lock file ({exc}).",
-            "Run `airgap verify` on the bundle, or `sha256sum -c SHA256SUMS` in it, to see what was damaged.",
-        ) from None
 
 
 def load_base(path: Path) -> tuple[Lock, str]:
     """A full bundle's lock (given the bundle directory or its lock file) and the lock file's sha256."""
     lock_file = path / LOCK_NAME if path.is_dir() else path
-    lock = read_lock(lock_file.parent) if lock_file.name == LOCK_NAME else None
-    if lock is None:
+    if lock_file.name != LOCK_NAME:
         raise BadInputError(
             f"{path}: not a bundle directory or an {LOCK_NAME}.",
             "Give the old bundle's directory, or its airgap.lock.json.",
         )
+    lock, digest = Lock.read_with_digest(lock_file.parent)
     if lock.base:
         raise BadInputError(
-            f"{path}: is itself a delta bundle (based on '{lock.base.get('name')}').",
+            f"{path}: is itself a delta bundle (based on '{lock.base.name}').",
             "Make deltas against a full bundle: merge the old delta with its base first.",
         )
-    return lock, hashlib.sha256(lock_file.read_bytes()).hexdigest()
+    return lock, digest
 
 
 def write_lock(bundle: Path, lock: Lock) -> bytes:
@@ -149,22 +82,19 @@ def read_sums(bundle: Path) -> dict[str, str]:
         ) from None
 
 
-def finalize(bundle: Path, lock: Lock) -> None:
-    """Write README, the complete lock, then SHA256SUMS last: its presence marks a finished bundle."""
+def finalize(bundle: Path, lock: Lock, by_hand: Sequence[str] = ()) -> None:
+    """Write README, the complete lock, then SHA256SUMS last: its presence marks a finished bundle.
+    `by_hand` are the layers' own lines for installing without airgap (`layers.by_hand_lines`)."""
     lock.status = "complete"
     lock_bytes = write_lock(bundle, lock)
-    readme = render_readme(lock).encode()
+    readme = render_readme(lock, by_hand).encode()
     write_atomic(bundle / README_NAME, readme)
     entries: dict[str, str] = {}
     for a in lock.artifacts:
         if a.in_base:
             continue  # not carried: checked in the base bundle at install time
-        if a.parts:
-            entries.update({p["path"]: p["sha256"] for p in a.parts})
-        else:
-            entries[a.path] = a.sha256
-    for f in (lock.tool or {}).get("files", []):
-        entries[f["path"]] = f["sha256"]
+        entries.update({f.path: f.sha256 for f in a.stored_files()})
+    entries.update({f.path: f.sha256 for f in lock.tool_files()})
     entries[LOCK_NAME] = hashlib.sha256(lock_bytes).hexdigest()
     entries[README_NAME] = hashlib.sha256(readme).hexdigest()
     write_atomic(bundle / SUMS_NAME, format_sums(entries))
@@ -177,29 +107,8 @@ def covered_dirs() -> tuple[str, ...]:
 
 # --- README.txt ----------------------------------------------------------------------------------------
 
-_BY_HAND = {
-    "driver": "sh {path} --silent --dkms      (needs gcc, make and the kernel headers; reboot if it "
-    "blacklisted nouveau, then run it again)",
-    "cuda": "sh {path} --silent --toolkit    (toolkit only; then add /usr/local/cuda/bin to PATH)",
-    "docker": "tar -xzf {path} && cp docker/* /usr/bin/ && dockerd &",
-    "files": "cp {path} wherever you need it",
-}
-# Layers with many files get one line for the whole layer directory.
-_BY_HAND_LAYER = {
-    # apt-get orders Pre-Depends; one `dpkg -i` call refuses a package whose pre-dependency is only unpacked
-    "prereqs": "apt-get install ./{dir}/*.deb",
-    "cudnn": "apt-get install ./{dir}/*.deb",
-    "container_toolkit": "apt-get install ./{dir}/*.deb && nvidia-ctk runtime configure --runtime=docker && "
-    "systemctl restart docker",
-    "images": "airgap install . --only images   (loads them into dockerd; see {dir}/)",
-    "python": "python3 -m venv --without-pip /opt/airgap/venv && /opt/airgap/venv/bin/python "
-    '"$(ls {dir}/pip-*.whl)/pip" install --no-index --find-links {dir} --require-hashes '
-    "-r {dir}/requirements.lock.txt",
-    "models": "cp -r {dir}/* /data/models/ && chown -R 1000:1000 /data/models",
-}
 
-
-def render_readme(lock: Lock) -> str:
+def render_readme(lock: Lock, by_hand: Sequence[str] = ()) -> str:
     target = lock.target
     lines = [
         f"airgap bundle: {lock.name}",
@@ -223,18 +132,7 @@ def render_readme(lock: Lock) -> str:
         "",
         "or by hand, in this order:",
     ]
-    by_layer: dict[str, list[LockedArtifact]] = {}
-    for a in lock.artifacts:
-        by_layer.setdefault(a.layer, []).append(a)
-    for layer in LAYER_ORDER:
-        if layer in _BY_HAND_LAYER and by_layer.get(layer):
-            lines.append(f"    {layer:<8} {_BY_HAND_LAYER[layer].format(dir=f'layers/{layer_dir(layer)}')}")
-            continue
-        for a in by_layer.get(layer, []):
-            how = _BY_HAND.get(layer, "see the airgap documentation for this layer").format(path=a.path)
-            if a.name.startswith("docker-compose-"):
-                how = f"install -D -m 755 {a.path} /usr/libexec/docker/cli-plugins/docker-compose"
-            lines.append(f"    {layer:<8} {how}")
+    lines += [f"    {line}" for line in by_hand]
     if any(a.parts for a in lock.artifacts):
         lines += [
             "",
@@ -246,7 +144,7 @@ def render_readme(lock: Lock) -> str:
         lines += [
             "",
             f"DELTA BUNDLE: carries {carried} of {len(lock.artifacts)} files; the rest are in the bundle",
-            f"'{lock.base.get('name')}' of {lock.base.get('created')}. Install with",
+            f"'{lock.base.name}' of {lock.base.created}. Install with",
             "    airgap install . --base /path/of/that/bundle",
         ]
     if lock.skipped_layers:
@@ -258,7 +156,7 @@ def render_readme(lock: Lock) -> str:
             lines.append(f"    {a.path:<{width}}  {human_size(a.size):>10}  in the base bundle (unchanged)")
             continue
         checked = (
-            f"checked against {a.upstream_digest['algorithm']} from {a.upstream_digest['source']}"
+            f"checked against {a.upstream_digest.algorithm} from {a.upstream_digest.source}"
             if a.upstream_digest
             else "no publisher digest: sha256 recorded at download"
         )
@@ -270,3 +168,76 @@ def render_readme(lock: Lock) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# --- writing a bundle ----------------------------------------------------------------------------------
+
+
+def prepare_output(out: Path) -> None:
+    """Refuse to write into anything that is not a new, empty or earlier bundle directory."""
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"{out}: exists and is not a directory.", "Choose another output with -o.")
+    if out.is_dir() and any(out.iterdir()) and not (out / LOCK_NAME).exists():
+        raise BadInputError(
+            f"{out}: the directory is not empty and is not an airgap bundle; collect will not write into it.",
+            "Choose a new or empty directory with -o (an existing bundle is fine: it is updated in place).",
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def previous_entries(out: Path) -> dict[str, LockedArtifact]:
+    """What an earlier (possibly interrupted) run recorded, by path; a damaged lock only costs re-hashing."""
+    if not (out / LOCK_NAME).exists():
+        return {}
+    try:
+        return Lock.read(out).by_path()
+    except BadInputError:
+        return {}
+
+
+class BundleWriter:
+    """The bundle protocol on the collect side, in one place: the lock is kept current as files finish
+    (so an interrupted run loses nothing), and `finalize` writes README, the complete lock and SHA256SUMS
+    last. Thread-safe: downloads finish in parallel."""
+
+    def __init__(self, out: Path, lock: Lock) -> None:
+        self.out = out
+        self.lock = lock
+        self._mutex = threading.Lock()
+
+    def record(self, entry: LockedArtifact) -> None:
+        """`entry` is finished and verified: it replaces any earlier entry for its path."""
+        with self._mutex:
+            self.lock.artifacts = [a for a in self.lock.artifacts if a.path != entry.path] + [entry]
+            write_lock(self.out, self.lock)
+
+    def save(self) -> None:
+        with self._mutex:
+            write_lock(self.out, self.lock)
+
+    def order(self, paths: Sequence[str]) -> None:
+        """Artifacts in plan order (parallel downloads finish in any order)."""
+        rank = {p: i for i, p in enumerate(paths)}
+        self.lock.artifacts.sort(key=lambda a: rank.get(a.path, len(rank)))
+
+    def finalize(self, by_hand: Sequence[str] = ()) -> None:
+        finalize(self.out, self.lock, by_hand)
+
+
+def remove_unlisted(out: Path, keep: set[str], is_part_of_kept: Callable[[str], bool]) -> list[str]:
+    """Delete files under layers/ that the bundle no longer lists (an earlier manifest's), so verify does
+    not fail on them; empty directories go too. Returns what was removed, for the user to see."""
+    removed: list[str] = []
+    root = out / LAYERS_DIR
+    if not root.is_dir():
+        return removed
+    for dirpath, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            rel = Path(dirpath, name).relative_to(out).as_posix()
+            if rel in keep or is_part_of_kept(rel):
+                continue
+            Path(dirpath, name).unlink()
+            removed.append(rel)
+        if dirpath != str(root) and not os.listdir(dirpath):
+            os.rmdir(dirpath)
+    return sorted(removed)

@@ -1,8 +1,8 @@
 """`airgap collect`: turn a manifest into a checksummed, self-describing bundle.
 
-The lock is rewritten (atomically) after every finished file, so an interrupted run loses nothing: the
-next run skips what is already verified, resumes what is partial, and fetches the rest. SHA256SUMS is
-written last; its presence marks a finished bundle.
+The bundle writer (airgap/bundle.py) rewrites the lock atomically after every finished file, so an
+interrupted run loses nothing: the next run skips what is already verified, resumes what is partial, and
+fetches the rest. SHA256SUMS is written last; its presence marks a finished bundle.
 """
 
 from __future__ import annotations
@@ -14,22 +14,23 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from hashlib import sha256
 from pathlib import Path
-from typing import Any
 
 from airgap.artifacts import Artifact, Digest
-from airgap.bundle import Lock, LockedArtifact, finalize, read_lock, write_lock
-from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, PART_SUFFIX
-from airgap.checks import WARNING, allowed, check_manifest, enforce
-from airgap.digests import sha256_file
-from airgap.errors import EXIT_INTERRUPTED, AirgapError, BadInputError, UpstreamError
+from airgap.bundle import BundleWriter, prepare_output, previous_entries, remove_unlisted
+from airgap.bundle_layout import PART_SUFFIX
+from airgap.compat.rules import WARNING, allowed, check_manifest, enforce
+from airgap.digests import sha256_bytes, sha256_file
+from airgap.errors import AirgapError, CombinedError, Interrupted, UpstreamError
 from airgap.fsutil import write_atomic
-from airgap.layers import LAYERS, plan_artifacts
+from airgap.layers import LAYERS, ResolveContext, by_hand_lines, plan_artifacts
+from airgap.lock import BaseRecord, Lock, LockedArtifact, Part, ToolRecord, UpstreamDigest
 from airgap.manifest import Manifest
 from airgap.parts import PART_RE, resplit
 from airgap.progress import Progress
+from airgap.sources.apt import read_status_file
 from airgap.sources.http import Cancelled, HttpSource, redact
+from airgap.target import Target
 from airgap.units import now_utc
 
 Warn = Callable[[str], None]
@@ -66,16 +67,16 @@ class CollectReport:
         return sum(f.size for f in self.files if f.status == "in base")
 
 
-class CollectFailed(AirgapError):
+class CollectFailed(CombinedError):
     """Some artifacts failed; the others are in the bundle and a re-run fetches only what is missing."""
 
     def __init__(self, failures: list[AirgapError]) -> None:
         self.failures = failures
-        self.exit_code = max(f.exit_code for f in failures)
         lines = [f"{len(failures)} artifact(s) could not be collected:"]
         lines += [f"  - {f}" for f in failures]
         super().__init__(
             "\n".join(lines),
+            failures,
             "Everything else is in the bundle; fix the cause and run the same command again to fetch "
             "only what is missing. The bundle has no SHA256SUMS until then.",
         )
@@ -93,13 +94,47 @@ def collect(
     max_file_size: int | None = None,
     since: tuple[Lock, str] | None = None,
     tool: bool = False,
+    target_status: Path | None = None,
+) -> CollectReport:
+    if target_status is not None:
+        read_status_file(target_status)  # a wrong file is refused before any download
+    # The context lives as long as the downloads: an image exported from a local daemon is served from it.
+    with ResolveContext(source, target_status=target_status) as ctx:
+        return _collect(
+            manifest,
+            out,
+            ctx,
+            source,
+            jobs,
+            skip or set(),
+            progress_mode,
+            warn,
+            allow_mismatch,
+            max_file_size,
+            since,
+            tool,
+        )
+
+
+def _collect(
+    manifest: Manifest,
+    out: Path,
+    ctx: ResolveContext,
+    source: HttpSource,
+    jobs: int,
+    skip: set[str],
+    progress_mode: str,
+    warn: Warn | None,
+    allow_mismatch: bool,
+    max_file_size: int | None,
+    since: tuple[Lock, str] | None,
+    tool: bool,
 ) -> CollectReport:
     started = time.monotonic()
-    skip = skip or set()
     # Version mismatches first, before any network: a driver too old for the CUDA asked for is found here,
     # not on the isolated server. (ManifestError, exit 2, unless --allow-mismatch.)
     enforce(manifest, check_manifest(manifest), allow_mismatch)
-    artifacts = plan_artifacts(manifest, skip, source)
+    artifacts = plan_artifacts(manifest, skip, ctx)
     # Again with the resolved artifacts: the models layer adds each model's parameter count and dtype.
     findings = enforce(manifest, check_manifest(manifest, artifacts), allow_mismatch)
     report = CollectReport(bundle=str(out))
@@ -113,10 +148,16 @@ def collect(
         if finding.level == WARNING:
             note(("accepted with --allow-mismatch: " if finding.allowed else "") + finding.text())
 
-    _prepare_output(out)
-    previous = _previous_lock(out)
+    prepare_output(out)
+    previous = previous_entries(out)
     _resolve_published_digests(artifacts, source, note)
-    report.removed_stale = _remove_stale(out, artifacts)
+    planned = {a.path for a in artifacts}
+    report.removed_stale = remove_unlisted(
+        out,
+        planned | {a.path + PART_SUFFIX for a in artifacts},
+        # a numbered part of a planned file: resplit() decides whether it stays
+        lambda rel: bool(PART_RE.search(rel)) and rel[:-4] in planned,
+    )
 
     lock = Lock(
         name=manifest.name,
@@ -127,157 +168,151 @@ def collect(
         allowed_mismatches=allowed(findings),
     )
     # airgap itself for the server first: a target python with no wheels fails now, not after 60 GB.
-    lock.tool = _build_tool(out, manifest) if tool else _remove_tool(out)
-    base = since[0].by_path() if since else {}
+    if tool:
+        lock.tool = _build_tool(out, manifest)
+    else:
+        _remove_tool(out)
     if since:
-        lock.base = {"name": since[0].name, "created": since[0].created, "lock_sha256": since[1]}
-    lock_mutex = threading.Lock()
-
-    def record(art: Artifact, url: str, size: int, sha: str, parts: list[dict[str, Any]] | None = None) -> None:
-        entry = LockedArtifact(
-            layer=art.layer,
-            name=art.name,
-            path=art.path,
-            size=size,
-            sha256=sha,
-            url=redact(url),
-            upstream_digest=_digest_record(art.expected),
-            upstream_digest_note="" if art.expected else art.no_digest_reason,
-            meta=art.meta,
-            parts=parts or [],
-        )
-        with lock_mutex:
-            lock.artifacts = [a for a in lock.artifacts if a.path != art.path] + [entry]
-            write_lock(out, lock)
-
-    def in_base(art: Artifact, old: LockedArtifact) -> None:
-        """Delta bundles carry only what changed: reference the base's copy by its digest."""
-        dest = out / art.path
-        dest.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            dest.parent.rmdir()  # only when empty: a layer the delta carries nothing of leaves no directory
-        entry = LockedArtifact(
-            layer=art.layer,
-            name=art.name,
-            path=art.path,
-            size=old.size,
-            sha256=old.sha256,
-            url=old.url,
-            upstream_digest=old.upstream_digest,
-            upstream_digest_note=old.upstream_digest_note,
-            meta=art.meta,
-            in_base=True,
-        )
-        with lock_mutex:
-            lock.artifacts = [a for a in lock.artifacts if a.path != art.path] + [entry]
-            write_lock(out, lock)
-        report.files.append(CollectedFile(art.path, art.layer, old.size, "in base", 0))
+        lock.base = BaseRecord(name=since[0].name, created=since[0].created, lock_sha256=since[1])
+    run = _Collector(out, BundleWriter(out, lock), source, report, since[0].by_path() if since else {})
 
     # Files already in place and verified (an earlier, possibly interrupted run) cost no transfer.
     present = _already_present(out, artifacts, previous, jobs)
     todo = []
     for art in artifacts:
         hit = present.get(art.path)
-        old = base.get(art.path)
+        old = run.base.get(art.path)
         if old is not None and (_known_unchanged(art, old) or (hit is not None and hit.sha256 == old.sha256)):
-            in_base(art, old)
+            run.in_base(art, old)
         elif hit is not None:
-            record(art, hit.url, hit.size, hit.sha256, hit.parts)
+            run.record(art, hit.url, hit.size, hit.sha256, hit.parts)
             report.files.append(CollectedFile(art.path, art.layer, hit.size, "present", 0))
         else:
             todo.append(art)
 
-    failures: list[AirgapError] = []
     sizes = _head_sizes(todo, source, jobs)
     total = sum(sizes.values()) if todo and all(sizes.get(a.path) for a in todo) else None
     with Progress("collect", total, mode=progress_mode) as progress:
-
-        def fetch(art: Artifact) -> None:
-            dest = out / art.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                old = base.get(art.path)
-                if art.content is not None:
-                    digest = sha256(art.content).hexdigest()
-                    if old is not None and old.sha256 == digest:
-                        in_base(art, old)
-                        return
-                    write_atomic(dest, art.content)
-                    record(art, art.urls[0] if art.urls else "", len(art.content), digest)
-                    report.files.append(CollectedFile(art.path, art.layer, len(art.content), "generated", 0))
-                    return
-                res = source.fetch(
-                    art.urls,
-                    dest,
-                    what=art.path,
-                    expected=art.expected,
-                    on_bytes=progress.advance,
-                    headers=art.headers,
-                    auth=art.auth,
-                )
-                if old is not None and old.sha256 == res.sha256:
-                    # No digest told us beforehand (e.g. a driver .run): downloaded, found unchanged, not carried.
-                    in_base(art, old)
-                    return
-                record(art, res.url, res.size, res.sha256)
-            except Cancelled:
-                raise
-            except AirgapError as exc:
-                failures.append(exc)
-                return
-            status = "resumed" if res.resumed_from else "downloaded"
-            report.files.append(CollectedFile(art.path, art.layer, res.size, status, res.transferred))
-
         pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="collect")
         try:
-            futures = [pool.submit(fetch, art) for art in todo]
+            futures = [pool.submit(run.fetch, art, progress.advance) for art in todo]
             for fut in futures:
                 fut.result()
         except (KeyboardInterrupt, Cancelled):
             source.cancel.set()
             pool.shutdown(wait=True, cancel_futures=True)
-            err = AirgapError(
+            raise Interrupted(
                 "Collection interrupted; finished files are recorded and partial ones kept as *.part.",
                 "Run the same command again to resume where it stopped.",
-            )
-            err.exit_code = EXIT_INTERRUPTED
-            raise err from None
+            ) from None
         finally:
             pool.shutdown(wait=True)
 
-    order = {a.path: i for i, a in enumerate(artifacts)}
-    lock.artifacts.sort(key=lambda a: order[a.path])
-    report.files.sort(key=lambda f: order[f.path])
-    if failures:
-        write_lock(out, lock)
-        raise CollectFailed(failures)
+    order = [a.path for a in artifacts]
+    run.writer.order(order)
+    report.files.sort(key=lambda f: order.index(f.path))
+    if run.failures:
+        run.writer.save()
+        raise CollectFailed(run.failures)
     # Split (or join back) files so none is larger than the medium allows; a no-op for files already right.
-    for art in lock.artifacts:
-        if not art.in_base and resplit(out, art, max_file_size):
-            write_lock(out, lock)
-    finalize(out, lock)
+    for entry in lock.artifacts:
+        if not entry.in_base and resplit(out, entry, max_file_size):
+            run.writer.save()
+    run.writer.finalize(by_hand_lines(lock))
     report.seconds = time.monotonic() - started
     return report
 
 
-def _prepare_output(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise BadInputError(f"{out}: exists and is not a directory.", "Choose another output with -o.")
-    if out.is_dir() and any(out.iterdir()) and not (out / LOCK_NAME).exists():
-        raise BadInputError(
-            f"{out}: the directory is not empty and is not an airgap bundle; collect will not write into it.",
-            "Choose a new or empty directory with -o (an existing bundle is fine: it is updated in place).",
+class _Collector:
+    """One collect run's moving parts: where finished files are recorded (the bundle writer), the delta's
+    base, and the report. `fetch` runs in worker threads; the writer serialises what they record."""
+
+    def __init__(
+        self,
+        out: Path,
+        writer: BundleWriter,
+        source: HttpSource,
+        report: CollectReport,
+        base: dict[str, LockedArtifact],
+    ) -> None:
+        self.out = out
+        self.writer = writer
+        self.source = source
+        self.report = report
+        self.base = base
+        self.failures: list[AirgapError] = []
+        self._mutex = threading.Lock()
+
+    def record(self, art: Artifact, url: str, size: int, sha: str, parts: list[Part] | None = None) -> None:
+        self.writer.record(
+            LockedArtifact(
+                layer=art.layer,
+                name=art.name,
+                path=art.path,
+                size=size,
+                sha256=sha,
+                url=redact(url),
+                upstream_digest=_digest_record(art.expected),
+                upstream_digest_note="" if art.expected else art.no_digest_reason,
+                meta=art.meta,
+                parts=parts or [],
+            )
         )
-    out.mkdir(parents=True, exist_ok=True)
 
+    def in_base(self, art: Artifact, old: LockedArtifact) -> None:
+        """Delta bundles carry only what changed: reference the base's copy by its digest."""
+        dest = self.out / art.path
+        dest.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            dest.parent.rmdir()  # only when empty: a layer the delta carries nothing of leaves no directory
+        self.writer.record(
+            LockedArtifact(
+                layer=art.layer,
+                name=art.name,
+                path=art.path,
+                size=old.size,
+                sha256=old.sha256,
+                url=old.url,
+                upstream_digest=old.upstream_digest,
+                upstream_digest_note=old.upstream_digest_note,
+                meta=art.meta,
+                in_base=True,
+            )
+        )
+        self._add(CollectedFile(art.path, art.layer, old.size, "in base", 0))
 
-def _previous_lock(out: Path) -> dict[str, LockedArtifact]:
-    if not (out / LOCK_NAME).exists():
-        return {}
-    try:
-        return read_lock(out).by_path()
-    except BadInputError:
-        return {}  # a damaged lock only costs re-hashing: every present file is checked again
+    def _add(self, row: CollectedFile) -> None:
+        with self._mutex:
+            self.report.files.append(row)
+
+    def fetch(self, art: Artifact, on_bytes: Callable[[int], None]) -> None:
+        dest = self.out / art.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            old = self.base.get(art.path)
+            if art.content is not None:
+                digest = sha256_bytes(art.content)
+                if old is not None and old.sha256 == digest:
+                    self.in_base(art, old)
+                    return
+                write_atomic(dest, art.content)
+                self.record(art, art.urls[0] if art.urls else "", len(art.content), digest)
+                self._add(CollectedFile(art.path, art.layer, len(art.content), "generated", 0))
+                return
+            res = self.source.fetch_artifact(art, dest, on_bytes)
+            if old is not None and old.sha256 == res.sha256:
+                # No digest told us beforehand (e.g. a driver .run): downloaded, found unchanged, not carried.
+                self.in_base(art, old)
+                return
+            self.record(art, res.url, res.size, res.sha256)
+        except Cancelled:
+            raise
+        except AirgapError as exc:
+            with self._mutex:
+                self.failures.append(exc)
+            return
+        status = "resumed" if res.resumed_from else "downloaded"
+        self._add(CollectedFile(art.path, art.layer, res.size, status, res.transferred))
 
 
 def _manifest_record(manifest: Manifest) -> dict[str, object]:
@@ -286,8 +321,8 @@ def _manifest_record(manifest: Manifest) -> dict[str, object]:
     return data
 
 
-def _digest_record(d: Digest | None) -> dict[str, str] | None:
-    return None if d is None else {"algorithm": d.algorithm, "value": d.value, "source": redact(d.source)}
+def _digest_record(d: Digest | None) -> UpstreamDigest | None:
+    return None if d is None else UpstreamDigest(algorithm=d.algorithm, value=d.value, source=redact(d.source))
 
 
 def _resolve_published_digests(artifacts: list[Artifact], source: HttpSource, note: Warn) -> None:
@@ -331,33 +366,12 @@ def _parse_checksum_list(text: str) -> dict[str, str]:
     return table
 
 
-def _remove_stale(out: Path, artifacts: list[Artifact]) -> list[str]:
-    """Files an earlier manifest put in layers/ that this one no longer wants would make verify fail."""
-    planned = {a.path for a in artifacts}
-    keep = planned | {a.path + PART_SUFFIX for a in artifacts}
-    removed = []
-    root = out / LAYERS_DIR
-    if not root.is_dir():
-        return removed
-    for dirpath, _dirs, files in os.walk(root, topdown=False):
-        for name in files:
-            rel = Path(dirpath, name).relative_to(out).as_posix()
-            if PART_RE.search(rel) and rel[:-4] in planned:
-                continue  # a numbered part of a planned file: resplit() decides whether it stays
-            if rel not in keep:
-                Path(dirpath, name).unlink()
-                removed.append(rel)
-        if dirpath != str(root) and not os.listdir(dirpath):
-            os.rmdir(dirpath)
-    return sorted(removed)
-
-
 @dataclass
 class _Present:
     url: str
     size: int
     sha256: str
-    parts: list[dict[str, Any]] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
 
 
 def _already_present(
@@ -387,26 +401,10 @@ def _already_present(
         return {path: hit for path, hit in pool.map(check, artifacts) if hit is not None}
 
 
-def _build_tool(out: Path, manifest: Manifest) -> dict[str, Any]:
-    from airgap import __version__
-    from airgap.install_sh import write_install_sh
-    from airgap.selfinstall import DEFAULT_GLIBC, build_tool_dir
+def _build_tool(out: Path, manifest: Manifest) -> ToolRecord:
+    from airgap.selfinstall.tool import build_tool
 
-    try:
-        from airgap.sources.apt import DISTROS
-
-        glibc = DISTROS[manifest.target.os].glibc
-    except (ImportError, KeyError):
-        glibc = DEFAULT_GLIBC
-    t = manifest.target
-    files = build_tool_dir(out, t.python, t.arch, glibc=glibc)
-    files.append(write_install_sh(out, __version__, t.python))
-    return {
-        "python": t.python,
-        "arch": t.arch,
-        "glibc": glibc,
-        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
-    }
+    return build_tool(out, Target.of(manifest))
 
 
 def _remove_tool(out: Path) -> None:
@@ -428,7 +426,7 @@ def _known_unchanged(art: Artifact, old: LockedArtifact) -> bool:
         return art.pinned.algorithm == "sha256" and art.pinned.value == old.sha256
     up = art.upstream
     if up is not None and old.upstream_digest:
-        return up.algorithm == old.upstream_digest.get("algorithm") and up.value == old.upstream_digest.get("value")
+        return up.algorithm == old.upstream_digest.algorithm and up.value == old.upstream_digest.value
     return False
 
 
@@ -439,8 +437,8 @@ def _present_parts(out: Path, art: Artifact, prev: LockedArtifact) -> _Present |
     if art.pinned is None and prev.url not in {redact(u) for u in art.urls}:
         return None
     for part in prev.parts:
-        path = out / part["path"]
-        if not path.is_file() or path.stat().st_size != part["size"] or sha256_file(path) != part["sha256"]:
+        path = out / part.path
+        if not path.is_file() or path.stat().st_size != part.size or sha256_file(path) != part.sha256:
             return None
     return _Present(prev.url, prev.size, prev.sha256, list(prev.parts))
 

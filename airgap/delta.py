@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from airgap.bundle import Lock, LockedArtifact, read_lock
-from airgap.bundle_layout import LOCK_NAME
 from airgap.digests import sha256_file
 from airgap.errors import BadInputError, IntegrityError
+from airgap.lock import Lock, LockedArtifact
 from airgap.parts import source_files
 
 
@@ -22,17 +20,15 @@ def check_base(lock: Lock, base: Path | None) -> Lock | None:
         return None
     if base is None:
         raise BadInputError(
-            f"This is a delta bundle: it carries only what changed since '{lock.base.get('name')}' "
-            f"of {lock.base.get('created')}.",
+            f"This is a delta bundle: it carries only what changed since '{lock.base.name}' of {lock.base.created}.",
             "Give that bundle with --base /path/of/old/bundle.",
         )
-    base_lock = read_lock(base)
-    actual = hashlib.sha256((base / LOCK_NAME).read_bytes()).hexdigest()
-    if actual != lock.base.get("lock_sha256"):
+    base_lock, actual = Lock.read_with_digest(base)  # the digest of the very bytes parsed
+    if actual != lock.base.lock_sha256:
         raise IntegrityError(
             f"{base}: not the base this delta was made against (its lock differs: "
-            f"'{base_lock.name}' of {base_lock.created}; the delta wants '{lock.base.get('name')}' of "
-            f"{lock.base.get('created')}).",
+            f"'{base_lock.name}' of {base_lock.created}; the delta wants '{lock.base.name}' of "
+            f"{lock.base.created}).",
             "Give the exact bundle the delta was collected --since.",
         )
     by_path = base_lock.by_path()
@@ -46,13 +42,12 @@ def check_base(lock: Lock, base: Path | None) -> Lock | None:
 
     def bad(art: LockedArtifact) -> str | None:
         entry = by_path[art.path]
-        stored = entry.parts or [{"path": entry.path, "sha256": entry.sha256}]
-        for part in stored:
-            path = base / part["path"]
+        for part in entry.stored_files():
+            path = base / part.path
             if not path.is_file():
-                return f"{part['path']} (missing)"
-            if sha256_file(path) != part["sha256"]:
-                return f"{part['path']} (altered)"
+                return f"{part.path} (missing)"
+            if sha256_file(path) != part.sha256:
+                return f"{part.path} (altered)"
         return None
 
     with ThreadPoolExecutor() as pool:

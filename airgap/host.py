@@ -7,31 +7,23 @@ are written atomically under `root` (so tests and `--root` install into a scratc
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
+from airgap.digests import BUF
+from airgap.errors import AirgapError, DiskFullError, IntegrityError, RunResult
 from airgap.fsutil import write_atomic
 
 # Where installers put commands, in the order a login shell searches them.
 SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-
-
-@dataclass
-class RunResult:
-    argv: list[str]
-    returncode: int
-    output: str  # stdout and stderr together, as a person would have seen them
-    seconds: float
-
-    def tail(self, lines: int = 15) -> str:
-        return "\n".join(self.output.rstrip().splitlines()[-lines:])
 
 
 class Host:
@@ -155,6 +147,101 @@ class Host:
         os.chmod(tmp, mode)
         os.replace(tmp, target)
 
+    def copy_stream(
+        self,
+        open_source: Callable[[], BinaryIO],
+        server_path: str | Path,
+        *,
+        sha256: str,
+        what: str,
+        mode: int = 0o644,
+    ) -> None:
+        """Stream bytes into place through a temp name beside the target, hashing them on the way, and rename
+        only if they hash to `sha256`: a file under its real name is complete and has the expected bytes,
+        even after a power cut. `open_source` is called only when the copy happens (never in a dry run);
+        `what` names the bytes in the log. Raises DiskFullError or IntegrityError, the temp file removed."""
+        self._action(f"copy: {what} -> {server_path} (mode {mode:o}, sha256 checked)")
+        if self.dry_run:
+            return
+        target = self.path(server_path)
+        tmp = target.with_name(f".{target.name}.airgap-tmp")
+        h = hashlib.sha256()
+        try:
+            with open_source() as fin, open(tmp, "wb") as fout:
+                while chunk := fin.read(BUF):
+                    h.update(chunk)
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(
+                    f"the disk holding {target.parent} filled up while copying {what}.",
+                    "Free space there and run the install again; files already placed are kept.",
+                ) from None
+            raise
+        if h.hexdigest() != sha256:
+            tmp.unlink(missing_ok=True)
+            raise IntegrityError(
+                f"{what} does not match the bundle's lock (sha256 {h.hexdigest()}, expected {sha256}); "
+                "it was not installed.",
+                "The bundle was altered or damaged after it was verified: run `airgap verify` on it and copy the "
+                "bad files again from the original.",
+            )
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+
+    def move_file(self, src: Path, server_path: str | Path, mode: int = 0o644) -> None:
+        """Rename a file of the bundle into place (`install --move`, both on one filesystem): no byte is
+        copied, and the bundle no longer holds it."""
+        self._action(f"move: {src.name} -> {server_path} (mode {mode:o})")
+        if self.dry_run:
+            return
+        os.chmod(src, mode)
+        os.replace(src, self.path(server_path))
+
+    def discard(self, src: Path) -> None:
+        """Delete a file of the bundle whose bytes are now in place (`install --move` spends the bundle)."""
+        self._action(f"remove: {src}")
+        if not self.dry_run:
+            src.unlink()
+
+    def hardlink(self, server_src: str | Path, server_path: str | Path) -> None:
+        """Give an existing file a second name, replacing what has that name: the same bytes, no second copy
+        (both on one filesystem)."""
+        self._action(f"link: {server_path} = {server_src}")
+        if self.dry_run:
+            return
+        target = self.path(server_path)
+        target.unlink(missing_ok=True)
+        os.link(self.path(server_src), target)
+
+    def symlink(self, link_target: str, server_path: str | Path) -> None:
+        """Make `server_path` a symbolic link holding `link_target` as given (a relative one stays valid
+        under --root and inside a container mount), replacing what is there in one rename."""
+        self._action(f"symlink: {server_path} -> {link_target}")
+        if self.dry_run:
+            return
+        link = self.path(server_path)
+        tmp = link.with_name(f".{link.name}.airgap-tmp")
+        tmp.unlink(missing_ok=True)
+        os.symlink(link_target, tmp)
+        os.replace(tmp, link)
+
+    def chown(self, server_path: str | Path, uid: int, gid: int, *, recursive: bool = False) -> None:
+        """Give a path to uid:gid; with `recursive`, everything under it too (a symbolic link below the top
+        itself, never what it points to)."""
+        self._action(f"chown{' -R' if recursive else ''}: {uid}:{gid} {server_path}")
+        if self.dry_run:
+            return
+        top = self.path(server_path)
+        os.chown(top, uid, gid)
+        if recursive:
+            for dirpath, dirs, files in os.walk(top):
+                for name in dirs + files:
+                    os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
     def spawn(self, argv: list[str], log_file: str | Path) -> int | None:
         """Start a long-running daemon (dockerd when systemd does not run) in its own session, its output
         appended to `log_file` (a server path). Returns its pid, or None in a dry run."""
@@ -204,7 +291,9 @@ class Host:
             self.log.flush()
 
 
-class CommandFailed(Exception):
+class CommandFailed(AirgapError):
+    """A command run through the Host exited non-zero; `result` holds its argv and output."""
+
     def __init__(self, result: RunResult) -> None:
         super().__init__(f"{shlex.join(result.argv)} exited {result.returncode}")
         self.result = result

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
-from airgap.bundle import Lock, LockedArtifact
-from airgap.errors import AirgapError
-from airgap.host import Host, RunResult
+from airgap.host import Host
+from airgap.lock import Lock, LockedArtifact
+from airgap.manifest import Manifest
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -27,11 +30,20 @@ class InstallContext:
     base_lock: Lock | None = None
 
     @property
-    def manifest(self) -> dict[str, Any]:
-        """The manifest as validated at collect time (credentials redacted)."""
-        return self.lock.manifest
+    def manifest(self) -> Manifest:
+        """The manifest as validated at collect time (credentials redacted), typed."""
+        return self.lock.recorded_manifest()
 
     _joined: dict[str, Path] = field(default_factory=dict)
+    _memo: dict[Hashable, Any] = field(default_factory=dict)
+
+    def memo(self, key: Hashable, make: Callable[[], T]) -> T:
+        """`make()` once per key for this install run, the same object after that: what a layer learns in
+        `installed()` and needs again in `install()` (a model's file hashes) lives no longer than the run."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        value: T = self._memo[key]
+        return value
 
     def artifacts(self, layer: str) -> list[tuple[LockedArtifact, Path]]:
         """The layer's files: their lock entries and a real file for each. A file stored as parts
@@ -78,19 +90,3 @@ class InstallContext:
         for path in self._joined.values():
             path.unlink(missing_ok=True)
         self._joined.clear()
-
-
-class InstallError(AirgapError):
-    """A layer failed. `result` is the command that failed, when one did: its last lines are shown."""
-
-    exit_code = 1
-
-    def __init__(self, message: str, hint: str | None = None, result: RunResult | None = None) -> None:
-        super().__init__(message, hint)
-        self.result = result
-
-
-class RebootRequired(AirgapError):
-    """The layer did what it could and the machine must reboot before the next step (e.g. nouveau)."""
-
-    exit_code = 4

@@ -15,23 +15,32 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from airgap.bundle import Lock, read_lock
 from airgap.bundle_layout import LAYER_ORDER, SUMS_NAME
 from airgap.delta import check_base
-from airgap.errors import EXIT_CHECK_FAILED, AirgapError, BadInputError
+from airgap.errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_REBOOT,
+    BadInputError,
+    InstallError,
+    PreflightFailed,
+    RebootPending,
+    RebootRequired,
+    VerifyFailed,
+)
 from airgap.host import CommandFailed, Host
-from airgap.install_context import InstallContext, InstallError, InstallOptions, RebootRequired
+from airgap.install_context import InstallContext, InstallOptions
 from airgap.layers import LAYERS, parse_layer_names
 from airgap.layers.base import Layer
-from airgap.preflight import ALWAYS, FAIL, CheckResult, run_preflight
+from airgap.lock import Lock
+from airgap.preflight import ALWAYS, run_preflight
 from airgap.signing import PublicKey, check_bundle_signature
 from airgap.units import now_utc
+from airgap.verdict import Check, Status
 from airgap.verify import verify_bundle
 
 STEPS: tuple[str, ...] = (*LAYER_ORDER, "smoke")
 STATE_PATH = "/var/lib/airgap/state.json"
 LOG_DIR = "/var/log/airgap"
-EXIT_REBOOT = 4
 
 Say = Callable[[str], None]
 
@@ -52,20 +61,12 @@ class InstallReport:
     bundle: str
     log: str = ""
     dry_run: bool = False
-    preflight: list[CheckResult] = field(default_factory=list)
+    preflight: list[Check] = field(default_factory=list)
     steps: list[StepOutcome] = field(default_factory=list)
     exit_code: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class VerifyFailed(AirgapError):
-    exit_code = EXIT_CHECK_FAILED
-
-
-class PreflightFailed(AirgapError):
-    exit_code = EXIT_CHECK_FAILED
 
 
 @dataclass
@@ -164,7 +165,7 @@ def install_bundle(
             "--no-verify: installing from a bundle that was NOT checked; a corrupt file will fail late or "
             "install wrong bytes"
         )
-    lock = read_lock(bundle)
+    lock = Lock.read(bundle)
     base_lock = check_base(lock, base)
     if base_lock is not None:
         say(f"base bundle {base}: every artifact this delta references is there, intact")
@@ -229,7 +230,7 @@ def _install_steps(
     if "smoke" in steps:
         needs.add("gpu")
     report.preflight = run_preflight(ctx, steps, needs)
-    failed_checks = [c for c in report.preflight if c.status == FAIL]
+    failed_checks = [c for c in report.preflight if c.status is Status.FAIL]
     if failed_checks:
         report.steps = [StepOutcome(s, "not-run") for s in steps]
         lines = [f"  {c.name}: {c.message}; fix: {c.fix}" for c in failed_checks]
@@ -249,10 +250,6 @@ def _install_steps(
     return report
 
 
-class RebootPending(AirgapError):
-    exit_code = EXIT_REBOOT
-
-
 def _run_step(ctx: InstallContext, step: str, state: State) -> StepOutcome:
     host = ctx.host
     start = time.monotonic()
@@ -260,7 +257,7 @@ def _run_step(ctx: InstallContext, step: str, state: State) -> StepOutcome:
         from airgap.smoke import run_smoke
 
         smoke = run_smoke(host, ctx.lock)
-        failed = [c for c in smoke.checks if c.status == FAIL]
+        failed = [c for c in smoke.checks if c.status is Status.FAIL]
         if failed:
             return StepOutcome(
                 step,
@@ -322,8 +319,13 @@ def open_log(host: Host) -> tuple[TextIO | None, str]:
     """The install log file (a server path), or none in a dry run (which changes nothing, logs included)."""
     if host.dry_run:
         return None, ""
+    # One file per run, never shared: two runs in the same second get -01 and -02 (names sort by time).
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    server_path = f"{LOG_DIR}/install-{stamp}.log"
-    path = host.path(server_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "a", encoding="utf-8"), server_path
+    host.path(LOG_DIR).mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        server_path = f"{LOG_DIR}/install-{stamp}-{n:02d}.log"
+        try:
+            return open(host.path(server_path), "x", encoding="utf-8"), server_path
+        except FileExistsError:
+            continue
+    raise BadInputError(f"{host.path(LOG_DIR)}: 999 install logs made this second; refusing to make more.")

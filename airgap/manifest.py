@@ -182,10 +182,15 @@ class ImageSpec(StrictModel):
         return v
 
 
+# Where the python layer's virtual environment goes on the server when python.venv does not say; what
+# smoke and doctor look at when the bundle does not say either.
+DEFAULT_VENV = "/opt/airgap/venv"
+
+
 class PythonSpec(StrictModel):
     requirements: list[str] = Field(min_length=1)
     index_urls: list[str] = Field(default_factory=lambda: ["https://pypi.org/simple"])
-    venv: str = "/opt/airgap/venv"
+    venv: str = DEFAULT_VENV
     # The server's glibc, which decides the manylinux tags a wheel may carry; default from target.os.
     glibc: str | None = None
     # Platform tags to accept instead of the manylinux ladder derived from target.arch and glibc.
@@ -290,7 +295,7 @@ class ModelSpec(StrictModel):
 
 
 class FileSpec(PinnedDownload):
-    url: str  # type: ignore[assignment]  # required here, optional on other downloads
+    url: str  # required here, optional on other downloads
     name: str | None = None
 
     @model_validator(mode="after")

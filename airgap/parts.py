@@ -16,34 +16,17 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-from airgap.bundle import LockedArtifact
-from airgap.errors import BadInputError, DiskFullError, IntegrityError
+from airgap.errors import DiskFullError, IntegrityError
+from airgap.lock import LockedArtifact, Part
 
 BUF = 1 << 20
-FAT32_MAX = (4 << 30) - 1
 PART_RE = re.compile(r"\.\d{3}$")
-SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
-
-
-def parse_size(text: str) -> int:
-    """'4G' and '4GiB' are binary (as file systems count); '4GB' and '4.7G' with B are decimal."""
-    m = SIZE_RE.match(text)
-    if not m:
-        raise BadInputError(f"{text!r} is not a size.", "Write it like 4G (4 GiB), 4.7GB (a DVD), 700M, 1T.")
-    number, unit, suffix = float(m.group(1)), m.group(2).lower(), m.group(3).lower()
-    power = " kmgt".index(unit or " ")
-    base = 1000 if suffix == "b" else 1024
-    size = int(number * base**power)
-    if unit == "g" and suffix != "b" and number == 4:
-        size = FAT32_MAX  # "4G" means "fits FAT32", whose limit is one byte short of 4 GiB
-    if size < 1 << 20:
-        raise BadInputError(f"{text!r} is too small for a part size.", "Use at least 1M.")
-    return size
 
 
 def part_paths(art: LockedArtifact) -> list[str]:
-    return [p["path"] for p in art.parts]
+    return [p.path for p in art.parts]
 
 
 class PartsReader(io.RawIOBase):
@@ -80,7 +63,7 @@ def source_files(bundle: Path, art: LockedArtifact) -> list[Path]:
 
 
 @contextmanager
-def open_artifact(bundle: Path, art: LockedArtifact) -> Iterator[io.BufferedReader]:
+def open_artifact(bundle: Path, art: LockedArtifact) -> Iterator[BinaryIO]:
     with io.BufferedReader(PartsReader(source_files(bundle, art)), buffer_size=BUF) as f:
         yield f
 
@@ -94,12 +77,12 @@ def resplit(bundle: Path, art: LockedArtifact, max_size: int | None) -> bool:
     else:
         sizes = [art.size]
     want_parts = len(sizes) > 1
-    if (not want_parts and not art.parts) or (want_parts and [p["size"] for p in art.parts] == sizes):
+    if (not want_parts and not art.parts) or (want_parts and [p.size for p in art.parts] == sizes):
         return False  # already in the wanted form
     old = source_files(bundle, art)
     names = [f"{art.path}.{i + 1:03d}" for i in range(len(sizes))] if want_parts else [art.path]
     whole = hashlib.sha256()
-    new_parts = []
+    new_parts: list[Part] = []
     try:
         with open_artifact(bundle, art) as src:
             for name, size in zip(names, sizes, strict=True):
@@ -118,7 +101,7 @@ def resplit(bundle: Path, art: LockedArtifact, max_size: int | None) -> bool:
                         whole.update(chunk)
                         out.write(chunk)
                         left -= len(chunk)
-                new_parts.append({"path": name, "size": size, "sha256": h.hexdigest()})
+                new_parts.append(Part(path=name, size=size, sha256=h.hexdigest()))
     except OSError as exc:
         for name in names:
             (bundle / f"{name}.tmp").unlink(missing_ok=True)

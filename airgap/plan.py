@@ -1,71 +1,31 @@
 """`airgap plan`: what a collection would fetch, from where, how big, checked against what; no download.
 
-Also the compatibility verdict (airgap/checks.py) and, with `--media SIZE`, whether the bundle fits the
+Also the compatibility verdict (airgap/compat/rules.py) and, with `--media SIZE`, whether the bundle fits the
 drive that will carry it, FAT32's 4 GiB-per-file limit included.
 """
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from airgap.artifacts import Artifact
-from airgap.checks import ERROR, Finding, check_manifest, resolved_versions
-from airgap.errors import BadInputError, ManifestError
-from airgap.layers import plan_artifacts
+from airgap.compat.rules import ERROR, Finding, check_manifest, resolved_versions
+from airgap.errors import ManifestError
+from airgap.layers import ResolveContext, plan_artifacts
 from airgap.manifest import Manifest
-from airgap.parts import FAT32_MAX
+from airgap.sources.apt import read_status_file
 from airgap.sources.http import HttpSource, redact
-from airgap.units import human_size
+from airgap.units import FAT32_MAX_FILE, human_size
 
-# FAT32 stores a file size in 32 bits: 4 GiB minus one byte is the largest file it can hold.
-FAT32_MAX_FILE = FAT32_MAX
 # Drives up to 32 GB are sold (and formatted by Windows) as FAT32; bigger ones come as exFAT or NTFS.
 # 32 GiB covers "32 GB" however it is counted.
 FAT32_SIZED = 32 * 2**30
 # Above this share of the drive a plan is "tight": file systems keep some room for themselves
 # (ext4 reserves 5% for root by default, every file system its tables).
 TIGHT_SHARE = 0.95
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-
-
-def parse_size(text: str) -> int:
-    """'128G', '4.7G', '64GB', '500 MiB', '2T' -> bytes. K/M/G/T (with or without B) are decimal, as drives
-    are sold (a "128 GB" stick holds 128 x 10^9 bytes); KiB/MiB/GiB/TiB are binary. (collect's
-    --max-file-size reads a bare G as GiB, a file-system limit; a drive's size read that way would be
-    7% too big, and "fits" would lie.)"""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text or "")
-    unit = m.group(2).lower() if m else ""
-    if not m or unit not in _UNITS or (unit in ("", "b") and "." in m.group(1)):
-        raise BadInputError(
-            f"--media {text!r}: not a size.",
-            "Give the drive's size with a unit, e.g. --media 128G (a 128 GB USB drive), --media 4.7G (a DVD), "
-            "--media 64GB or --media 500GiB.",
-        )
-    if unit in ("", "b"):
-        raise BadInputError(
-            f"--media {text!r}: a size needs a unit; {text} bytes is surely not meant.",
-            "Write it like --media 128G (decimal, as drives are sold) or --media 119GiB.",
-        )
-    return int(float(m.group(1)) * _UNITS[unit])
 
 
 @dataclass
@@ -175,13 +135,30 @@ def make_plan(
     allow_mismatch: bool = False,
     media: int | None = None,
     fat32: bool | None = None,
+    target_status: Path | None = None,
 ) -> PlanReport:
     """The plan, with the compatibility verdict. Compatibility errors do not raise here: they are in
     `findings` and `blocking`, so the CLI shows the whole verdict before it exits 2."""
-    skip = skip or set()
+    with ResolveContext(source if head else None, target_status=target_status) as ctx:
+        return _make_plan(manifest, ctx, source, skip or set(), head, jobs, allow_mismatch, media, fat32)
+
+
+def _make_plan(
+    manifest: Manifest,
+    ctx: ResolveContext,
+    source: HttpSource,
+    skip: set[str],
+    head: bool,
+    jobs: int,
+    allow_mismatch: bool,
+    media: int | None,
+    fat32: bool | None,
+) -> PlanReport:
+    if ctx.target_status is not None:
+        read_status_file(ctx.target_status)  # a wrong file is refused before any request
     early = check_manifest(manifest)
     try:
-        artifacts = plan_artifacts(manifest, skip, source if head else None)
+        artifacts = plan_artifacts(manifest, skip, ctx)
     except ManifestError as exc:
         # A mismatch often explains why a layer cannot be planned (CUDA 11.7 with no runfile in the table):
         # report both, the mismatches first.
@@ -191,7 +168,7 @@ def make_plan(
     report = PlanReport(name=manifest.name, findings=findings, resolved=resolved_versions(manifest, artifacts))
     if allow_mismatch:
         for f in errors:
-            f.level, f.allowed = "warning", True
+            f.accept()
     else:
         report.blocking = [f"{f.text()} (or accept it with --allow-mismatch)" for f in errors]
 

@@ -1,24 +1,21 @@
-"""Checks before `install` changes anything, each with pass/warn/fail and the fix.
+"""Checks before `install` changes anything, each a `Check` with its fix.
 
-Every check reads the machine through the Host, so tests point them at a prepared root (a fake
-`/proc/modules`, sysfs PCI entries, `/etc/os-release`). Layers name the checks they need: loading images
-needs no GPU, so `install --only images` does not ask for one.
+Every check reads the machine through the probes (and so through the Host), so tests point them at a
+prepared root (a fake `/proc/modules`, sysfs PCI entries, `/etc/os-release`). Layers name the checks
+they need: loading images needs no GPU, so `install --only images` does not ask for one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import platform
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-from airgap.bundle import human_size
-from airgap.host import Host
+from airgap import probes
 from airgap.install_context import InstallContext
-
-PASS, WARN, FAIL = "pass", "warn", "fail"
+from airgap.probes import NvmlSession
+from airgap.units import human_size
+from airgap.verdict import Check, Status
 
 # Where each layer puts its bytes, and how much room it needs per byte in the bundle (installers unpack).
 DESTINATIONS: dict[str, tuple[str, float]] = {
@@ -29,90 +26,57 @@ DESTINATIONS: dict[str, tuple[str, float]] = {
     "python": ("/opt", 2.0),
     "models": ("/data", 1.0),
 }
-ARCH_NAMES = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64", "amd64": "amd64"}
+
+PreflightCheck = Callable[[InstallContext, list[str]], list[Check]]
 
 
-@dataclass
-class CheckResult:
-    name: str
-    status: str
-    message: str
-    fix: str = ""
-
-
-Check = Callable[[InstallContext, list[str]], list[CheckResult]]
-
-
-def nouveau_loaded(ctx: InstallContext) -> bool:
-    modules = ctx.host.read_text("/proc/modules", "") or ""
-    return any(line.split(" ", 1)[0] == "nouveau" for line in modules.splitlines())
-
-
-def running_kernel(ctx: InstallContext) -> str:
-    return (ctx.host.read_text("/proc/sys/kernel/osrelease") or platform.release()).strip()
-
-
-def nvidia_gpus(host: Host) -> list[str]:
-    """PCI addresses of NVIDIA display controllers (vendor 0x10de, class 0x03xxxx), from sysfs."""
-    root = host.path("/sys/bus/pci/devices")
-    found = []
-    if root.is_dir():
-        for dev in sorted(root.iterdir()):
-            try:
-                vendor = (dev / "vendor").read_text().strip().lower()
-                klass = (dev / "class").read_text().strip().lower()
-            except OSError:
-                continue
-            if vendor == "0x10de" and klass.startswith("0x03"):
-                found.append(dev.name)
-    return found
-
-
-def check_root(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
+def check_root(ctx: InstallContext, layers: list[str]) -> list[Check]:
     if os.geteuid() == 0:
-        return [CheckResult("root", PASS, "running as root")]
-    if ctx.host.dry_run or str(ctx.host.root) != "/":
+        return [Check("root", Status.PASS, "running as root")]
+    if ctx.host.dry_run or probes.is_rooted(ctx.host):
         return [
-            CheckResult(
-                "root", WARN, "not root; fine for a dry run or a scratch --root", "run the real install with sudo"
+            Check(
+                "root",
+                Status.WARN,
+                "not root; fine for a dry run or a scratch --root",
+                "run the real install with sudo",
             )
         ]
     return [
-        CheckResult(
+        Check(
             "root",
-            FAIL,
+            Status.FAIL,
             "not running as root: installers, /usr and systemd need it",
             "run it again with sudo (sudo sh install.sh, or sudo airgap install ...)",
         )
     ]
 
 
-def check_os(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
+def check_os(ctx: InstallContext, layers: list[str]) -> list[Check]:
     target = ctx.lock.target
     results = []
     want_arch = target.get("arch", "amd64")
-    have_arch = ARCH_NAMES.get(platform.machine(), platform.machine())
+    have_arch = probes.machine_arch()
     if want_arch != have_arch:
         results.append(
-            CheckResult(
+            Check(
                 "arch",
-                FAIL,
+                Status.FAIL,
                 f"this machine is {have_arch}, the bundle was made for {want_arch}",
                 f"collect a bundle with target.arch: {have_arch}",
             )
         )
     else:
-        results.append(CheckResult("arch", PASS, f"{have_arch}, as the bundle's target"))
-    release = _os_release(ctx)
-    have = f"{release.get('ID', '?')}-{release.get('VERSION_ID', '?')}"
+        results.append(Check("arch", Status.PASS, f"{have_arch}, as the bundle's target"))
+    have = probes.os_name(ctx.host)
     want = target.get("os", "?")
     if have == want:
-        results.append(CheckResult("os", PASS, f"{have}, as the bundle's target"))
+        results.append(Check("os", Status.PASS, f"{have}, as the bundle's target"))
     else:
         results.append(
-            CheckResult(
+            Check(
                 "os",
-                WARN,
+                Status.WARN,
                 f"this machine runs {have}, the bundle was made for {want}",
                 "packages and kernel headers may not fit; collect for this release if a layer fails",
             )
@@ -120,14 +84,14 @@ def check_os(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     return results
 
 
-def check_gpu(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
-    gpus = nvidia_gpus(ctx.host)
+def check_gpu(ctx: InstallContext, layers: list[str]) -> list[Check]:
+    gpus = probes.pci_gpus(ctx.host)
     if gpus:
-        return [CheckResult("gpu", PASS, f"{len(gpus)} NVIDIA GPU(s) on the PCI bus: {', '.join(gpus)}")]
+        return [Check("gpu", Status.PASS, f"{len(gpus)} NVIDIA GPU(s) on the PCI bus: {', '.join(gpus)}")]
     return [
-        CheckResult(
+        Check(
             "gpu",
-            FAIL,
+            Status.FAIL,
             "no NVIDIA GPU on the PCI bus (sysfs vendor 0x10de, class 0x03)",
             "check the card is seated and powered (lspci | grep -i nvidia); in a VM, check the "
             "PCI passthrough; or install without the GPU layers: --skip driver,smoke",
@@ -135,48 +99,47 @@ def check_gpu(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     ]
 
 
-def check_nouveau(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
-    if nouveau_loaded(ctx):
+def check_nouveau(ctx: InstallContext, layers: list[str]) -> list[Check]:
+    if probes.nouveau_loaded(ctx.host):
         return [
-            CheckResult(
+            Check(
                 "nouveau",
-                WARN,
+                Status.WARN,
                 "the nouveau driver is loaded",
                 "the driver layer will blacklist it, rebuild the initramfs and ask for a reboot; "
                 "then run the same command again",
             )
         ]
-    return [CheckResult("nouveau", PASS, "nouveau is not loaded")]
+    return [Check("nouveau", Status.PASS, "nouveau is not loaded")]
 
 
-def check_secure_boot(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
-    mokutil = ctx.host.which("mokutil")
-    if mokutil is None:
-        return [CheckResult("secure_boot", PASS, "mokutil not installed; Secure Boot state unknown (often off)")]
-    out = ctx.host.run([mokutil, "--sb-state"], check=False, changes=False).output.lower()
-    if "enabled" in out:
+def check_secure_boot(ctx: InstallContext, layers: list[str]) -> list[Check]:
+    enabled = probes.secure_boot(ctx.host)
+    if enabled is None:
+        return [Check("secure_boot", Status.PASS, "mokutil not installed; Secure Boot state unknown (often off)")]
+    if enabled:
         return [
-            CheckResult(
+            Check(
                 "secure_boot",
-                WARN,
+                Status.WARN,
                 "Secure Boot is enabled: an unsigned nvidia module will not load",
                 "sign the module with a MOK key (the installer offers it) or disable Secure Boot in the firmware",
             )
         ]
-    return [CheckResult("secure_boot", PASS, "Secure Boot is disabled")]
+    return [Check("secure_boot", Status.PASS, "Secure Boot is disabled")]
 
 
-def check_headers(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
-    kernel = running_kernel(ctx)
-    if ctx.host.path(f"/lib/modules/{kernel}/build").exists():
-        return [CheckResult("kernel_headers", PASS, f"headers for {kernel} are installed")]
+def check_headers(ctx: InstallContext, layers: list[str]) -> list[Check]:
+    kernel = probes.running_kernel(ctx.host)
+    if probes.kernel_headers_installed(ctx.host, kernel):
+        return [Check("kernel_headers", Status.PASS, f"headers for {kernel} are installed")]
     in_bundle = [a for a in ctx.lock.artifacts if a.layer == "prereqs" and f"linux-headers-{kernel}" in a.name]
     if in_bundle:
-        return [CheckResult("kernel_headers", PASS, f"headers for {kernel} are in the bundle (prereqs)")]
+        return [Check("kernel_headers", Status.PASS, f"headers for {kernel} are in the bundle (prereqs)")]
     return [
-        CheckResult(
+        Check(
             "kernel_headers",
-            FAIL,
+            Status.FAIL,
             f"no headers for the running kernel {kernel}: the driver cannot build its module",
             f"collect with target.kernel: {kernel} so the bundle brings linux-headers-{kernel}, "
             "or boot the kernel the bundle was made for",
@@ -184,7 +147,7 @@ def check_headers(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
     ]
 
 
-def check_disk(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
+def check_disk(ctx: InstallContext, layers: list[str]) -> list[Check]:
     results = []
     for layer in layers:
         if layer not in DESTINATIONS:
@@ -193,87 +156,71 @@ def check_disk(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
         need = int(sum(a.size for a in ctx.lock.artifacts if a.layer == layer) * factor)
         if not need:
             continue
-        where = _existing_ancestor(ctx.host.path(dest))
-        free = shutil.disk_usage(where).free
+        usage = probes.disk_usage(ctx.host.path(dest))
+        free = usage.free if usage is not None else 0
         name = f"disk:{layer}"
         if free < need:
             results.append(
-                CheckResult(
+                Check(
                     name,
-                    FAIL,
+                    Status.FAIL,
                     f"{dest}: {human_size(free)} free, the {layer} layer needs about {human_size(need)}",
                     f"free space on the filesystem holding {dest}",
                 )
             )
         else:
-            results.append(CheckResult(name, PASS, f"{dest}: {human_size(free)} free, needs about {human_size(need)}"))
+            results.append(Check(name, Status.PASS, f"{dest}: {human_size(free)} free, needs about {human_size(need)}"))
     return results
 
 
-def check_ram_vram(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
-    """FIELD.md: host RAM >= 1.5x total VRAM, since model loading passes through host RAM."""
-    vram = _total_vram(ctx)
-    meminfo = ctx.host.read_text("/proc/meminfo", "") or ""
-    ram_kib = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), 0)
-    if not vram or not ram_kib:
+def check_ram_vram(ctx: InstallContext, layers: list[str], nvml: NvmlSession | None = None) -> list[Check]:
+    """FIELD.md: host RAM >= 1.5x total VRAM, since model loading passes through host RAM. Before the
+    driver is installed NVML usually has nothing to say; then `airgap doctor` checks it afterwards."""
+    reading = nvml.read() if nvml is not None else None
+    vram = 0
+    if isinstance(reading, probes.NvmlReading):
+        vram = sum(g.memory_total_mib or 0 for g in reading.gpus) * 2**20
+    ram = probes.total_ram(ctx.host) or 0
+    if not vram or not ram:
         return [
-            CheckResult(
+            Check(
                 "ram_vram",
-                PASS,
+                Status.PASS,
                 "VRAM not known before the driver is installed; `airgap doctor` checks RAM against VRAM afterwards",
             )
         ]
-    ram = ram_kib * 1024
-    if ram < 1.5 * vram:
+    if ram < probes.RAM_PER_VRAM * vram:
         return [
-            CheckResult(
+            Check(
                 "ram_vram",
-                WARN,
-                f"RAM {human_size(ram)} is less than 1.5x the GPUs' "
+                Status.WARN,
+                f"RAM {human_size(ram)} is less than {probes.RAM_PER_VRAM}x the GPUs' "
                 f"{human_size(vram)} of VRAM: loading a large model may hit the OOM killer",
                 "add RAM or swap (FIELD.md: RAM >= 1.5-2x total VRAM)",
             )
         ]
-    return [CheckResult("ram_vram", PASS, f"RAM {human_size(ram)} >= 1.5x VRAM {human_size(vram)}")]
+    return [Check("ram_vram", Status.PASS, f"RAM {human_size(ram)} >= {probes.RAM_PER_VRAM}x VRAM {human_size(vram)}")]
 
 
-def _total_vram(ctx: InstallContext) -> int:
-    if str(ctx.host.root) != "/":
-        return 0  # a staging root says nothing about this machine's GPUs
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no driver yet, or no NVML library: the usual state before the driver layer
-        return 0
-    try:
-        return sum(
-            pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total
-            for i in range(pynvml.nvmlDeviceGetCount())
-        )
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def check_compat(ctx: InstallContext, layers: list[str]) -> list[CheckResult]:
+def check_compat(ctx: InstallContext, layers: list[str]) -> list[Check]:
     """The connected side's version checks once more, on the lock: a bundle collected with
     --allow-mismatch keeps those as warnings; anything else wrong stops the install before it starts."""
-    from airgap.checks import ERROR, WARNING, check_lock
+    from airgap.compat.rules import check_lock
 
     try:
         findings = check_lock(ctx.lock)
     except Exception as exc:  # a lock from another airgap version may not validate: say so, do not crash
-        return [CheckResult("compat", WARN, f"could not re-check versions from the lock: {exc}")]
-    results = []
-    for f in findings:
-        if f.level == ERROR:
-            results.append(CheckResult(f"compat:{f.code}", FAIL, f.message, f.fix))
-        elif f.level == WARNING:
-            results.append(CheckResult(f"compat:{f.code}", WARN, f.message, f.fix))
-    return results or [CheckResult("compat", PASS, "driver, CUDA, torch, vLLM and GPU versions fit together")]
+        return [Check("compat", Status.WARN, f"could not re-check versions from the lock: {exc}")]
+    results = [
+        Check(f"compat:{f.code}", f.status, f.message, f.fix)
+        for f in findings
+        if f.status in (Status.FAIL, Status.WARN)
+    ]
+    return results or [Check("compat", Status.PASS, "driver, CUDA, torch, vLLM and GPU versions fit together")]
 
 
-CHECKS: dict[str, Check] = {
+# In the order they run and print; the names are what layers list in their `preflight`.
+CHECKS: dict[str, PreflightCheck] = {
     "root": check_root,
     "os": check_os,
     "gpu": check_gpu,
@@ -287,25 +234,19 @@ CHECKS: dict[str, Check] = {
 ALWAYS = ("root", "os", "compat")
 
 
-def run_preflight(ctx: InstallContext, layers: list[str], needs: set[str]) -> list[CheckResult]:
-    results: list[CheckResult] = []
-    for name in CHECKS:
-        if name in ALWAYS or name in needs:
-            results.extend(CHECKS[name](ctx, layers))
+def run_preflight(
+    ctx: InstallContext, layers: list[str], needs: set[str], nvml: NvmlSession | None = None
+) -> list[Check]:
+    """The checks in ALWAYS and `needs`, in order. NVML (for ram_vram) is the caller's session, or one
+    opened here on the running machine: a scratch --root says nothing about this machine's GPUs."""
+    wanted = [name for name in CHECKS if name in ALWAYS or name in needs]
+    results: list[Check] = []
+    with contextlib.ExitStack() as stack:
+        if nvml is None and "ram_vram" in wanted and not probes.is_rooted(ctx.host):
+            nvml = stack.enter_context(NvmlSession(probes.pynvml_library()))
+        for name in wanted:
+            if name == "ram_vram":
+                results.extend(check_ram_vram(ctx, layers, nvml))
+            else:
+                results.extend(CHECKS[name](ctx, layers))
     return results
-
-
-def _os_release(ctx: InstallContext) -> dict[str, str]:
-    text = ctx.host.read_text("/etc/os-release", "") or ""
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            out[key.strip()] = value.strip().strip('"')
-    return out
-
-
-def _existing_ancestor(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path

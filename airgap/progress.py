@@ -10,9 +10,13 @@ import os
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from airgap.units import human_size
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
 
 
 class Progress:
@@ -39,8 +43,8 @@ class Progress:
         self._start = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._rich = None
-        self._task = None
+        self._rich: RichProgress | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> Progress:
         self._start = time.monotonic()
@@ -74,12 +78,12 @@ class Progress:
     def advance(self, n: int) -> None:
         with self._lock:
             self.done += n
-        if self._rich is not None:
+        if self._rich is not None and self._task is not None:
             self._rich.update(self._task, advance=n)
 
     def set_total(self, total: int | None) -> None:
         self.total = total
-        if self._rich is not None:
+        if self._rich is not None and self._task is not None:
             self._rich.update(self._task, total=total)
 
     def __exit__(self, *exc: object) -> None:

@@ -1,4 +1,8 @@
-"""Rendering for the CLI: rich on a terminal, plain aligned lines when piped, JSON for scripts."""
+"""Rendering for the CLI: rich on a terminal, plain aligned lines when piped, JSON for scripts.
+
+The `airgap.cli` package writes to the terminal through an `Output`; the core returns reports and raises
+errors, and speaks while it works only through what the CLI hands it (a `say`/`warn` callable, a stream).
+"""
 
 from __future__ import annotations
 
@@ -39,6 +43,10 @@ class Output:
     def warn(self, text: str) -> None:
         # Warnings go to stderr so they survive -q and never corrupt --json on stdout.
         print(f"warning: {text}", file=sys.stderr, flush=True)
+
+    def stderr(self, text: str) -> None:
+        """A line on stderr as it is: a failure the user must see, kept with -q and --json."""
+        print(text, file=sys.stderr, flush=True)
 
     def debug(self, text: str) -> None:
         if self.verbose:

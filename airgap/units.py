@@ -59,8 +59,8 @@ def parse_part_size(text: str, option: str = "--max-file-size") -> int:
     if re.fullmatch(r"\s*4\s*G\s*", text or "", re.IGNORECASE):
         return FAT32_MAX_FILE
     size = parse_size(text, option, "4G (FAT32) or 4.7GB (a DVD)")
-    if size < 1 << 20:
-        raise BadInputError(f"{option} {text!r} is too small for a part size.", "Use at least 1MiB.")
+    if size < 10**6:
+        raise BadInputError(f"{option} {text!r} is too small for a part size.", "Use at least 1M.")
     return size
 
 

@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from airgap.bundle import LockedArtifact, covered_dirs, read_lock, read_sums
+from airgap.bundle import covered_dirs, read_sums
 from airgap.bundle_layout import PART_SUFFIX
 from airgap.digests import sha256_file
 from airgap.errors import BadInputError
+from airgap.lock import Lock
 from airgap.signing import PublicKey, SignatureError, check_bundle_signature
 
 BUF = 1 << 20
@@ -88,25 +89,25 @@ def verify_bundle(
             report.problems.append(Problem("SHA256SUMS.sig", "signature", f"{exc.message} {exc.hint or ''}".strip()))
     sizes: dict[str, int] = {}
     try:
-        lock = read_lock(bundle)
+        lock = Lock.read(bundle)
     except BadInputError:
         # A missing or damaged lock is itself a SHA256SUMS entry that fails below; sizes are then unknown,
         # so a short file shows as altered rather than truncated.
         lock = None
     if lock is not None:
-        for f in (lock.tool or {}).get("files", []):
-            sizes[f["path"]] = f["size"]
+        for f in lock.tool_files():
+            sizes[f.path] = f.size
         for art in lock.artifacts:
             if art.in_base:
                 continue
-            for path, size, digest in _stored_files(art):
-                sizes[path] = size
-                listed = sums.get(path)
+            for stored in art.stored_files():
+                sizes[stored.path] = stored.size
+                listed = sums.get(stored.path)
                 if listed is None:
-                    report.problems.append(Problem(path, "altered", "in the lock but not in SHA256SUMS"))
-                elif listed != digest:
+                    report.problems.append(Problem(stored.path, "altered", "in the lock but not in SHA256SUMS"))
+                elif listed != stored.sha256:
                     report.problems.append(
-                        Problem(path, "altered", "SHA256SUMS and airgap.lock.json disagree on its digest")
+                        Problem(stored.path, "altered", "SHA256SUMS and airgap.lock.json disagree on its digest")
                     )
 
     todo: list[tuple[str, Path, int]] = []
@@ -139,13 +140,6 @@ def verify_bundle(
     report.problems.sort(key=lambda p: (KINDS.index(p.kind), p.path))
     report.seconds = time.monotonic() - start
     return report
-
-
-def _stored_files(art: LockedArtifact) -> list[tuple[str, int, str]]:
-    """What is on disk for an artifact: the file itself, or its numbered parts."""
-    if art.parts:
-        return [(p["path"], p["size"], p["sha256"]) for p in art.parts]
-    return [(art.path, art.size, art.sha256)]
 
 
 def _hash_all(

@@ -33,10 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from airgap.bundle import read_lock  # noqa: E402
 from airgap.host import Host  # noqa: E402
 from airgap.install_context import InstallContext  # noqa: E402
 from airgap.layers.images import ImagesLayer  # noqa: E402
+from airgap.lock import Lock  # noqa: E402
 from tests.dockerd import dockerd_unavailable, run_dockerd  # noqa: E402
 from tests.registry_fixtures import (  # noqa: E402
     make_image,
@@ -129,7 +129,7 @@ def bench_storage(work: Path, refs: list[str], env: dict[str, str]) -> Path:
     both = manifest_for(work, refs, "both")
     bundle = work / "bundle-both"
     timed([*AIRGAP, "-q", "collect", str(both), "-o", str(bundle), "--no-tool"], env)
-    lock = read_lock(bundle)
+    lock = Lock.read(bundle)
     stats = next(a.meta for a in lock.artifacts if a.path.endswith("/index.json"))
     stored = du(bundle / "layers" / "07-images")
     print(
@@ -160,7 +160,7 @@ def bench_load(work: Path, bundle: Path, refs: list[str], repeat: int) -> None:
 
         def ours() -> float:
             clean()
-            ctx = InstallContext(Host(env=d.env()), one_bundle, read_lock(one_bundle))
+            ctx = InstallContext(Host(env=d.env()), one_bundle, Lock.read(one_bundle))
             start = time.perf_counter()
             layer.install(ctx)
             return time.perf_counter() - start

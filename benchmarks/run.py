@@ -26,8 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from airgap.bundle import Lock, LockedArtifact, finalize, now_utc  # noqa: E402
+from airgap.bundle import finalize  # noqa: E402
 from airgap.localserver import LocalHTTPServer  # noqa: E402
+from airgap.lock import Lock, LockedArtifact  # noqa: E402
+from airgap.units import now_utc  # noqa: E402
 
 MiB = 1 << 20
 AIRGAP = [sys.executable, "-m", "airgap"]
@@ -84,7 +86,11 @@ def bench_verify(work: Path, repeat: int, total_mib: int) -> dict[str, float]:
         path = bundle / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         size = max(1, int(mib * scale * MiB))
-        arts.append(LockedArtifact("files", path.name, rel, size, write_random(path, size, i), "https://x/"))
+        arts.append(
+            LockedArtifact(
+                layer="files", name=path.name, path=rel, size=size, sha256=write_random(path, size, i), url="https://x/"
+            )
+        )
     finalize(bundle, Lock(name="bench", target={}, created=now_utc(), artifacts=arts))
     # Warm the page cache once so both tools read from memory, as the first of them would otherwise pay alone.
     subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=bundle, check=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install every test dependency (apt packages included) and run the whole suite: lint, then pytest.
+# Install every test dependency (apt packages included) and run the whole suite: lint, format, types, then pytest.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,10 @@ echo "==> pip install -e .[test]"
 
 echo "==> ruff check"
 .venv/bin/ruff check airgap tests benchmarks
+echo "==> ruff format --check"
+.venv/bin/ruff format --check airgap tests benchmarks
+echo "==> mypy"
+.venv/bin/python -m mypy
 
 echo "==> pytest"
 set +e

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from airgap.bundle import Lock, LockedArtifact, finalize
+from airgap.bundle import finalize
+from airgap.lock import Lock, LockedArtifact
 from airgap.units import now_utc
 from tests.faulty_server import FaultyHTTPServer
 
@@ -128,7 +129,16 @@ def make_bundle(root: Path, files: dict[str, bytes]) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
         layer = rel.split("/")[1].split("-", 1)[1]
-        arts.append(LockedArtifact(layer, p.name, rel, len(data), sha(data), f"https://example.com/{p.name}"))
+        arts.append(
+            LockedArtifact(
+                layer=layer,
+                name=p.name,
+                path=rel,
+                size=len(data),
+                sha256=sha(data),
+                url=f"https://example.com/{p.name}",
+            )
+        )
     lock = Lock(
         name="t", target={"os": "ubuntu-22.04", "arch": "amd64", "python": "3.10"}, created=now_utc(), artifacts=arts
     )

@@ -24,6 +24,7 @@ class _Counted:
     value: int
     times: int | None
     head: bool = False
+    retry_after: str | None = None
 
     def applies(self, method: str) -> bool:
         return method == "GET" or (self.head and method == "HEAD")
@@ -44,6 +45,7 @@ class RequestFaults:
     """What one request gets, decided once before its headers are sent."""
 
     status: int | None = None
+    retry_after: str | None = None  # the Retry-After header sent with `status`
     drop_after: int | None = None
     ignore_range: bool = False
     corrupt: frozenset[int] = frozenset()
@@ -54,14 +56,14 @@ class RequestFaults:
         return self.drop_after is not None or bool(self.corrupt) or self.bytes_per_second is not None
 
 
-def _consume(fault: _Counted | None, method: str) -> tuple[int | None, _Counted | None]:
-    """The fault's value if it fires for this request, and what is left of it afterwards."""
+def _consume(fault: _Counted | None, method: str) -> tuple[_Counted | None, _Counted | None]:
+    """The fault if it fires for this request, and what is left of it afterwards."""
     if fault is None or not fault.applies(method):
         return None, fault
     if fault.times is None:
-        return fault.value, fault
+        return fault, fault
     fault.times -= 1
-    return fault.value, (fault if fault.times > 0 else None)
+    return fault, (fault if fault.times > 0 else None)
 
 
 class FaultyHandler(StaticFileHandler):
@@ -72,6 +74,29 @@ class FaultyHandler(StaticFileHandler):
         if self.faults.ignore_range:
             self.honour_range = False
         return self.faults.status
+
+    # One handler serves every request of a kept-alive connection: no request may see the last one's faults.
+    def do_GET(self) -> None:
+        self.faults = RequestFaults()
+        super().do_GET()
+
+    def do_HEAD(self) -> None:
+        self.faults = RequestFaults()
+        super().do_HEAD()
+
+    def send_short(self, status: int, text: str) -> None:
+        retry_after = self.faults.retry_after
+        if retry_after is None:
+            super().send_short(status, text)
+            return
+        body = (text + "\n").encode()
+        self.send_response(status)
+        self.send_header("Retry-After", retry_after)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.write_body(body)
 
     def send_body(self, f: BinaryIO, offset: int, length: int) -> None:
         fx = self.faults
@@ -126,10 +151,13 @@ class FaultyHTTPServer(LocalHTTPServer):
         # Caller holds _faults_lock.
         return self._faults.setdefault(path, _PathFaults())
 
-    def fail(self, path: str, status: int = 500, times: int | None = 1, head: bool = False) -> None:
-        """The next `times` GETs (and HEADs if `head`) of `path` answer `status`; None: every one."""
+    def fail(
+        self, path: str, status: int = 500, times: int | None = 1, head: bool = False, retry_after: str | None = None
+    ) -> None:
+        """The next `times` GETs (and HEADs if `head`) of `path` answer `status`; None: every one. With
+        `retry_after`, the answer carries that `Retry-After` header (seconds or an HTTP date)."""
         with self._faults_lock:
-            self._edit(path).fail = _Counted(status, times, head)
+            self._edit(path).fail = _Counted(status, times, head, retry_after)
 
     def drop_after(self, path: str, nbytes: int, times: int | None = 1) -> None:
         """The next `times` GETs of `path` send normal headers, then close after `nbytes` body bytes."""
@@ -170,13 +198,13 @@ class FaultyHTTPServer(LocalHTTPServer):
                 return RequestFaults()
             if pf.not_found:
                 return RequestFaults(status=404)
-            status, pf.fail = _consume(pf.fail, method)
-            if status is not None:
+            failed, pf.fail = _consume(pf.fail, method)
+            if failed is not None:
                 # A failed request never reaches the body, so it must not use up a drop as well.
-                return RequestFaults(status=status)
+                return RequestFaults(status=failed.value, retry_after=failed.retry_after)
             drop, pf.drop = _consume(pf.drop, method) if method == "GET" else (None, pf.drop)
             return RequestFaults(
-                drop_after=drop,
+                drop_after=drop.value if drop is not None else None,
                 ignore_range=pf.ignore_range,
                 corrupt=frozenset(pf.corrupt),
                 bytes_per_second=pf.bytes_per_second,

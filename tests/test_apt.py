@@ -17,6 +17,7 @@ import pytest
 from airgap import manifest as manifest_mod
 from airgap.collect import collect
 from airgap.errors import AirgapError, IntegrityError
+from airgap.layers import ResolveContext
 from airgap.localserver import LocalHTTPServer
 from airgap.sources import apt
 from airgap.sources.apt import AptError, AptRepo, Request, Resolver, load_index, read_status_file
@@ -296,16 +297,35 @@ def test_a_wrong_key_or_an_altered_index_is_refused(repos: Repos, tmp_path: Path
     # An InRelease whose signed text was edited: the signature itself fails.
     inrel = altered / "security/dists/jammy-security/InRelease"
     inrel.write_bytes(inrel.read_bytes().replace(b"Suite: jammy-security", b"Suite: jammy-securitx"))
-    apt._PARSED.clear()  # parsed indexes are reused by digest; this one must be fetched again
-    with LocalHTTPServer(altered) as srv:
+    # Parsed indexes are reused by digest within one run only: a fresh run's context fetches this one again.
+    with LocalHTTPServer(altered) as srv, ResolveContext(None) as ctx:
         mirrors = {k: v.replace(repos.url, srv.url) for k, v in repos.mirrors().items()}
         src = HttpSource(mirrors, retries=0, backoff=0.01)
         with pytest.raises(IntegrityError) as exc:
-            load_index(repos.ubuntu()[:1], "amd64", src, cache_dir=tmp_path / "c2")
+            load_index(repos.ubuntu()[:1], "amd64", src, cache_dir=tmp_path / "c2", memo=ctx.memo)
         assert "do not match the expected sha256" in exc.value.message
         with pytest.raises(IntegrityError) as exc:
-            load_index(repos.ubuntu()[2:], "amd64", src, cache_dir=tmp_path / "c2")
+            load_index(repos.ubuntu()[2:], "amd64", src, cache_dir=tmp_path / "c2", memo=ctx.memo)
         assert "signature does not match the content" in exc.value.message
+
+
+def test_one_run_parses_each_index_once(repos: Repos, tmp_path: Path) -> None:
+    """prereqs, cudnn and container_toolkit read the same distribution indexes: within one run (one
+    context) they share the parsed index; the next run has its own."""
+
+    def tool(memo: apt.Memo) -> apt.Candidate:
+        cand = load_index(repos.ubuntu()[:1], "amd64", source(repos), cache_dir=tmp_path / "c", memo=memo).newest(
+            "ag-tool"
+        )
+        assert cand is not None
+        return cand
+
+    with ResolveContext(None) as ctx:
+        first = tool(ctx.memo)
+        assert tool(ctx.memo).para is first.para
+    with ResolveContext(None) as ctx:
+        assert tool(ctx.memo).para is not first.para
+        assert tool(ctx.memo).para == first.para
 
 
 def test_an_expired_release_is_refused(repos: Repos, tmp_path: Path) -> None:
@@ -337,11 +357,15 @@ def test_missing_keyring_says_how_to_get_one(repos: Repos, tmp_path: Path) -> No
 # --- the layers' requests ------------------------------------------------------------------------------
 
 
-def planned(m: manifest_mod.Manifest, repos: Repos, skip: set[str] | None = None) -> dict[str, dict[str, str]]:
+def planned(
+    m: manifest_mod.Manifest, repos: Repos, skip: set[str] | None = None, target_status: Path | None = None
+) -> dict[str, dict[str, str]]:
     from airgap.layers import plan_artifacts
 
     out: dict[str, dict[str, str]] = {}
-    for art in plan_artifacts(m, skip, source(repos)):
+    with ResolveContext(source(repos), target_status=target_status) as ctx:
+        arts = plan_artifacts(m, skip, ctx)
+    for art in arts:
         out.setdefault(art.layer, {})[art.meta["package"]] = art.meta["version"]
     return out
 
@@ -381,19 +405,17 @@ def test_cudnn_version_prefix_picks_the_release(repos: Repos, tmp_path: Path) ->
 
 
 def test_cli_target_status_setting_wins_over_the_manifest(repos: Repos, tmp_path: Path) -> None:
-    """`collect --target-status FILE` calls apt.set_target_status(FILE) before collecting."""
+    """`collect --target-status FILE` gives the run's context that file; it wins over the manifest's,
+    for that run only (the next run, with none, is back to the manifest's)."""
     (tmp_path / "in-manifest").write_bytes(status_text(("ag-libc", "2.35-0ubuntu3")))
     (tmp_path / "from-cli").write_bytes(status_text(("ag-data", "1.0-1")))
     m = repos.manifest(tmp_path, "apt:\n  packages: [ag-liba1, ag-data]\n  target_status: in-manifest")
     assert set(planned(m, repos)["prereqs"]) == {"ag-liba1", "ag-data"}
-    try:
-        apt.set_target_status(tmp_path / "from-cli")
-        assert set(planned(m, repos)["prereqs"]) == {"ag-liba1", "ag-libc"}
-    finally:
-        apt.set_target_status(None)
+    assert set(planned(m, repos, target_status=tmp_path / "from-cli")["prereqs"]) == {"ag-liba1", "ag-libc"}
+    assert set(planned(m, repos)["prereqs"]) == {"ag-liba1", "ag-data"}
     (tmp_path / "junk").write_text("this is not a dpkg status file\n")
     with pytest.raises(AirgapError) as exc:
-        apt.set_target_status(tmp_path / "junk")
+        apt.read_status_file(tmp_path / "junk")
     assert "does not look like a dpkg status file" in exc.value.message
 
 
@@ -529,7 +551,7 @@ def test_an_incomplete_closure_is_refused_before_dpkg_runs(repos: Repos, tmp_pat
 
 
 def test_install_never_downgrades_and_judges_dependencies_by_what_stays() -> None:
-    from airgap.layers.prereqs import Deb, Have, _needed, batches, missing_dependencies
+    from airgap.layers.debs import Deb, Have, _needed, batches, missing_dependencies
 
     server = {"ag-liba1": Have("9.0-1"), "ag-libc": Have("2.35-0ubuntu3")}  # updated since the collect
     liba = Deb("ag-liba1", "1.2-1", "amd64", Path("a.deb"), "ag-libc (>= 2.30)", "", "", 0)

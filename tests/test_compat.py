@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from airgap import compat
 from airgap import manifest as manifest_mod
-from airgap.bundle import read_lock
-from airgap.checks import ERROR, OK, WARNING, Finding, check_lock, check_manifest, enforce, resolved_versions
+from airgap.artifact_meta import ModelFileMeta, ModelInfo
+from airgap.compat import tables
+from airgap.compat.rules import ERROR, OK, WARNING, Finding, check_lock, check_manifest, enforce, resolved_versions
 from airgap.errors import BadInputError, ManifestError
 from airgap.layers import plan_artifacts
-from airgap.plan import FAT32_MAX_FILE, parse_size
+from airgap.lock import Lock
+from airgap.units import FAT32_MAX_FILE, parse_size
 from tests.conftest import SCRIPT, Upstream, run_airgap, sha
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,27 +72,27 @@ def levels(findings: list[Finding], level: str) -> list[Finding]:
     ],
 )
 def test_cuda_minimum_driver_table(cuda: str, driver: str) -> None:
-    found = compat.cuda_min_driver(cuda)
+    found = tables.cuda_min_driver(cuda)
     assert found is not None and found.driver == driver and found.exact
 
 
 def test_cuda_minimum_for_an_unlisted_patch_takes_the_release_below() -> None:
-    found = compat.cuda_min_driver("12.4.7")
+    found = tables.cuda_min_driver("12.4.7")
     assert found is not None and (found.cuda, found.driver, found.exact) == ("12.4.1", "550.54.15", False)
-    assert compat.cuda_min_driver("12.7.0") is None  # there is no CUDA 12.7
+    assert tables.cuda_min_driver("12.7.0") is None  # there is no CUDA 12.7
 
 
 def test_driver_max_cuda_is_what_nvidia_smi_reports() -> None:
-    assert compat.driver_max_cuda("535.104.05") == "12.2.2"
-    assert compat.driver_max_cuda("550.90.07") == "12.4.1"
-    assert compat.driver_max_cuda("570.26") == "12.8.0"
-    assert compat.driver_max_cuda("400.1") is None
+    assert tables.driver_max_cuda("535.104.05") == "12.2.2"
+    assert tables.driver_max_cuda("550.90.07") == "12.4.1"
+    assert tables.driver_max_cuda("570.26") == "12.8.0"
+    assert tables.driver_max_cuda("400.1") is None
 
 
 def test_runfile_driver_table_is_unchanged() -> None:
-    assert compat.cuda_runfile_driver("12.4.0") == "550.54.14"
-    assert compat.cuda_runfile_driver("12.2.1") == "535.86.10"
-    assert compat.cuda_runfile_driver("11.7.1") is None
+    assert tables.cuda_runfile_driver("12.4.0") == "550.54.14"
+    assert tables.cuda_runfile_driver("12.2.1") == "535.86.10"
+    assert tables.cuda_runfile_driver("11.7.1") is None
 
 
 @pytest.mark.parametrize(
@@ -108,18 +109,18 @@ def test_runfile_driver_table_is_unchanged() -> None:
     ],
 )
 def test_torch_builds(torch: str, builds: tuple[str, ...], pypi: str) -> None:
-    release = compat.torch_release(torch)
+    release = tables.torch_release(torch)
     assert release is not None and release.builds == builds and release.pypi == pypi
 
 
 def test_torch_arches_and_binary_compatibility() -> None:
-    arches = compat.torch_arches("2.5.1", "cu124")
+    arches = tables.torch_arches("2.5.1", "cu124")
     assert arches is not None
-    assert compat.arches_cover(arches, "8.9")  # sm_86 kernels run on an RTX 4090
-    assert not compat.arches_cover(arches, "12.0")  # but nothing runs on Blackwell
-    assert not compat.arches_cover(compat.torch_arches("2.7.1", "cu128") or (), "7.0")  # V100 left out
-    assert compat.arches_cover(compat.torch_arches("2.8.0", "cu128") or (), "7.0")  # and brought back
-    assert compat.torch_versions_with_build("cu124") == ["2.4", "2.5", "2.6"]
+    assert tables.arches_cover(arches, "8.9")  # sm_86 kernels run on an RTX 4090
+    assert not tables.arches_cover(arches, "12.0")  # but nothing runs on Blackwell
+    assert not tables.arches_cover(tables.torch_arches("2.7.1", "cu128") or (), "7.0")  # V100 left out
+    assert tables.arches_cover(tables.torch_arches("2.8.0", "cu128") or (), "7.0")  # and brought back
+    assert tables.torch_versions_with_build("cu124") == ["2.4", "2.5", "2.6"]
 
 
 @pytest.mark.parametrize(
@@ -141,7 +142,7 @@ def test_torch_arches_and_binary_compatibility() -> None:
     ],
 )
 def test_vllm_torch_pins(vllm: str, torch: str | None) -> None:
-    assert compat.vllm_torch_pin(vllm) == torch
+    assert tables.vllm_torch_pin(vllm) == torch
 
 
 @pytest.mark.parametrize(
@@ -167,17 +168,17 @@ def test_vllm_torch_pins(vllm: str, torch: str | None) -> None:
     ],
 )
 def test_gpu_names_as_people_write_them(written: str, name: str, cc: str, vram: int) -> None:
-    gpu = compat.find_gpu(written)
+    gpu = tables.find_gpu(written)
     assert gpu is not None and (gpu.name, gpu.cc, gpu.vram_gib) == (name, cc, vram)
 
 
 def test_gpu_counts_and_unknown_models() -> None:
-    assert compat.parse_gpu_entry("2x RTX 4090") == (2, "RTX 4090")
-    assert compat.parse_gpu_entry("H100 x8") == (8, "H100")
-    assert compat.parse_gpu_entry("RTX 4090") == (1, "RTX 4090")  # the X in RTX is not a count
-    assert compat.find_gpu("RTX 4070") is None
-    assert "RTX 4090" in compat.gpu_suggestions("RTX 4070")
-    assert compat.find_gpu("RTX 4090").nvlink == "no"  # type: ignore[union-attr]
+    assert tables.parse_gpu_entry("2x RTX 4090") == (2, "RTX 4090")
+    assert tables.parse_gpu_entry("H100 x8") == (8, "H100")
+    assert tables.parse_gpu_entry("RTX 4090") == (1, "RTX 4090")  # the X in RTX is not a count
+    assert tables.find_gpu("RTX 4070") is None
+    assert "RTX 4090" in tables.gpu_suggestions("RTX 4070")
+    assert tables.find_gpu("RTX 4090").nvlink == "no"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -195,17 +196,17 @@ def test_gpu_counts_and_unknown_models() -> None:
     ],
 )
 def test_cuda_compute_capability_support(cuda: str, cc: str, ok: bool) -> None:
-    assert compat.cuda_supports_cc(cuda, cc) is ok
+    assert tables.cuda_supports_cc(cuda, cc) is ok
 
 
 def test_model_size_from_name_and_memory_rule() -> None:
-    assert compat.params_from_name("meta-llama/Llama-3.1-8B-Instruct") == 8
-    assert compat.params_from_name("meta-llama/Llama-3.1-405B") == 405
-    assert compat.params_from_name("Qwen/Qwen2.5-7b-instruct") == 7
-    assert compat.params_from_name("facebook/opt-350m") == pytest.approx(0.35)
-    assert compat.params_from_name("deepseek-ai/DeepSeek-V3") is None
-    assert compat.dtype_from_name("Qwen/Qwen2.5-72B-Instruct-AWQ") == "int4"
-    lo, hi = compat.model_memory_gib(70, "fp16")  # FIELD: 70B FP16 ~140 GB of weights, +20-30%
+    assert tables.params_from_name("meta-llama/Llama-3.1-8B-Instruct") == 8
+    assert tables.params_from_name("meta-llama/Llama-3.1-405B") == 405
+    assert tables.params_from_name("Qwen/Qwen2.5-7b-instruct") == 7
+    assert tables.params_from_name("facebook/opt-350m") == pytest.approx(0.35)
+    assert tables.params_from_name("deepseek-ai/DeepSeek-V3") is None
+    assert tables.dtype_from_name("Qwen/Qwen2.5-72B-Instruct-AWQ") == "int4"
+    lo, hi = tables.model_memory_gib(70, "fp16")  # FIELD: 70B FP16 ~140 GB of weights, +20-30%
     assert 150 < lo < hi < 175
 
 
@@ -297,15 +298,22 @@ def test_model_metadata_from_the_models_layer_wins_over_the_name() -> None:
     class Art:
         layer: str
         meta: dict[str, Any] = field(default_factory=dict)
+        path: str = "layers/09-models/acme--house-model/config.json"
 
     text = planted("meta-llama/Llama-3.1-8B-Instruct", "acme/house-model")
     assert only(findings_of(text), "model-size").level == WARNING  # nothing in the name to go by
-    arts = [
-        Art(
-            "models",
-            {"model": {"repo": "acme/house-model", "commit": "a" * 40, "params": 70_553_706_496, "dtype": "bfloat16"}},
-        )
-    ]
+    # What the models layer records on a model's first file (airgap/artifact_meta.py).
+    info = ModelInfo(
+        repo="acme/house-model",
+        revision="main",
+        commit="a" * 40,
+        params=70_553_706_496,
+        dtype="bfloat16",
+        files=3,
+        size=1,
+    )
+    meta = ModelFileMeta(repo=info.repo, revision="main", commit=info.commit, path_in_repo="config.json", model=info)
+    arts = [Art("models", meta.to_meta())]
     f = only(findings_of(text, arts), "model-vram")
     assert f.level == WARNING and "~71B params at BF16" in f.message and "estimated" not in f.message
     # With the exact weight size read from the safetensors headers, that is what counts (AWQ/GPTQ pack int4
@@ -466,13 +474,13 @@ def test_plan_cuda_117_without_a_runfile_still_reports_the_mismatch(tmp_path: Pa
     ],
 )
 def test_parse_media_size(text: str, size: int) -> None:
-    assert parse_size(text) == size
+    assert parse_size(text, "--media", "128G") == size
 
 
 @pytest.mark.parametrize("text", ["128", "12.5", "lots", "5 parsecs", ""])
 def test_parse_media_size_refuses_what_is_not_a_size(text: str) -> None:
     with pytest.raises(BadInputError):
-        parse_size(text)
+        parse_size(text, "--media", "128G")
 
 
 def test_plan_media_option_is_checked_before_anything(tmp_path: Path) -> None:
@@ -560,7 +568,7 @@ def test_collect_allow_mismatch_records_it_in_the_lock(upstream: Upstream, tmp_p
     r = run_airgap("collect", str(m), "-o", str(tmp_path / "bundle"), "--allow-mismatch")
     assert r.returncode == 0, r.stderr
     assert "accepted with --allow-mismatch: manifest.yaml:2: target.gpus[0]" in r.stderr
-    lock = read_lock(tmp_path / "bundle")
+    lock = Lock.read(tmp_path / "bundle")
     (accepted,) = lock.allowed_mismatches
     assert accepted["code"] == "gpu-cuda" and accepted["field"] == "target.gpus[0]" and accepted["allowed"]
     assert "sm_120" in accepted["message"]
@@ -575,7 +583,7 @@ def test_collect_allow_mismatch_records_it_in_the_lock(upstream: Upstream, tmp_p
 def test_collect_of_a_right_manifest_records_no_mismatch(upstream: Upstream, tmp_path: Path) -> None:
     r = run_airgap("collect", str(upstream.manifest(tmp_path)), "-o", str(tmp_path / "bundle"))
     assert r.returncode == 0, r.stderr
-    assert read_lock(tmp_path / "bundle").allowed_mismatches == []
+    assert Lock.read(tmp_path / "bundle").allowed_mismatches == []
 
 
 def test_a_manifest_with_nothing_to_check_has_no_findings() -> None:

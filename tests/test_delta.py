@@ -117,14 +117,14 @@ def test_since_a_delta_is_refused(upstream: Upstream, tmp_path: Path) -> None:
 def test_collect_with_max_file_size_and_sign_in_one_go(upstream: Upstream, tmp_path: Path) -> None:
     assert run_airgap("keygen", "-o", str(tmp_path / "k")).returncode == 0
     out = tmp_path / "b"
-    r = collect(upstream, tmp_path, out, "--max-file-size", "1M", "--sign", str(tmp_path / "k.key"))
+    r = collect(upstream, tmp_path, out, "--max-file-size", "1MiB", "--sign", str(tmp_path / "k.key"))
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (out / "layers/03-cuda").iterdir()) == [
         f"cuda_12.4.0_550.54.14_linux.run.00{i}" for i in range(1, 6)
     ]
     assert run_airgap("verify", str(out), "--key", str(tmp_path / "k.pub")).returncode == 0
     upstream.server.reset_stats()
-    again = collect(upstream, tmp_path, out, "--max-file-size", "1M", "--json")
+    again = collect(upstream, tmp_path, out, "--max-file-size", "1MiB", "--json")
     assert again.returncode == 0, again.stderr
     assert {f["status"] for f in json.loads(again.stdout)["files"]} == {"present"}
     assert upstream.server.bytes_sent() < 1024  # the parts were recognised: nothing downloaded again

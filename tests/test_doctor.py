@@ -20,9 +20,13 @@ from typing import Any
 
 import pytest
 
-from airgap.bundle import Lock, LockedArtifact, finalize, now_utc
-from airgap.doctor import FAIL, PASS, SKIP, WARN, DoctorReport, run_doctor
+from airgap.bundle import finalize
+from airgap.doctor import DoctorReport, run_doctor
 from airgap.host import Host
+from airgap.lock import Lock, LockedArtifact
+from airgap.probes import NvmlSession
+from airgap.units import now_utc
+from airgap.verdict import Status
 from tests.conftest import run_airgap
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -79,7 +83,11 @@ class Server:
         return Host(root=self.root, env=self.env)
 
     def doctor(self, lock: Lock | None = None, nvml: Any = None) -> DoctorReport:
-        return run_doctor(self.host(), lock, nvml=nvml)
+        """The report on this root; `nvml`, a stand-in NVML library, is opened as the CLI opens pynvml."""
+        if nvml is None:
+            return run_doctor(self.host(), lock)
+        with NvmlSession(nvml) as session:
+            return run_doctor(self.host(), lock, nvml=session)
 
     def daemon_json(self, data: Any, age_s: float = 950) -> None:
         p = self.root / "etc/docker/daemon.json"
@@ -172,19 +180,19 @@ READY = (
 
 def test_a_ready_server_passes(server: Server) -> None:
     report = server.doctor()
-    assert report.ok, [(c.name, c.status, c.message) for c in report.checks if c.status != PASS]
+    assert report.ok, [(c.name, c.status, c.message) for c in report.checks if c.status != Status.PASS]
     for name in READY:
-        assert status(report, name)[0] == PASS, status(report, name)
-    assert status(report, "nvml")[0] == SKIP  # NVML reads the running kernel, not a tree
+        assert status(report, name)[0] == Status.PASS, status(report, name)
+    assert status(report, "nvml")[0] == Status.SKIP  # NVML reads the running kernel, not a tree
     assert 'CUDA Version: 12.4" (the newest CUDA this driver runs, not the toolkit)' in status(report, "nvidia-smi")[1]
-    assert status(report, "models-owner")[0] == (PASS if IS_ROOT else WARN)
+    assert status(report, "models-owner")[0] == (Status.PASS if IS_ROOT else Status.WARN)
     assert report.facts["driver"] == "550.90.07" and report.facts["gpu_source"] == "nvidia-smi"
 
 
 def test_no_gpu_on_the_pci_bus(server: Server) -> None:
     put(server.root / "sys/bus/pci/devices/0000:01:00.0/vendor", "0x1002\n")  # AMD
     st, msg, fix = status(server.doctor(), "gpu-pci")
-    assert st == FAIL and "vendor 0x10de" in msg and "lspci" in fix
+    assert st == Status.FAIL and "vendor 0x10de" in msg and "lspci" in fix
 
 
 def test_nvidia_smi_failing_names_the_likely_causes(server: Server) -> None:
@@ -192,80 +200,84 @@ def test_nvidia_smi_failing_names_the_likely_causes(server: Server) -> None:
     put(server.root / "proc/modules", "nouveau 1 0 - Live 0x0\n")
     report = server.doctor()
     st, msg, fix = status(report, "nvidia-smi")
-    assert st == FAIL and "exit 9" in msg and "nouveau is loaded" in msg and "mokutil" in fix
-    assert status(report, "nouveau")[0] == FAIL
-    assert status(report, "gpu-temperature")[0] == SKIP
+    assert st == Status.FAIL and "exit 9" in msg and "nouveau is loaded" in msg and "mokutil" in fix
+    assert status(report, "nouveau")[0] == Status.FAIL
+    assert status(report, "gpu-temperature")[0] == Status.SKIP
 
 
 def test_daemon_json_without_the_nvidia_runtime(server: Server) -> None:
     server.daemon_json({"log-driver": "json-file"})
     st, msg, fix = status(server.doctor(), "nvidia-runtime")
-    assert st == FAIL and "no nvidia runtime" in msg and "nvidia-ctk runtime configure --runtime=docker" in fix
+    assert st == Status.FAIL and "no nvidia runtime" in msg and "nvidia-ctk runtime configure --runtime=docker" in fix
 
 
 def test_daemon_json_missing_or_broken(server: Server) -> None:
     (server.root / "etc/docker/daemon.json").unlink()
     report = server.doctor()
-    assert status(report, "nvidia-runtime")[0] == FAIL
-    assert status(report, "dockerd-restarted")[0] == SKIP
+    assert status(report, "nvidia-runtime")[0] == Status.FAIL
+    assert status(report, "dockerd-restarted")[0] == Status.SKIP
     server.daemon_json('{"runtimes": {')
     st, msg, fix = status(server.doctor(), "nvidia-runtime")
-    assert st == FAIL and "invalid" in msg and "json.tool" in fix
+    assert st == Status.FAIL and "invalid" in msg and "json.tool" in fix
 
 
 def test_runtime_named_but_not_installed(server: Server) -> None:
     (server.root / "usr/bin/nvidia-container-runtime").unlink()
     st, msg, fix = status(server.doctor(), "nvidia-runtime")
-    assert st == FAIL and "not installed" in msg and "container_toolkit" in fix
+    assert st == Status.FAIL and "not installed" in msg and "container_toolkit" in fix
 
 
 def test_dockerd_not_restarted_after_daemon_json(server: Server) -> None:
     server.daemon_json(DAEMON_JSON, age_s=60)  # written long after dockerd started (900 s ago)
     st, msg, fix = status(server.doctor(), "dockerd-restarted")
-    assert st == FAIL and "before /etc/docker/daemon.json was last written" in msg and fix == "systemctl restart docker"
+    assert (
+        st == Status.FAIL
+        and "before /etc/docker/daemon.json was last written" in msg
+        and fix == "systemctl restart docker"
+    )
 
 
 def test_docker_not_running(server: Server) -> None:
     server.sock.close()
     report = server.doctor()
     st, msg, _ = status(report, "docker-daemon")
-    assert st == FAIL and "nothing answers" in msg  # the socket file stays: a stale socket
+    assert st == Status.FAIL and "nothing answers" in msg  # the socket file stays: a stale socket
     (server.root / "var/run/docker.sock").unlink()
     (server.root / "proc/4242/comm").write_text("bash\n")
     st, msg, fix = status(server.doctor(), "docker-daemon")
-    assert st == FAIL and "Docker is not running" in msg and "systemctl enable --now docker" in fix
+    assert st == Status.FAIL and "Docker is not running" in msg and "systemctl enable --now docker" in fix
 
 
 def test_compose_v1_only(server: Server) -> None:
     script(server.root / "usr/bin/docker", "#!/bin/sh\necho \"docker: 'compose' is not a docker command.\"\nexit 1\n")
     script(server.root / "usr/bin/docker-compose", "#!/bin/sh\necho 'docker-compose version 1.29.2'\n")
     st, msg, fix = status(server.doctor(), "compose")
-    assert st == FAIL and "legacy" in msg and "cli-plugins" in fix
+    assert st == Status.FAIL and "legacy" in msg and "cli-plugins" in fix
 
 
 def test_user_not_in_the_docker_group(server: Server) -> None:
     put(server.root / "etc/group", "docker:x:999:bob\n")
     st, msg, fix = status(server.doctor(), "docker-group")
-    assert st == FAIL and "alice is not in the docker group" in msg and "usermod -aG docker alice" in fix
+    assert st == Status.FAIL and "alice is not in the docker group" in msg and "usermod -aG docker alice" in fix
 
 
 def test_cpu_only_torch_in_the_venv(server: Server) -> None:
     server.torch("2.5.1", None)
     st, msg, fix = status(server.doctor(), "pytorch")
-    assert st == FAIL and "CPU-only build" in msg and "is_available() is False" in msg
+    assert st == Status.FAIL and "CPU-only build" in msg and "is_available() is False" in msg
     assert "https://download.pytorch.org/whl/cu124" in fix and "torch==2.5.1+cu124" in fix
 
 
 def test_torch_for_another_cuda_than_the_toolkit(server: Server) -> None:
     server.torch("2.5.1+cu121", "12.1")
     st, msg, _ = status(server.doctor(), "pytorch")
-    assert st == WARN and "toolkit on PATH is 12.4" in msg
+    assert st == Status.WARN and "toolkit on PATH is 12.4" in msg
 
 
 def test_toolkit_newer_than_the_driver(server: Server) -> None:
     script(server.root / "usr/bin/nvcc", NVCC.format(release="12.6"))
     st, msg, _ = status(server.doctor(), "driver-toolkit")
-    assert st == FAIL and "needs driver >= 560.28.03" in msg and "driver's maximum, not the toolkit" in msg
+    assert st == Status.FAIL and "needs driver >= 560.28.03" in msg and "driver's maximum, not the toolkit" in msg
 
 
 def test_toolkit_installed_but_not_on_path(server: Server) -> None:
@@ -273,36 +285,36 @@ def test_toolkit_installed_but_not_on_path(server: Server) -> None:
     script(server.root / "usr/local/cuda-12.4/bin/nvcc", nvcc.read_text())
     nvcc.unlink()
     st, msg, fix = status(server.doctor(), "driver-toolkit")
-    assert st == FAIL and "/usr/local/cuda-12.4/bin but nvcc is not on PATH" in msg
+    assert st == Status.FAIL and "/usr/local/cuda-12.4/bin but nvcc is not on PATH" in msg
     assert "export PATH=/usr/local/cuda-12.4/bin:$PATH" in fix
 
 
 def test_no_cudnn_header(server: Server) -> None:
     (server.root / "usr/include/cudnn_version.h").unlink()
-    assert status(server.doctor(), "cudnn")[0] == WARN
+    assert status(server.doctor(), "cudnn")[0] == Status.WARN
     put(server.root / "usr/include/x86_64-linux-gnu/cudnn_version_v9.h", CUDNN_H.replace("MINOR 1", "MINOR 3"))
     st, msg, _ = status(server.doctor(), "cudnn")
-    assert st == PASS and "cuDNN 9.3.0" in msg
+    assert st == Status.PASS and "cuDNN 9.3.0" in msg
 
 
 def test_oom_killer_in_the_kernel_log(server: Server) -> None:
     put(server.root / "var/log/kern.log", "kernel: Out of memory: Killed process 4711 (python3) total-vm:9GB\n")
     st, msg, fix = status(server.doctor(), "oom-killer")
-    assert st == WARN and "Killed process 4711" in msg and "RAM or swap" in fix
+    assert st == Status.WARN and "Killed process 4711" in msg and "RAM or swap" in fix
 
 
 def test_ram_smaller_than_vram(server: Server) -> None:
     put(server.root / "proc/meminfo", "MemTotal:       16777216 kB\n")  # 16 GiB for a 24 GiB card
     st, msg, _ = status(server.doctor(), "ram-vs-vram")
-    assert st == FAIL and "less than the VRAM" in msg
+    assert st == Status.FAIL and "less than the VRAM" in msg
 
 
 def test_hot_and_full_gpu_from_nvidia_smi(server: Server) -> None:
     script(server.root / "usr/bin/nvidia-smi", NVIDIA_SMI.format(used=23500, temp=83, driver="550.90.07", cuda="12.4"))
     report = server.doctor()
-    assert status(report, "gpu-temperature")[0] == WARN and "83 C" in status(report, "gpu-temperature")[1]
+    assert status(report, "gpu-temperature")[0] == Status.WARN and "83 C" in status(report, "gpu-temperature")[1]
     st, msg, fix = status(report, "gpu-memory")
-    assert st == WARN and "(96%)" in msg and "gpu-memory-utilization" in fix
+    assert st == Status.WARN and "(96%)" in msg and "gpu-memory-utilization" in fix
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="chown to another uid needs root")
@@ -312,7 +324,7 @@ def test_models_owned_by_root_and_unreadable(server: Server) -> None:
         os.chown(p, 0, 0)
     (models / "llama/model.safetensors").chmod(0o600)
     st, msg, fix = status(server.doctor(), "models-owner")
-    assert st == FAIL and "cannot be read by uid 1000" in msg and fix == "chown -R 1000:1000 /data/models"
+    assert st == Status.FAIL and "cannot be read by uid 1000" in msg and fix == "chown -R 1000:1000 /data/models"
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="mounting a size-limited tmpfs needs root")
@@ -330,7 +342,7 @@ def test_full_disk(server: Server) -> None:
                 f.write(b"\0" * 65536)
                 f.flush()
         st, msg, fix = status(server.doctor(), "disk")
-        assert st == FAIL and "/var/lib/docker: 100% used" in msg and "docker system prune" in fix
+        assert st == Status.FAIL and "/var/lib/docker: 100% used" in msg and "docker system prune" in fix
         r = run_airgap("doctor", "--root", str(server.root))
         assert r.returncode == 1 and "FAIL  disk" in r.stdout
     finally:
@@ -410,31 +422,86 @@ class FakeNVML:
 def test_nvml_healthy_gpu(server: Server) -> None:
     nvml = FakeNVML()
     report = server.doctor(nvml=nvml)
-    assert status(report, "nvml")[0] == PASS and "NVIDIA H100 80GB HBM3 (80 GiB)" in status(report, "nvml")[1]
+    assert status(report, "nvml")[0] == Status.PASS and "NVIDIA H100 80GB HBM3 (80 GiB)" in status(report, "nvml")[1]
     for name in ("gpu-temperature", "gpu-throttle", "gpu-ecc", "gpu-memory"):
-        assert status(report, name)[0] == PASS, status(report, name)
+        assert status(report, name)[0] == Status.PASS, status(report, name)
     assert report.facts["gpu_source"] == "NVML" and nvml.shut
 
 
 def test_nvml_hot_throttled_ecc_and_full(server: Server) -> None:
     report = server.doctor(nvml=FakeNVML(temp=83, used=0.95, reasons=0x40 | 0x4, ecc=(2, 5)))
-    assert status(report, "gpu-temperature")[0] == WARN
+    assert status(report, "gpu-temperature")[0] == Status.WARN
     st, msg, _ = status(report, "gpu-throttle")
-    assert st == WARN and "hardware thermal slowdown" in msg
+    assert st == Status.WARN and "hardware thermal slowdown" in msg
     st, msg, fix = status(report, "gpu-ecc")
-    assert st == FAIL and "2 uncorrected" in msg and "nvidia-smi -r" in fix
-    assert status(report, "gpu-memory")[0] == WARN
+    assert st == Status.FAIL and "2 uncorrected" in msg and "nvidia-smi -r" in fix
+    assert status(report, "gpu-memory")[0] == Status.WARN
     assert not report.ok
 
 
 def test_nvml_consumer_card_without_ecc(server: Server) -> None:
     st, msg, _ = status(server.doctor(nvml=FakeNVML(ecc=None)), "gpu-ecc")
-    assert st == PASS and "GeForce cards have none" in msg
+    assert st == Status.PASS and "GeForce cards have none" in msg
 
 
 def test_nvml_without_a_driver_library_is_a_clear_failure(server: Server) -> None:
     st, msg, fix = status(server.doctor(nvml=FakeNVML(missing=True)), "nvml")
-    assert st == FAIL and "no NVIDIA driver library" in msg and "--only driver" in fix
+    assert st == Status.FAIL and "no NVIDIA driver library" in msg and "--only driver" in fix
+
+
+# --- the same probes under smoke and preflight -------------------------------------------------------------------
+
+
+def test_smoke_and_preflight_read_the_gpus_through_the_callers_nvml_session(server: Server, tmp_path: Path) -> None:
+    from airgap.install_context import InstallContext
+    from airgap.preflight import run_preflight
+    from airgap.smoke import run_smoke
+
+    fake = FakeNVML(temp=83)
+    put(server.root / "proc/meminfo", "MemTotal:       67108864 kB\n")  # 64 GiB for an 80 GiB card
+    with NvmlSession(fake) as nvml:
+        smoke = run_smoke(server.host(), None, nvml=nvml)
+        ctx = InstallContext(server.host(), tmp_path, Lock(name="x", target={"os": "ubuntu-22.04"}))
+        checks = {c.name: c for c in run_preflight(ctx, [], {"ram_vram"}, nvml=nvml)}
+        assert not fake.shut  # the caller's session stays open until the caller closes it
+    assert fake.shut
+    smoke_checks = {c.name: c for c in smoke.checks}
+    assert smoke_checks["driver"].status == Status.PASS and "CUDA up to 12.4" in smoke_checks["driver"].message
+    assert smoke_checks["gpu0"].status == Status.WARN and "83 C" in smoke_checks["gpu0"].message
+    assert smoke.to_dict()["gpus"][0]["power_w"] == "n/a"  # a card that does not report it, as NVML says
+    assert checks["ram_vram"].status == Status.WARN and "80.0 GiB of VRAM" in checks["ram_vram"].message
+
+
+def test_smoke_without_a_driver_library_names_the_driver_layer(server: Server) -> None:
+    from airgap.smoke import run_smoke
+
+    with NvmlSession(FakeNVML(missing=True)) as nvml:
+        report = run_smoke(server.host(), None, nvml=nvml)
+    (check,) = [c for c in report.checks if c.name == "nvml"]
+    assert check.status == Status.FAIL and "install the driver layer" in check.fix and not report.ok
+
+
+def test_secure_boot_from_the_efi_variable_explains_a_failing_nvidia_smi(server: Server) -> None:
+    script(server.root / "usr/bin/nvidia-smi", NVIDIA_SMI_BROKEN)
+    efivar = server.root / "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+    efivar.parent.mkdir(parents=True)
+    efivar.write_bytes(b"\x06\x00\x00\x00\x01")  # attributes, then 1: on
+    st, msg, _ = status(server.doctor(), "nvidia-smi")
+    assert st == Status.FAIL and "Secure Boot is on" in msg
+
+
+def test_a_broken_probe_stops_only_the_checks_that_read_it(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airgap.doctor import facts
+
+    def broken(host: Host) -> Any:
+        raise PermissionError("/proc: denied")
+
+    monkeypatch.setattr(facts, "_gather_docker", broken)
+    report = server.doctor()
+    for name in ("docker-daemon", "nvidia-runtime", "dockerd-restarted", "compose", "docker-group"):
+        st, msg, _ = status(report, name)
+        assert st == Status.WARN and "could not run: reading Docker failed: PermissionError" in msg
+    assert status(report, "gpu-pci")[0] == Status.PASS and status(report, "pytorch")[0] == Status.PASS
 
 
 # --- with a bundle -----------------------------------------------------------------------------------------------
@@ -442,7 +509,7 @@ def test_nvml_without_a_driver_library_is_a_clear_failure(server: Server) -> Non
 
 def bundle_for(tmp: Path, cuda: str = "12.4.0", torch_index: str = "cu124", kernel: str = "5.15.0-122-generic") -> Path:
     root = tmp / "bundle"
-    manifest = {
+    manifest: dict[str, Any] = {
         "name": "stack",
         "target": {"os": "ubuntu-22.04", "arch": "amd64", "python": "3.10", "kernel": kernel, "gpus": ["RTX 4090"]},
         "driver": {"version": "550.90.07"},
@@ -462,12 +529,12 @@ def bundle_for(tmp: Path, cuda: str = "12.4.0", torch_index: str = "cu124", kern
     import hashlib
 
     art = LockedArtifact(
-        "driver",
-        path.name,
-        "layers/02-driver/" + path.name,
-        len(data),
-        hashlib.sha256(data).hexdigest(),
-        "https://example.com/" + path.name,
+        layer="driver",
+        name=path.name,
+        path="layers/02-driver/" + path.name,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        url="https://example.com/" + path.name,
     )
     lock = Lock(
         name="stack",
@@ -485,10 +552,10 @@ def test_bundle_expectations_met(server: Server, tmp_path: Path) -> None:
     r = run_airgap("doctor", "--root", str(server.root), "--bundle", str(bundle_for(tmp_path)), "--json")
     data = json.loads(r.stdout)
     checks = {c["name"]: c for c in data["checks"]}
-    assert checks["bundle-driver"]["status"] == PASS
-    assert checks["os-kernel"]["status"] == PASS
-    assert checks["pytorch"]["status"] == PASS
-    assert checks["bundle-mismatches"]["status"] == WARN and "made up" in checks["bundle-mismatches"]["message"]
+    assert checks["bundle-driver"]["status"] == Status.PASS
+    assert checks["os-kernel"]["status"] == Status.PASS
+    assert checks["pytorch"]["status"] == Status.PASS
+    assert checks["bundle-mismatches"]["status"] == Status.WARN and "made up" in checks["bundle-mismatches"]["message"]
     assert data["bundle"].endswith("bundle")
 
 
@@ -505,11 +572,11 @@ def test_bundle_expectations_missed(server: Server, tmp_path: Path) -> None:
     assert r.returncode == 1
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
     assert (
-        checks["driver-toolkit"]["status"] == FAIL
+        checks["driver-toolkit"]["status"] == Status.FAIL
         and "the bundle installs CUDA 12.6.0" in checks["driver-toolkit"]["message"]
     )
-    assert checks["pytorch"]["status"] == FAIL and "cu124 build" in checks["pytorch"]["message"]
-    assert checks["os-kernel"]["status"] == WARN and "6.8.0-40-generic" in checks["os-kernel"]["message"]
+    assert checks["pytorch"]["status"] == Status.FAIL and "cu124 build" in checks["pytorch"]["message"]
+    assert checks["os-kernel"]["status"] == Status.WARN and "6.8.0-40-generic" in checks["os-kernel"]["message"]
 
 
 # --- the CLI, for real ---------------------------------------------------------------------------------------------
@@ -552,8 +619,10 @@ def test_cli_on_this_machine_without_a_gpu() -> None:
     data = json.loads(r.stdout)
     assert r.returncode == 1 and data["ok"] is False
     checks = {c["name"]: c["status"] for c in data["checks"]}
-    assert checks["gpu-pci"] == FAIL and checks["nvml"] == FAIL
-    assert all(c["message"] and c["status"] in (PASS, WARN, FAIL, SKIP) for c in data["checks"])
+    assert checks["gpu-pci"] == Status.FAIL and checks["nvml"] == Status.FAIL
+    assert all(
+        c["message"] and c["status"] in (Status.PASS, Status.WARN, Status.FAIL, Status.SKIP) for c in data["checks"]
+    )
 
 
 def test_cli_bad_arguments_exit_2(tmp_path: Path) -> None:

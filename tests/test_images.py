@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,16 +18,17 @@ import pytest
 
 from airgap import manifest as manifest_mod
 from airgap.artifacts import Digest
-from airgap.bundle import LockedArtifact, read_lock
 from airgap.collect import CollectFailed, collect
 from airgap.errors import BadInputError
 from airgap.host import Host
 from airgap.install_context import InstallContext
 from airgap.layers import LAYERS
 from airgap.layers.images import BundledImage, ImagesLayer, archive_stream
+from airgap.lock import Lock, LockedArtifact
 from airgap.sources.http import HttpSource
 from airgap.sources.registry import (
     Credentials,
+    DaemonExport,
     RegistryAuth,
     lookup_credentials,
     parse_ref,
@@ -81,7 +83,7 @@ def collect_images(tmp: Path, images: Sequence[str | dict[str, object]], **kw: o
 def lock_images(bundle: Path) -> dict[str, dict[str, object]]:
     """ref -> the lock's meta for that image."""
     out = {}
-    for a in read_lock(bundle).artifacts:
+    for a in Lock.read(bundle).artifacts:
         if a.layer == "images" and a.meta.get("role") == "manifest":
             for ref in a.meta["refs"]:
                 out[ref] = a.meta
@@ -205,7 +207,9 @@ def test_archive_stream_is_a_docker_archive(tmp_path: Path) -> None:
         name = f"blobs/sha256/{sha256_hex(data)}"
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(data)
-        arts[key] = LockedArtifact("images", name, f"{IMAGES_DIR}/{name}", len(data), sha256_hex(data), "")
+        arts[key] = LockedArtifact(
+            layer="images", name=name, path=f"{IMAGES_DIR}/{name}", size=len(data), sha256=sha256_hex(data), url=""
+        )
     layer, config, manifest = arts["layer"], arts["config"], arts["manifest"]
     img = BundledImage(
         ["ubuntu:22.04"],
@@ -265,14 +269,14 @@ def test_two_images_sharing_a_layer_are_stored_once_and_verify(
     assert meta[refs[0]]["pinned"] == f"{reg.host}/airgap/base-a@{imgs.a.manifest_digest}"
     assert meta[refs[1]]["media_type"] == "application/vnd.docker.distribution.manifest.v2+json"
     assert meta[refs[1]]["platform"] == "linux/amd64"
-    lock = read_lock(bundle)
+    lock = Lock.read(bundle)
     index_meta = next(a.meta for a in lock.artifacts if a.path == f"{IMAGES_DIR}/index.json")
     shared_size = imgs.a.layer_sizes[0]
     assert index_meta["image_bytes"] == imgs.a.size + imgs.b.size
     assert index_meta["saved_bytes"] == shared_size
     layer_entry = next(a for a in lock.artifacts if a.path.endswith(shared.split(":")[1]))
     assert layer_entry.upstream_digest is not None
-    assert layer_entry.upstream_digest["value"] == shared.split(":")[1]
+    assert layer_entry.upstream_digest.value == shared.split(":")[1]
     assert layer_entry.url == f"http://{reg.host}/v2/airgap/base-a/blobs/{shared}"
 
     archive = json.loads((bundle / IMAGES_DIR / "manifest.json").read_text())
@@ -447,7 +451,7 @@ def test_mirrors_and_docker_hub_names(
     assert meta["abox"]["tags"] == ["abox:latest"]
     assert meta["abox"]["pinned"] == f"docker.io/library/abox@{imgs.hub.manifest_digest}"
     assert meta["registry.airgap.test/airgap/base-a:1"]["config_digest"] == imgs.a.config_digest
-    urls = {a.url for a in read_lock(bundle).artifacts if a.meta.get("role") == "layer"}
+    urls = {a.url for a in Lock.read(bundle).artifacts if a.meta.get("role") == "layer"}
     # The lock records canonical URLs (before mirrors), so bundles made through any mirror agree.
     assert f"https://registry-1.docker.io/v2/library/abox/blobs/{imgs.hub.layer_digests[1]}" in urls
     assert f"https://registry.airgap.test/v2/airgap/base-a/blobs/{imgs.a.layer_digests[1]}" in urls
@@ -459,7 +463,7 @@ def test_mirrors_and_docker_hub_names(
 
 def install_ctx(bundle: Path, d: Dockerd, dry_run: bool = False) -> InstallContext:
     host = Host(dry_run=dry_run, echo=io.StringIO(), log=io.StringIO(), env=d.env())
-    return InstallContext(host, bundle, read_lock(bundle))
+    return InstallContext(host, bundle, Lock.read(bundle))
 
 
 def remove_all_images(d: Dockerd) -> None:
@@ -559,12 +563,26 @@ def test_local_daemon_image_is_exported_and_loads_back(
     unpushed = f"{registries.plain.host}/airgap/never-pushed:1"
     dockerd.docker("tag", "airgap-local/app:dev", unpushed)
     monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))
+    staged_at_close: list[bool] = []
+    close = DaemonExport.close
+
+    def spy(self: DaemonExport) -> None:
+        staged_at_close.append(any(staging.glob("airgap-docker-export-*")))
+        close(self)
+
+    monkeypatch.setattr(DaemonExport, "close", spy)
     bundle = collect_images(tmp_path, [{"ref": "airgap-local/app:dev", "local": True}, unpushed])
+    # One export for the run, staged until the run's end, then removed: nothing outlives the collect.
+    assert staged_at_close == [True]
+    assert not list(staging.glob("airgap-docker-export-*"))
     meta = lock_images(bundle)
     assert meta["airgap-local/app:dev"]["config_digest"] == image_id
     assert meta["airgap-local/app:dev"]["source"] == "docker-daemon"
     assert meta[unpushed]["config_digest"] == image_id and meta[unpushed]["source"] == "docker-daemon"
-    lock = read_lock(bundle)
+    lock = Lock.read(bundle)
     assert all(
         a.url.startswith("http://docker-daemon.invalid/") for a in lock.artifacts if a.meta.get("role") == "layer"
     )
@@ -591,8 +609,9 @@ def test_local_image_without_a_daemon_is_a_clear_error(tmp_path: Path, no_daemon
 
 
 def test_install_without_a_daemon_says_so(tmp_path: Path) -> None:
-    from airgap.bundle import Lock, finalize
-    from airgap.install_context import InstallError
+    from airgap.bundle import finalize
+    from airgap.errors import InstallError
+    from airgap.lock import Lock
     from airgap.units import now_utc
 
     arts = []
@@ -616,12 +635,22 @@ def test_install_without_a_daemon_says_so(tmp_path: Path) -> None:
         name = f"blobs/sha256/{sha256_hex(data)}"
         (tmp_path / IMAGES_DIR / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / IMAGES_DIR / name).write_bytes(data)
-        arts.append(LockedArtifact("images", name, f"{IMAGES_DIR}/{name}", len(data), sha256_hex(data), "", meta=meta))
+        arts.append(
+            LockedArtifact(
+                layer="images",
+                name=name,
+                path=f"{IMAGES_DIR}/{name}",
+                size=len(data),
+                sha256=sha256_hex(data),
+                url="",
+                meta=meta,
+            )
+        )
     finalize(tmp_path, Lock(name="t", target={}, created=now_utc(), artifacts=arts))
     ctx = InstallContext(
-        Host(env={"DOCKER_HOST": NO_DAEMON, "PATH": os.environ["PATH"]}), tmp_path, read_lock(tmp_path)
+        Host(env={"DOCKER_HOST": NO_DAEMON, "PATH": os.environ["PATH"]}), tmp_path, Lock.read(tmp_path)
     )
     with pytest.raises(InstallError, match="no Docker daemon answers"):
         ImagesLayer().install(ctx)
-    dry = InstallContext(Host(dry_run=True, env={"DOCKER_HOST": NO_DAEMON}), tmp_path, read_lock(tmp_path))
+    dry = InstallContext(Host(dry_run=True, env={"DOCKER_HOST": NO_DAEMON}), tmp_path, Lock.read(tmp_path))
     assert "would load 1 of 1" in ImagesLayer().install(dry)

@@ -233,12 +233,13 @@ def test_dkms_is_used_when_the_server_has_it_and_from_starts_later(gpu_bundle: P
 
 
 def test_install_from_a_split_bundle_joins_installers_and_cleans_up(gpu_bundle: Path, tmp_path: Path) -> None:
-    from airgap.bundle import finalize, read_lock
+    from airgap.bundle import finalize
+    from airgap.lock import Lock
     from airgap.parts import resplit
 
     bundle = tmp_path / "split"
     shutil.copytree(gpu_bundle, bundle)
-    lock = read_lock(bundle)
+    lock = Lock.read(bundle)
     assert all(resplit(bundle, a, 4096) for a in lock.artifacts)  # tiny parts: every installer is split
     finalize(bundle, lock)
     assert not list((bundle / "layers/02-driver").glob("*.run"))
@@ -430,10 +431,10 @@ def test_whole_install_without_network_killed_part_way_resumes(docker_root: Path
 
 def test_preflight_rechecks_versions_from_the_lock(tmp_path: Path) -> None:
     from airgap import manifest as manifest_mod
-    from airgap.bundle import Lock
-    from airgap.checks import allowed, check_manifest, enforce
+    from airgap.compat.rules import allowed, check_manifest, enforce
     from airgap.host import Host
     from airgap.install_context import InstallContext
+    from airgap.lock import Lock
     from airgap.preflight import check_compat
 
     m = manifest_mod.loads(

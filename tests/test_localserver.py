@@ -274,6 +274,17 @@ def test_fail_then_recover(faulty: FaultyHTTPServer) -> None:
     assert [rec.status for rec in faulty.requests] == [200, 503, 503, 200]
 
 
+def test_fail_with_retry_after_only_on_the_failed_answer(faulty: FaultyHTTPServer) -> None:
+    faulty.fail(PATH, status=429, retry_after="3")
+    with requests.Session() as s:  # one kept-alive connection: the next answer must not inherit the header
+        r = s.get(faulty.url + PATH, timeout=5)
+        assert (r.status_code, r.headers.get("Retry-After")) == (429, "3")
+        r = s.get(faulty.url + PATH, timeout=5)
+        assert (r.status_code, r.headers.get("Retry-After")) == (200, None)
+        r = s.get(faulty.url + "/missing", timeout=5)
+        assert (r.status_code, r.headers.get("Retry-After")) == (404, None)
+
+
 def test_fail_head(faulty: FaultyHTTPServer) -> None:
     faulty.fail(PATH, status=500, head=True)
     assert requests.head(faulty.url + PATH, timeout=5).status_code == 500

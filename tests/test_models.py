@@ -4,6 +4,7 @@ faults, gated repos, and install into a scratch root (ownership, idempotence, mo
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import struct
@@ -15,12 +16,13 @@ from pathlib import Path
 import pytest
 
 from airgap import manifest as manifest_mod
-from airgap.bundle import read_lock
 from airgap.collect import CollectReport, collect
-from airgap.errors import ManifestError, UpstreamError
+from airgap.errors import InstallError, ManifestError, UpstreamError
 from airgap.host import Host
-from airgap.install_context import InstallContext, InstallError, InstallOptions
+from airgap.install_context import InstallContext, InstallOptions
+from airgap.layers.base import ResolveContext
 from airgap.layers.models import ModelsLayer, format_params, model_summaries
+from airgap.lock import Lock
 from airgap.parts import resplit
 from airgap.sources.http import HttpSource
 from tests.conftest import payload, sha
@@ -176,7 +178,7 @@ def test_a_branch_is_pinned_to_the_commit_it_names_at_collect_time(hub: HubServe
     collect_here(m, tmp_path / "bundle")
     dev = hub.repos[REPO].refs["dev"]
     assert dev != hub.repos[REPO].refs["main"]
-    lock = read_lock(tmp_path / "bundle")
+    lock = Lock.read(tmp_path / "bundle")
     assert {a.meta["commit"] for a in lock.artifacts} == {dev}
     assert all(a.url.startswith(f"https://huggingface.co/{REPO}/resolve/{dev}/") for a in lock.artifacts)
     assert (tmp_path / "bundle" / FOLDER / "config.json").read_bytes() == b'{"dev": true}'
@@ -184,7 +186,7 @@ def test_a_branch_is_pinned_to_the_commit_it_names_at_collect_time(hub: HubServe
     # The branch moves on: the next collection pins the new commit and fetches the file that changed.
     new = hub.add_commit(REPO, {**repo_files(), "config.json": b'{"dev": 2}'}, branch="dev")
     collect_here(m, tmp_path / "bundle")
-    lock = read_lock(tmp_path / "bundle")
+    lock = Lock.read(tmp_path / "bundle")
     assert {a.meta["commit"] for a in lock.artifacts} == {new}
     assert (tmp_path / "bundle" / FOLDER / "config.json").read_bytes() == b'{"dev": 2}'
 
@@ -198,7 +200,7 @@ def test_allow_and_ignore_select_files_as_snapshot_download_would(hub: HubServer
             "'onnx/*'], ignore: ['tokenizer*', 'consolidated*']}",
         )
     )
-    arts = ModelsLayer().resolve(m, HttpSource(m.mirrors, retries=0))
+    arts = ModelsLayer().resolve(m, ResolveContext(HttpSource(m.mirrors, retries=0)))
     assert [a.name for a in arts] == [
         f"acme--tiny-llm/{p}"
         for p in ("config.json", SHARD1, SHARD2, "model.safetensors.index.json", "onnx/model.onnx")
@@ -207,7 +209,7 @@ def test_allow_and_ignore_select_files_as_snapshot_download_would(hub: HubServer
 
     none = manifest_mod.load(write_manifest(tmp_path, hub, f"\n  - {{repo: {REPO}, allow: ['*.gguf']}}"))
     with pytest.raises(ManifestError) as exc:
-        ModelsLayer().resolve(none, HttpSource(none.mirrors, retries=0))
+        ModelsLayer().resolve(none, ResolveContext(HttpSource(none.mirrors, retries=0)))
     text = str(exc.value)
     assert "manifest.yaml:4: models[0].allow:" in text
     assert "no file of acme/tiny-llm" in text and "config.json" in text
@@ -283,13 +285,13 @@ def test_a_hub_having_a_bad_minute_is_retried(hub: HubServer, tmp_path: Path) ->
     hub.fail(f"/api/models/{REPO}/revision/", status=503, times=2)
     hub.fail(f"/api/models/{REPO}/tree/", status=502, times=1)
     m = manifest_mod.load(write_manifest(tmp_path, hub, f" [{REPO}]"))
-    arts = ModelsLayer().resolve(m, HttpSource(m.mirrors, retries=3, backoff=0.01))
+    arts = ModelsLayer().resolve(m, ResolveContext(HttpSource(m.mirrors, retries=3, backoff=0.01)))
     assert len(arts) == len(repo_files())
     assert [q.status for q in hub.requests if "/revision/" in q.path] == [503, 503, 200]
 
     hub.fail(f"/api/models/{REPO}/revision/", status=500, times=10)
     with pytest.raises(UpstreamError, match=r"failed after 2 attempts \(last: HTTP 500\)"):
-        ModelsLayer().resolve(m, HttpSource(m.mirrors, retries=1, backoff=0.01))
+        ModelsLayer().resolve(m, ResolveContext(HttpSource(m.mirrors, retries=1, backoff=0.01)))
 
 
 def test_missing_repo_and_revision_say_what_to_check(hub: HubServer, tmp_path: Path) -> None:
@@ -302,7 +304,7 @@ def test_missing_repo_and_revision_say_what_to_check(hub: HubServer, tmp_path: P
     ):
         m = manifest_mod.load(write_manifest(tmp_path, hub, models))
         with pytest.raises(UpstreamError) as exc:
-            ModelsLayer().resolve(m, HttpSource(m.mirrors, retries=0))
+            ModelsLayer().resolve(m, ResolveContext(HttpSource(m.mirrors, retries=0)))
         assert expected in exc.value.message
         assert exc.value.hint and "manifest" in exc.value.hint
 
@@ -316,13 +318,13 @@ def test_private_repo_through_hf_endpoint_with_a_token(
     path.write_text(f"name: t\ntarget: {{os: ubuntu-22.04}}\nmodels: [{REPO}]\n")
     m = manifest_mod.load(path)
     with pytest.raises(UpstreamError, match="or it is private and no HF_TOKEN is set"):
-        ModelsLayer().resolve(m, HttpSource(m.mirrors, retries=0))
+        ModelsLayer().resolve(m, ResolveContext(HttpSource(m.mirrors, retries=0)))
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     hub.reset_requests()
     bundle = tmp_path / "bundle"
     collect(m, bundle, HttpSource(m.mirrors, retries=0), progress_mode="off")
-    lock = read_lock(bundle)
+    lock = Lock.read(bundle)
     commit = hub.repos[REPO].refs["main"]
     assert {a.url.rsplit("/", 1)[0] for a in lock.artifacts if "/" not in a.meta["path_in_repo"]} == {
         f"{hub.url}/{REPO}/resolve/{commit}"
@@ -334,7 +336,7 @@ def test_private_repo_through_hf_endpoint_with_a_token(
 def test_a_repo_listed_twice_is_a_manifest_error(hub: HubServer, tmp_path: Path) -> None:
     m = manifest_mod.load(write_manifest(tmp_path, hub, f"\n  - {REPO}\n  - {{repo: {REPO}, revision: dev}}"))
     with pytest.raises(ManifestError, match=r"manifest.yaml:5: models\[1\].repo: acme/tiny-llm is listed twice"):
-        ModelsLayer().resolve(m, HttpSource(m.mirrors, retries=0))
+        ModelsLayer().resolve(m, ResolveContext(HttpSource(m.mirrors, retries=0)))
 
 
 def test_rerun_transfers_nothing(hub: HubServer, tmp_path: Path) -> None:
@@ -361,7 +363,9 @@ def test_plan_shows_each_model_file_size_and_the_parameter_count(hub: HubServer,
     assert not any(q.content and q.method == "GET" and not q.range for q in hub.requests)  # no body fetched
 
     manifest = manifest_mod.load(m)
-    (summary,) = model_summaries(ModelsLayer().resolve(manifest, HttpSource(manifest.mirrors, retries=0)))
+    (summary,) = model_summaries(
+        ModelsLayer().resolve(manifest, ResolveContext(HttpSource(manifest.mirrors, retries=0)))
+    )
     assert (summary.params, summary.dtype, summary.files) == (PARAMS, "F16", len(repo_files()))
     assert f"{format_params(PARAMS)} parameters F16" in summary.line() and format_params(PARAMS) == "197K"
 
@@ -380,7 +384,7 @@ def make_bundle(hub: HubServer, tmp: Path, extra: str = "") -> Path:
 
 
 def context(bundle: Path, root: Path, **options: bool) -> InstallContext:
-    return InstallContext(Host(root=root), bundle, read_lock(bundle), InstallOptions(**options))
+    return InstallContext(Host(root=root), bundle, Lock.read(bundle), InstallOptions(**options))
 
 
 def test_install_places_the_files_owned_by_1000_and_skips_them_next_time(hub: HubServer, tmp_path: Path) -> None:
@@ -434,24 +438,70 @@ def test_install_move_takes_the_files_out_of_the_bundle(hub: HubServer, tmp_path
 
 def test_install_streams_a_shard_split_for_fat32_from_its_parts(hub: HubServer, tmp_path: Path) -> None:
     bundle = make_bundle(hub, tmp_path)
-    lock = read_lock(bundle)
+    lock = Lock.read(bundle)
     (shard,) = [a for a in lock.artifacts if a.name.endswith(SHARD1)]
     assert resplit(bundle, shard, 100_000)  # as `airgap split --max-file-size` stores it on FAT32 or DVDs
     assert len(shard.parts) == 3 and not (bundle / shard.path).exists()
     root = tmp_path / "root"
     ModelsLayer().install(InstallContext(Host(root=root), bundle, lock, InstallOptions(move=True)))
     assert (root / "data/models/tiny-llm" / SHARD1).read_bytes() == repo_files()[SHARD1]
-    assert not any((bundle / p["path"]).exists() for p in shard.parts)  # moved: the parts are spent
+    assert not any((bundle / p.path).exists() for p in shard.parts)  # moved: the parts are spent
     assert not list(root.rglob("*airgap-joined*"))  # streamed, never joined into a temp copy
 
 
 def test_install_dry_run_changes_nothing(hub: HubServer, tmp_path: Path) -> None:
     bundle = make_bundle(hub, tmp_path)
     root = tmp_path / "root"
-    ctx = InstallContext(Host(root=root, dry_run=True), bundle, read_lock(bundle))
+    ctx = InstallContext(Host(root=root, dry_run=True), bundle, Lock.read(bundle))
     ModelsLayer().install(ctx)
     assert not (root / "data").exists()
     assert any("/data/models/tiny-llm" in a for a in ctx.host.actions)
+
+
+def test_dry_run_and_the_log_show_every_change_to_the_server(hub: HubServer, tmp_path: Path) -> None:
+    bundle = make_bundle(hub, tmp_path, ", hf_home: /data/hf")
+    root = tmp_path / "root"
+    commit = hub.repos[REPO].refs["main"]
+    storage = "/data/hf/hub/models--acme--tiny-llm"
+    shard_blob = f"{storage}/blobs/{sha(repo_files()[SHARD1])}"
+    dry = InstallContext(Host(root=root, dry_run=True), bundle, Lock.read(bundle))
+    ModelsLayer().install(dry)
+    assert not (root / "data").exists()
+    actions = dry.host.actions
+    for path in repo_files():
+        assert any(a.startswith(f"copy: {FOLDER}/{path} -> /data/models/tiny-llm/{path}") for a in actions), path
+    assert f"link: {shard_blob} = /data/models/tiny-llm/{SHARD1}" in actions
+    assert f"symlink: {storage}/snapshots/{commit}/onnx/model.onnx -> ../../../blobs/" in "\n".join(actions)
+    assert "chown -R: 1000:1000 /data/models/tiny-llm" in actions and f"chown -R: 1000:1000 {storage}" in actions
+
+    # What a dry run says would be done is what a real install does, in the same order, and logs.
+    real = InstallContext(Host(root=root, log=io.StringIO()), bundle, Lock.read(bundle))
+    ModelsLayer().install(real)
+    assert real.host.actions == actions
+    log = real.host.log.getvalue()  # type: ignore[union-attr]
+    assert f"> link: {shard_blob}" in log and "> chown -R: 1000:1000 /data/models/tiny-llm" in log
+
+
+def test_hashes_are_believed_only_within_one_install_run(hub: HubServer, tmp_path: Path) -> None:
+    """One layer object serves every run of a process: a file altered between two runs, even keeping its
+    size and mtime, is hashed again by the next run and put right."""
+    bundle = make_bundle(hub, tmp_path)
+    root = tmp_path / "root"
+    layer = ModelsLayer()
+    layer.install(context(bundle, root))
+    config = root / "data/models/tiny-llm/config.json"
+    st = config.stat()
+    with open(config, "r+b") as f:
+        f.write(b"X")
+    os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (config.stat().st_ino, config.stat().st_size, config.stat().st_mtime_ns) == (
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+    )
+    assert layer.installed(context(bundle, root)) is None
+    assert "1 files" in layer.install(context(bundle, root))
+    assert config.read_bytes() == repo_files()["config.json"]
 
 
 def test_install_into_a_hugging_face_cache_found_offline_by_repo_id(hub: HubServer, tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from airgap.collect import collect
 from airgap.errors import BadInputError
 from airgap.localserver import LocalHTTPServer, StaticFileHandler
 from airgap.sources.http import HttpSource
-from airgap.sources.pypi import PyTarget, platform_tags, resolve_wheels
+from airgap.sources.pypi import resolve_wheels
+from airgap.target import Target, platform_tags
 from tests.conftest import run_airgap
 
 HERE_PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -205,7 +206,7 @@ def test_wheels_are_chosen_for_the_target_and_locked_with_hashes(index: IndexSer
 def test_no_wheel_for_the_target_names_package_tags_and_what_exists(
     index: IndexServer, tmp_path: Path, requirement: str, expected: list[str]
 ) -> None:
-    target = PyTarget(HERE_PY, "amd64", "2.36")
+    target = Target(HERE_PY, "amd64", "2.36")
     with pytest.raises(BadInputError) as exc:
         resolve_wheels([requirement], ["https://pypi.example/simple"], target, {"https://pypi.example": index.url})
     for text in expected:
@@ -300,8 +301,8 @@ def test_markers_are_judged_for_the_target_python_not_this_one() -> None:
     must still bring it (pip alone judges markers with the Python it runs on)."""
     if sys.version_info < (3, 11):
         pytest.skip("needs a collecting Python newer than the 3.10 target")
-    wheels = resolve_wheels(["anyio==4.4.0"], ["https://pypi.org/simple"], PyTarget("3.10", "amd64", "2.35"), {})
+    wheels = resolve_wheels(["anyio==4.4.0"], ["https://pypi.org/simple"], Target("3.10", "amd64", "2.35"), {})
     names = {w.project.lower().replace("_", "-") for w in wheels.wheels}
     assert {"anyio", "exceptiongroup", "typing-extensions", "idna", "sniffio"} <= names
-    newer = resolve_wheels(["anyio==4.4.0"], ["https://pypi.org/simple"], PyTarget("3.12", "amd64", "2.35"), {})
+    newer = resolve_wheels(["anyio==4.4.0"], ["https://pypi.org/simple"], Target("3.12", "amd64", "2.35"), {})
     assert "exceptiongroup" not in {w.project.lower() for w in newer.wheels}

@@ -25,23 +25,17 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 import airgap
-from airgap.bundle import Lock, LockedArtifact, finalize, format_sums, read_sums
+from airgap.bundle import finalize, format_sums, read_sums
 from airgap.errors import UpstreamError
 from airgap.fsutil import write_atomic
-from airgap.install_sh import STAMP, render_install_sh, write_install_sh
-from airgap.selfinstall import (
-    ToolFile,
-    WheelInfo,
-    build_tool_dir,
-    build_wheel,
-    imported_distributions,
-    marker_environments,
-    platform_tags,
-    project_metadata,
-    resolve_closure,
-    target_tags,
-)
+from airgap.lock import Lock, LockedArtifact, ToolFile
+from airgap.selfinstall.imports import imported_distributions
+from airgap.selfinstall.install_sh import STAMP, render_install_sh, write_install_sh
+from airgap.selfinstall.own_wheel import build_wheel, project_metadata
+from airgap.selfinstall.tool import build_tool_dir, tool_target
+from airgap.target import Target
 from airgap.units import now_utc
+from airgap.wheels import WheelInfo, resolve_closure
 from tests.test_install import prepare_root
 
 HERE_PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -67,7 +61,12 @@ def finish_bundle(bundle: Path, extra: list[ToolFile], python: str = HERE_PY) ->
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(data)
     art = LockedArtifact(
-        "files", p.name, "layers/10-files/check.sh", len(data), sha(data), "https://example.com/check.sh"
+        layer="files",
+        name=p.name,
+        path="layers/10-files/check.sh",
+        size=len(data),
+        sha256=sha(data),
+        url="https://example.com/check.sh",
     )
     lock = Lock(
         name="selfinstall",
@@ -114,7 +113,7 @@ def test_own_wheel_has_right_record_is_deterministic_and_installs(tmp_path: Path
         names = zf.namelist()
         dist = f"airgap-{airgap.__version__}.dist-info"
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-        assert "airgap/cli.py" in names and f"{dist}/entry_points.txt" in names
+        assert "airgap/cli/__init__.py" in names and f"{dist}/entry_points.txt" in names
         wheel_txt = zf.read(f"{dist}/WHEEL").decode()
         assert "Root-Is-Purelib: true" in wheel_txt and "Tag: py3-none-any" in wheel_txt
         meta = zf.read(f"{dist}/METADATA").decode()
@@ -208,22 +207,25 @@ def test_closure_uses_the_targets_markers_not_this_pythons() -> None:
         _wheel("hf", "1.0", 'xet>=1; platform_machine == "aarch64"'),
     ]
     roots = [Requirement("anyio>=4"), Requirement("hf"), Requirement('pytest; extra == "test"')]
-    sel, missing = resolve_closure(wheels, roots, marker_environments("3.10", "amd64"))
+    sel, missing = resolve_closure(wheels, roots, Target("3.10", "amd64"))
     assert [str(r) for r in missing] == ['exceptiongroup>=1.0.2; python_version < "3.11"']
     assert sel["idna"].version == Version("3.20") and "pytest" not in sel
-    sel, missing = resolve_closure(wheels, roots, marker_environments("3.11", "amd64"))
+    sel, missing = resolve_closure(wheels, roots, Target("3.11", "amd64"))
     assert missing == [] and set(sel) == {"anyio", "idna", "hf"}
-    _sel, missing = resolve_closure(wheels, roots, marker_environments("3.12", "arm64"))
+    _sel, missing = resolve_closure(wheels, roots, Target("3.12", "arm64"))
     assert [r.name for r in missing] == ["xet"]
 
 
-def test_platform_tags_list_every_manylinux_the_glibc_runs() -> None:
-    tags = platform_tags("amd64", "2.35")
+def test_tool_takes_every_manylinux_the_glibc_runs_and_no_linux_tag() -> None:
+    # tool/ comes from whatever index pip.conf names: a linux_x86_64 wheel there was built for one machine.
+    tags = tool_target(Target("3.10", "amd64", "2.35")).platform_tags()
     assert tags[0] == "manylinux_2_35_x86_64" and tags[-1] == "manylinux1_x86_64"
     assert {"manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64"} <= set(tags)
     assert "linux_x86_64" not in tags
-    arm = platform_tags("arm64", "2.31")
+    arm = tool_target(Target("3.10", "arm64", "2.31", platforms=("linux_aarch64",))).platform_tags()
     assert arm[0] == "manylinux_2_31_aarch64" and arm[-1] == "manylinux2014_aarch64"
+    # A release whose glibc airgap does not know: Ubuntu 22.04's, as before.
+    assert tool_target(Target("3.10", "amd64", os="rhel-7")).glibc == "2.35"
 
 
 def test_imports_the_metadata_forgot_are_found(tmp_path: Path) -> None:
@@ -256,7 +258,7 @@ def test_no_wheel_for_the_target_is_an_upstream_error_and_tool_is_untouched(tmp_
         )
 
     with pytest.raises(UpstreamError) as exc:
-        build_tool_dir(bundle, "3.10", "amd64", run_pip=pip)
+        build_tool_dir(bundle, Target("3.10", "amd64"), run_pip=pip)
     assert "pydantic-core" in str(exc.value) and "manylinux" in str(exc.value) and exc.value.exit_code == 3
     assert "target.python" in (exc.value.hint or "")
     assert [p.name for p in bundle.iterdir()] == ["tool"]  # no temp dir left behind
@@ -280,7 +282,7 @@ def fake_bundle(tmp_path: Path) -> Path:
     ):
         data = name.encode() * 100
         (tool / name).write_bytes(data)
-        files.append(ToolFile(f"tool/{name}", len(data), sha(data)))
+        files.append(ToolFile(path=f"tool/{name}", size=len(data), sha256=sha(data)))
     (bundle / "SHA256SUMS").write_bytes(format_sums({f.path: f.sha256 for f in files}))
     return bundle
 
@@ -397,7 +399,7 @@ def test_install_sh_is_posix_sh() -> None:
 @pytest.fixture(scope="module")
 def tool_bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     bundle = tmp_path_factory.mktemp("selfinstall") / "bundle"
-    files = build_tool_dir(bundle, HERE_PY, "amd64")
+    files = build_tool_dir(bundle, Target(HERE_PY, "amd64"))
     files.append(write_install_sh(bundle, airgap.__version__, HERE_PY))
     yield finish_bundle(bundle, files)
 
@@ -485,8 +487,9 @@ def test_debian_python3_without_python3_venv_is_enough(tool_bundle: Path, tmp_pa
 @pytest.mark.network
 def test_tool_for_python_310_holds_only_wheels_it_can_install(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
-    files = build_tool_dir(bundle, "3.10", "amd64", glibc="2.35")
-    accepted = set(target_tags("3.10", "amd64", "2.35"))
+    target = Target("3.10", "amd64", "2.35")
+    files = build_tool_dir(bundle, target)
+    accepted = set(tool_target(target).wheel_tags())
     names = {}
     for f in files:
         name, version, _build, tags = parse_wheel_filename(f.path.removeprefix("tool/"))
@@ -531,7 +534,7 @@ def test_split_signed_bundle_installs_through_install_sh_with_no_network(tmp_pat
             str(bundle),
             "--tool",
             "--max-file-size",
-            "1M",
+            "1MiB",
             "--sign",
             str(tmp_path / "site.key"),
             timeout=600,

@@ -17,11 +17,12 @@ from importlib import resources
 from pathlib import Path
 
 from airgap import manifest as manifest_mod
-from airgap.bundle import read_lock
 from airgap.collect import collect
+from airgap.errors import EXIT_CHECK_FAILED, EXIT_OK
 from airgap.host import Host
 from airgap.installer import install_bundle
 from airgap.localserver import LocalHTTPServer
+from airgap.lock import Lock
 from airgap.smoke import run_smoke
 from airgap.sources.http import HttpSource
 from airgap.ui import Output
@@ -155,21 +156,21 @@ def _run(out: Output, work: Path) -> int:
     work.mkdir(parents=True, exist_ok=True)
     upstream = work / "upstream"
     mirrors = build_upstream(upstream)
-    with LocalHTTPServer(upstream) as server:
+    with LocalHTTPServer(upstream) as upstream_server:
         out.heading("1. The connected PC: upstream servers")
-        out.info(f"   Sample artifacts served on {server.url} stand in for NVIDIA's and Docker's servers;")
+        out.info(f"   Sample artifacts served on {upstream_server.url} stand in for NVIDIA's and Docker's servers;")
         out.info("   the manifest's `mirrors:` send the real URLs there (as an Artifactory mirror would).")
         manifest_path = work / "demo-manifest.yaml"
-        manifest_path.write_text(demo_manifest_text(server.url, mirrors))
+        manifest_path.write_text(demo_manifest_text(upstream_server.url, mirrors))
         manifest = manifest_mod.load(manifest_path)
 
         out.heading(f"2. airgap collect {manifest_path.name}")
         bundle = work / "connected-pc" / "bundle"
-        report = collect(manifest, bundle, HttpSource(manifest.mirrors, backoff=0.2), warn=out.warn)
-        for f in report.files:
+        collected = collect(manifest, bundle, HttpSource(manifest.mirrors, backoff=0.2), warn=out.warn)
+        for f in collected.files:
             out.info(f"   {f.status:<10} {f.path}  ({human_size(f.size)})")
         out.info(
-            f"   bundle written: {len(report.files)} files, {human_size(report.total_size)}, "
+            f"   bundle written: {len(collected.files)} files, {human_size(collected.total_size)}, "
             "with airgap.lock.json, SHA256SUMS and README.txt"
         )
 
@@ -189,7 +190,7 @@ def _run(out: Output, work: Path) -> int:
     if not good.ok:
         for p in good.problems:
             out.info(f"   {p.kind.upper():<10} {p.path}: {p.detail}")
-        return 1
+        return EXIT_CHECK_FAILED
 
     out.heading("5. The isolated server: airgap install (into a scratch root, never touching the network)")
     server = work / "server-root"
@@ -205,18 +206,18 @@ def _run(out: Output, work: Path) -> int:
     out.info(f"   run again: {', '.join(f'{s.step} {s.status}' for s in again.steps)} (nothing to redo)")
 
     out.heading("6. airgap smoke: the GPU smoke test")
-    smoke = run_smoke(Host(root=server), read_lock(usb))
+    smoke = run_smoke(Host(root=server), Lock.read(usb))
     for c in smoke.checks:
         out.info(f"   {c.name:<14} {c.status:<5} {c.message}")
     out.info("   (no real GPU or NVIDIA driver here, so NVML fails: on the server this is the final proof.)")
 
     out.heading("7. What a bad transfer looks like: one byte flipped in the CUDA installer")
     victim = usb / "layers/03-cuda/cuda_12.4.0_550.54.14_linux.run"
-    with open(victim, "r+b") as f:
-        f.seek(os.path.getsize(victim) // 2)
-        byte = f.read(1)
-        f.seek(-1, os.SEEK_CUR)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    with open(victim, "r+b") as medium:
+        medium.seek(os.path.getsize(victim) // 2)
+        byte = medium.read(1)
+        medium.seek(-1, os.SEEK_CUR)
+        medium.write(bytes([byte[0] ^ 0xFF]))
     bad = verify_bundle(usb)
     for p in bad.problems:
         out.info(f"   {p.kind.upper():<10} {p.path}")
@@ -225,4 +226,4 @@ def _run(out: Output, work: Path) -> int:
     out.heading("Done.")
     out.info("   Next: write a manifest (see manifests/ in the project), `airgap plan` it, `airgap collect` it.")
     ok = good.ok and not bad.ok and all(s.status in ("installed", "skipped") for s in report.steps)
-    return 0 if ok else 1
+    return EXIT_OK if ok else EXIT_CHECK_FAILED

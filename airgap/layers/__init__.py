@@ -5,7 +5,7 @@ from __future__ import annotations
 from airgap.artifacts import Artifact
 from airgap.bundle_layout import LAYER_ORDER
 from airgap.errors import BadInputError
-from airgap.layers.base import Layer
+from airgap.layers.base import Layer, ResolveContext
 from airgap.layers.container_toolkit import ContainerToolkitLayer
 from airgap.layers.cuda import CudaLayer
 from airgap.layers.cudnn import CudnnLayer
@@ -16,8 +16,8 @@ from airgap.layers.images import ImagesLayer
 from airgap.layers.models import ModelsLayer
 from airgap.layers.prereqs import PrereqsLayer
 from airgap.layers.python import PythonLayer
+from airgap.lock import Lock
 from airgap.manifest import Manifest
-from airgap.sources.http import HttpSource
 
 LAYERS: tuple[Layer, ...] = (
     PrereqsLayer(),  # build tools for the driver (and any apt.packages): asked for in `apt:`
@@ -54,14 +54,18 @@ def wanted_layers(manifest: Manifest, skip: set[str]) -> list[Layer]:
 
 
 def plan_artifacts(
-    manifest: Manifest, skip: set[str] | None = None, source: HttpSource | None = None
+    manifest: Manifest, skip: set[str] | None = None, ctx: ResolveContext | None = None
 ) -> list[Artifact]:
     """Every artifact the collectable layers need, with names checked for clashes. Identical artifacts
-    (same path, same expected digest: a layer blob two images share) are kept once."""
+    (same path, same expected digest: a layer blob two images share) are kept once. Without `ctx`, what
+    can be known offline."""
+    if ctx is None:
+        with ResolveContext(None) as offline:
+            return plan_artifacts(manifest, skip, offline)
     active = wanted_layers(manifest, skip or set())
     artifacts: list[Artifact] = []
     for layer in active:
-        artifacts.extend(layer.resolve(manifest, source))
+        artifacts.extend(layer.resolve(manifest, ctx))
     seen: dict[str, Artifact] = {}
     unique: list[Artifact] = []
     for art in artifacts:
@@ -77,3 +81,13 @@ def plan_artifacts(
         seen[art.path] = art
         unique.append(art)
     return unique
+
+
+def by_hand_lines(lock: Lock) -> list[str]:
+    """README.txt's "by hand, in this order" lines: each layer's own, in install order."""
+    lines: list[str] = []
+    for layer in LAYERS:
+        arts = [a for a in lock.artifacts if a.layer == layer.name]
+        if arts:
+            lines += [f"{layer.name:<8} {line}" for line in layer.by_hand(arts)]
+    return lines

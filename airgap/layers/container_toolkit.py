@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 
-from airgap.install_context import InstallContext, InstallError
+from airgap.errors import InstallError
+from airgap.install_context import InstallContext
+from airgap.layers.debs import AptLayer, install_debs
 from airgap.layers.docker import DAEMON_JSON, restart_docker, server_version
-from airgap.layers.prereqs import AptLayer, install_debs
 from airgap.manifest import Manifest
 from airgap.sources.apt import Request
 
@@ -28,6 +29,9 @@ PACKAGES = (
 class ContainerToolkitLayer(AptLayer):
     name = "container_toolkit"
     section = "container_toolkit"
+    by_hand_dir = (
+        "apt-get install ./{dir}/*.deb && nvidia-ctk runtime configure --runtime=docker && systemctl restart docker"
+    )
     extra_repos = ("nvidia-container",)
 
     def requests(self, manifest: Manifest) -> list[Request]:

@@ -6,8 +6,9 @@ import re
 import shutil
 
 from airgap.artifacts import Artifact, Digest, PublishedDigest
-from airgap.compat import CUDA_RUNFILE_DRIVER, cuda_runfile_driver
-from airgap.install_context import InstallContext, InstallError
+from airgap.compat.tables import CUDA_RUNFILE_DRIVER, cuda_runfile_driver
+from airgap.errors import InstallError
+from airgap.install_context import InstallContext
 from airgap.layers.base import Layer
 from airgap.manifest import Manifest
 from airgap.sources.http import file_name_from_url
@@ -18,6 +19,7 @@ BASE = "https://developer.download.nvidia.com/compute/cuda"
 class CudaLayer(Layer):
     name = "cuda"
     section = "cuda"
+    by_hand_file = "sh {path} --silent --toolkit    (toolkit only; then add /usr/local/cuda/bin to PATH)"
     installable = True
     preflight = frozenset({"disk"})
 
@@ -105,7 +107,10 @@ class CudaLayer(Layer):
 
 
 def _short(ctx: InstallContext) -> str:
-    return ".".join(ctx.manifest["cuda"]["version"].split(".")[:2])
+    spec = ctx.manifest.cuda
+    if spec is None:
+        raise InstallError("the bundle's lock records no cuda section, but holds CUDA files.", "Collect it again.")
+    return ".".join(spec.version.split(".")[:2])
 
 
 def nvcc_release(ctx: InstallContext, server_path: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from airgap.layers.prereqs import AptLayer
+from airgap.layers.debs import AptLayer
 from airgap.manifest import Manifest
 from airgap.sources.apt import Request
 
@@ -12,6 +12,7 @@ from airgap.sources.apt import Request
 class CudnnLayer(AptLayer):
     name = "cudnn"
     section = "cudnn"
+    by_hand_dir = "apt-get install ./{dir}/*.deb"
     extra_repos = ("cuda",)
 
     def requests(self, manifest: Manifest) -> list[Request]:

@@ -10,18 +10,19 @@ from pathlib import Path
 from typing import BinaryIO
 
 from airgap.artifacts import Artifact, Digest, PublishedDigest
-from airgap.bundle import LockedArtifact
+from airgap.errors import InstallError
 from airgap.host import Host
-from airgap.install_context import InstallContext, InstallError
+from airgap.install_context import InstallContext
 from airgap.layers.base import Layer
+from airgap.lock import LockedArtifact
 from airgap.manifest import Manifest
 from airgap.sources.http import file_name_from_url
+from airgap.target import arch_of
 
 BASE = "https://download.docker.com/linux/static/stable"
 COMPOSE_BASE = "https://github.com/docker/compose/releases/download"
 # One of the directories the docker CLI searches for plugins (docs.docker.com: cli-plugins).
 PLUGIN_DIR = "/usr/libexec/docker/cli-plugins"
-ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 BIN_DIR = "/usr/bin"
 DAEMON_JSON = "/etc/docker/daemon.json"
 DOCKERD_LOG = "/var/log/airgap/dockerd.log"
@@ -88,6 +89,16 @@ WantedBy=multi-user.target
 class DockerLayer(Layer):
     name = "docker"
     section = "docker"
+    by_hand_file = "tar -xzf {path} && cp docker/* /usr/bin/ && dockerd &"
+
+    def by_hand(self, artifacts: list[LockedArtifact]) -> list[str]:
+        return [
+            f"install -D -m 755 {a.path} /usr/libexec/docker/cli-plugins/docker-compose"
+            if a.name.startswith("docker-compose-")
+            else self.by_hand_file.format(path=a.path)
+            for a in artifacts
+        ]
+
     installable = True
     preflight = frozenset({"disk"})
 
@@ -96,11 +107,11 @@ class DockerLayer(Layer):
         assert spec is not None
         pinned = Digest("sha256", spec.sha256, "manifest") if spec.sha256 else None
         reason = "Docker publishes no checksum for its static tgz; pin `docker.sha256` to check one"
-        url = spec.url or f"{BASE}/{ARCH[manifest.target.arch]}/docker-{spec.version}.tgz"
+        url = spec.url or f"{BASE}/{arch_of(manifest.target.arch).machine}/docker-{spec.version}.tgz"
         field = ("docker", "url") if spec.url else ("docker", "version")
         arts = [Artifact(self.name, file_name_from_url(url), [url], field, pinned=pinned, no_digest_reason=reason)]
         if spec.compose:
-            name = f"docker-compose-linux-{ARCH[manifest.target.arch]}"
+            name = f"docker-compose-linux-{arch_of(manifest.target.arch).machine}"
             base = f"{COMPOSE_BASE}/v{spec.compose}"
             arts.append(
                 Artifact(
@@ -114,7 +125,7 @@ class DockerLayer(Layer):
         return arts
 
     def installed(self, ctx: InstallContext) -> str | None:
-        want = ctx.manifest["docker"]["version"]
+        want = _docker_version(ctx)
         if _compose_artifacts(ctx) and not ctx.host.exists(f"{PLUGIN_DIR}/docker-compose"):
             return None  # the daemon may run, but the bundle's Compose plugin is not in place yet
         running = server_version(ctx.host)
@@ -124,7 +135,7 @@ class DockerLayer(Layer):
 
     def install(self, ctx: InstallContext) -> str:
         host = ctx.host
-        want = ctx.manifest["docker"]["version"]
+        want = _docker_version(ctx)
         running = server_version(host)
         if running and _vtuple(running) >= _vtuple(want):
             # Only the Compose plugin is missing: never restart a daemon that runs containers.
@@ -297,3 +308,9 @@ def _pidfile(host: Host) -> str:
         except ValueError:
             return str(p)
     return "/var/run/docker.pid"
+
+
+def _docker_version(ctx: InstallContext) -> str:
+    if ctx.manifest.docker is None:
+        raise InstallError("the bundle's lock records no docker section, but holds Docker.", "Collect it again.")
+    return ctx.manifest.docker.version

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from airgap.artifacts import Artifact, Digest
-from airgap.install_context import InstallContext, InstallError, RebootRequired
+from airgap.errors import InstallError, RebootRequired
+from airgap.install_context import InstallContext
 from airgap.layers.base import Layer
 from airgap.manifest import Manifest
-from airgap.preflight import nouveau_loaded
+from airgap.probes import nouveau_loaded
 from airgap.sources.http import file_name_from_url
+from airgap.target import arch_of
 
 BASE = "https://us.download.nvidia.com"
-ARCH_DIRS = {"amd64": ("Linux-x86_64", "x86_64"), "arm64": ("aarch64", "aarch64")}
 BLACKLIST = "/etc/modprobe.d/blacklist-nouveau.conf"
 INSTALLER_LOG = "/var/log/airgap/nvidia-installer.log"
 
@@ -18,6 +19,10 @@ INSTALLER_LOG = "/var/log/airgap/nvidia-installer.log"
 class DriverLayer(Layer):
     name = "driver"
     section = "driver"
+    by_hand_file = (
+        "sh {path} --silent --dkms      (needs gcc, make and the kernel headers; reboot if it "
+        "blacklisted nouveau, then run it again)"
+    )
     installable = True
     preflight = frozenset({"gpu", "nouveau", "secure_boot", "kernel_headers", "disk", "ram_vram"})
 
@@ -37,7 +42,8 @@ class DriverLayer(Layer):
                     no_digest_reason=reason,
                 )
             ]
-        xfree_dir, arch = ARCH_DIRS[manifest.target.arch]
+        arch_names = arch_of(manifest.target.arch)
+        xfree_dir, arch = arch_names.driver_dir, arch_names.machine
         name = f"NVIDIA-Linux-{arch}-{spec.version}.run"
         # GeForce/workstation builds live under XFree86/, datacenter builds under tesla/: same file name,
         # and a version exists in one or both, so try them in that order.
@@ -45,14 +51,14 @@ class DriverLayer(Layer):
         return [Artifact(self.name, name, urls, ("driver", "version"), pinned=pinned, no_digest_reason=reason)]
 
     def installed(self, ctx: InstallContext) -> str | None:
-        version = ctx.manifest["driver"]["version"]
+        version = _driver_version(ctx)
         return f"driver {version} is already loaded" if reported_driver_version(ctx) == version else None
 
     def install(self, ctx: InstallContext) -> str:
         host = ctx.host
-        version = ctx.manifest["driver"]["version"]
+        version = _driver_version(ctx)
         ((_art, runfile),) = ctx.artifacts(self.name)
-        if nouveau_loaded(ctx):
+        if nouveau_loaded(ctx.host):
             # The installer would do the same and then abort; doing it here lets us say exactly what is next.
             host.write_file(BLACKLIST, "blacklist nouveau\noptions nouveau modeset=0\n")
             for tool in (["update-initramfs", "-u"], ["dracut", "-f"]):
@@ -103,3 +109,9 @@ def reported_driver_version(ctx: InstallContext) -> str | None:
         if word.count(".") >= 1 and word.replace(".", "").isdigit():
             return word
     return None
+
+
+def _driver_version(ctx: InstallContext) -> str:
+    if ctx.manifest.driver is None:
+        raise InstallError("the bundle's lock records no driver section, but holds the driver.", "Collect it again.")
+    return ctx.manifest.driver.version

@@ -12,6 +12,7 @@ from airgap.manifest import Manifest
 class FilesLayer(Layer):
     name = "files"
     section = "files"
+    by_hand_file = "cp {path} wherever you need it"
     installable = True
 
     def plan(self, manifest: Manifest) -> list[Artifact]:

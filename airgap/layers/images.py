@@ -21,29 +21,30 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from airgap.artifact_meta import ImageMeta, read_meta
 from airgap.artifacts import Artifact, Digest
-from airgap.bundle import LockedArtifact
-from airgap.errors import AirgapError, UpstreamError
-from airgap.layers.base import Layer
+from airgap.errors import AirgapError, BadInputError, CombinedError, InstallError, UpstreamError
+from airgap.layers.base import Layer, ResolveContext
+from airgap.lock import LockedArtifact
 from airgap.manifest import ImageSpec, Manifest
-from airgap.sources.http import HttpSource, redact
 from airgap.sources.registry import (
-    DAEMON_URL,
     OCI_INDEX,
     AccessDenied,
     DaemonExport,
     ImageNotFound,
     ImageRef,
+    RegistryAuth,
     RegistryClient,
     ResolvedImage,
     daemon_client,
     parse_ref,
     platform_of,
 )
+from airgap.sources.request import redact
 from airgap.units import human_size
 
 if TYPE_CHECKING:
@@ -52,13 +53,23 @@ if TYPE_CHECKING:
 BLOBS = "blobs/sha256"
 CHUNK = 1 << 20
 
-# Images exported from a local daemon for this process; their staging area lives until exit.
-_daemon_exports = DaemonExport()
+
+def _daemon_export(ctx: ResolveContext) -> DaemonExport:
+    """The run's staging area for images exported from a local daemon: made on first use, removed when the
+    run ends (collect has copied the blobs into the bundle by then)."""
+
+    def make() -> DaemonExport:
+        export = DaemonExport()
+        ctx.on_close(export.close)
+        return export
+
+    return ctx.memo(DaemonExport, make)
 
 
 class ImagesLayer(Layer):
     name = "images"
     section = "images"
+    by_hand_dir = "airgap install . --only images   (loads them into dockerd; see {dir}/)"
     installable = True
     preflight = frozenset({"disk"})
 
@@ -78,7 +89,8 @@ class ImagesLayer(Layer):
             for i, spec in enumerate(manifest.images)
         ]
 
-    def resolve(self, manifest: Manifest, source: HttpSource | None) -> list[Artifact]:
+    def resolve(self, manifest: Manifest, ctx: ResolveContext) -> list[Artifact]:
+        source = ctx.source
         if source is None:
             return self.plan(manifest)
         client = RegistryClient(source, manifest.insecure_registries)
@@ -86,7 +98,7 @@ class ImagesLayer(Layer):
         errors: list[AirgapError] = []
         for i, spec in enumerate(manifest.images):
             try:
-                resolved.append((i, self._resolve_one(manifest, i, spec, client, source)))
+                resolved.append((i, self._resolve_one(manifest, i, spec, client, ctx)))
             except AirgapError as exc:
                 errors.append(exc)
         if errors:
@@ -94,7 +106,7 @@ class ImagesLayer(Layer):
         return build_artifacts(self.name, resolved, client.auth)
 
     def _resolve_one(
-        self, manifest: Manifest, i: int, spec: ImageSpec, client: RegistryClient, source: HttpSource
+        self, manifest: Manifest, i: int, spec: ImageSpec, client: RegistryClient, ctx: ResolveContext
     ) -> ResolvedImage:
         try:
             ref = parse_ref(spec.ref)
@@ -102,7 +114,7 @@ class ImagesLayer(Layer):
             raise manifest.error(("images", i, "ref"), f"{spec.ref!r}: {exc}") from None
         platform = platform_of(spec.platform, manifest.target.arch)
         if spec.local:
-            return self._from_daemon(ref, platform, source, why="it is marked `local: true`")
+            return self._from_daemon(ref, platform, ctx, why="it is marked `local: true`")
         try:
             return client.resolve(ref, platform)
         except (ImageNotFound, AccessDenied) as exc:
@@ -113,10 +125,10 @@ class ImagesLayer(Layer):
                     " No local Docker daemon has it either (mark it `local: true` to take it from one)."
                 )
                 raise
-            return self._from_daemon(ref, platform, source, why="no registry has it", client=daemon)
+            return self._from_daemon(ref, platform, ctx, why="no registry has it", client=daemon)
 
     def _from_daemon(
-        self, ref: ImageRef, platform: str, source: HttpSource, why: str, client: Any | None = None
+        self, ref: ImageRef, platform: str, ctx: ResolveContext, why: str, client: Any | None = None
     ) -> ResolvedImage:
         daemon = client or daemon_client()
         if daemon is None:
@@ -126,11 +138,8 @@ class ImagesLayer(Layer):
                 "Start Docker on this PC (or point DOCKER_HOST at it) and run the same command again, or push "
                 "the image to a registry and drop `local: true`.",
             )
-        image = _daemon_exports.export(daemon, ref, platform)
-        # Collect downloads the staged blobs from the export's loopback server: the canonical daemon URL
-        # is rewritten to it like a mirror, on this source object only (the manifest is not touched).
-        source.mirrors = {**source.mirrors, DAEMON_URL: _daemon_exports.url}
-        return image
+        # Collect copies the staged blobs into the bundle (ResolvedImage.blob_file): nothing is served.
+        return _daemon_export(ctx).export(daemon, ref, platform)
 
     # --- install ------------------------------------------------------------------------------------------
 
@@ -146,7 +155,6 @@ class ImagesLayer(Layer):
         return None
 
     def install(self, ctx: InstallContext) -> str:
-        from airgap.install_context import InstallError
 
         host = ctx.host
         images = bundled_images(ctx)
@@ -170,13 +178,12 @@ class ImagesLayer(Layer):
                 present += 1
                 continue
             if state == "untagged":
-                _action(host, f"tag: {img.config_digest} as {names}")
+                host.announce(f"tag: {img.config_digest} as {names}")
                 if not host.dry_run:
                     _tag(daemon, img)
                 retagged += 1
                 continue
-            _action(
-                host,
+            host.announce(
                 f"load image: {names} ({human_size(img.size)}, ID {img.config_digest}) into the "
                 "Docker daemon, from the bundle",
             )
@@ -202,17 +209,21 @@ class ImagesLayer(Layer):
 # --- collect: artifacts -------------------------------------------------------------------------------------
 
 
+# One image as the bundle stores it: what was resolved, every reference naming it, its manifest's artifact.
+_Stored = tuple[ResolvedImage, list[str], Artifact]
+
+
 @dataclass
 class _Blob:
     art: Artifact
     refs: list[str] = field(default_factory=list)
 
 
-def build_artifacts(layer: str, resolved: list[tuple[int, ResolvedImage]], auth: Any) -> list[Artifact]:
+def build_artifacts(layer: str, resolved: list[tuple[int, ResolvedImage]], auth: RegistryAuth | None) -> list[Artifact]:
     """Every blob once (content-addressed), the small documents as generated files, and the layout files
     that make the directory both an OCI layout and a docker-archive."""
     blobs: dict[str, _Blob] = {}
-    manifests: dict[str, tuple[ResolvedImage, list[str], Artifact]] = {}
+    manifests: dict[str, _Stored] = {}
     image_bytes = 0
 
     def add(art: Artifact, ref: str) -> None:
@@ -239,6 +250,7 @@ def build_artifacts(layer: str, resolved: list[tuple[int, ResolvedImage]], auth:
                     pinned=Digest("sha256", d.hex, source),
                     size=d.size,
                     auth=auth if img.source == "registry" else None,
+                    local=img.blob_file(d) if img.blob_file is not None else None,
                     meta={"role": "layer", "media_type": d.media_type},
                 ),
                 ref,
@@ -318,21 +330,20 @@ def build_artifacts(layer: str, resolved: list[tuple[int, ResolvedImage]], auth:
 
 def image_meta(img: ResolvedImage, refs: list[str]) -> dict[str, Any]:
     """The lock's record of one image: what install loads, tags and checks. No secret in here."""
-    return {
-        "role": "manifest",
-        "ref": refs[0],
-        "refs": refs,
-        "tags": [parse_ref(r).docker_tag for r in refs],
-        "pinned": img.ref.pinned(img.manifest_digest) if img.source == "registry" else None,
-        "manifest_digest": img.manifest_digest,
-        "index_digest": img.index_digest,
-        "config_digest": img.config_digest,  # = the image ID `docker images --no-trunc` shows
-        "platform": img.platform,
-        "media_type": img.manifest_media_type,
-        "layers": len(img.layers),
-        "size": img.size,
-        "source": img.source,
-    }
+    return ImageMeta(
+        ref=refs[0],
+        refs=refs,
+        tags=[parse_ref(r).docker_tag for r in refs],
+        pinned=img.ref.pinned(img.manifest_digest) if img.source == "registry" else None,
+        manifest_digest=img.manifest_digest,
+        index_digest=img.index_digest,
+        config_digest=img.config_digest,
+        platform=img.platform,
+        media_type=img.manifest_media_type,
+        layers=len(img.layers),
+        size=img.size,
+        source=img.source,
+    ).model_dump(mode="json")
 
 
 def _platform_json(platform: str) -> dict[str, str]:
@@ -344,7 +355,7 @@ def _platform_json(platform: str) -> dict[str, str]:
     return out
 
 
-def oci_index(images: Any) -> bytes:
+def oci_index(images: Iterable[_Stored]) -> bytes:
     entries = []
     for img, refs, _art in images:
         for ref in refs:
@@ -367,7 +378,7 @@ def oci_index(images: Any) -> bytes:
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
-def docker_archive_manifest(images: Any) -> bytes:
+def docker_archive_manifest(images: Iterable[_Stored]) -> bytes:
     entries = [
         archive_entry(img.config_descriptor.hex, [d.hex for d in img.layers], [parse_ref(r).docker_tag for r in refs])
         for img, refs, _art in images
@@ -382,11 +393,9 @@ def archive_entry(config_hex: str, layer_hexes: list[str], tags: list[str]) -> d
 def _combine(errors: list[AirgapError]) -> AirgapError:
     if len(errors) == 1:
         return errors[0]
-    err = AirgapError(
-        f"{len(errors)} images could not be resolved:\n" + "\n".join(f"  - {e}" for e in errors),
+    return CombinedError(
+        f"{len(errors)} images could not be resolved:\n" + "\n".join(f"  - {e}" for e in errors), errors
     )
-    err.exit_code = max(e.exit_code for e in errors)
-    return err
 
 
 def _daemon_has(daemon: Any, name: str) -> bool:
@@ -417,16 +426,18 @@ def bundled_images(ctx: InstallContext) -> list[BundledImage]:
     """The images of the bundle, from the lock and each image's manifest blob. Lock entries are used
     as they are (not `ctx.artifacts`, which joins a blob split into parts onto disk): blobs are read
     through `ctx.open_artifact`, straight from their parts."""
-    from airgap.install_context import InstallError
 
     arts = [a for a in ctx.lock.artifacts if a.layer == "images"]
     blobs = {a.name: a for a in arts if a.name.startswith(BLOBS + "/")}
     out = []
     for art in arts:
-        meta = art.meta or {}
-        if meta.get("role") != "manifest":
+        if art.meta.get("role") != "manifest":
             continue
-        name = meta.get("ref") or art.path
+        try:
+            meta = read_meta(ImageMeta, art.meta, art.path)
+        except BadInputError as exc:
+            raise InstallError(exc.message, exc.hint) from None
+        name = meta.ref
         try:
             with ctx.open_artifact(art) as f:
                 doc = json.loads(f.read())
@@ -448,12 +459,12 @@ def bundled_images(ctx: InstallContext) -> list[BundledImage]:
         config, layers = blobs[wanted[0]], [blobs[w] for w in wanted[1:]]
         out.append(
             BundledImage(
-                tags=list(meta.get("tags") or []),
-                manifest_digest=str(meta["manifest_digest"]),
-                config_digest=str(meta["config_digest"]),
-                manifest_media_type=str(meta.get("media_type", "")),
-                platform=str(meta.get("platform", "")),
-                size=int(meta.get("size") or 0),
+                tags=meta.tags,
+                manifest_digest=meta.manifest_digest,
+                config_digest=meta.config_digest,
+                manifest_media_type=meta.media_type,
+                platform=meta.platform,
+                size=meta.size,
                 manifest=art,
                 config=config,
                 layers=layers,
@@ -526,7 +537,6 @@ def _member(name: str, data: bytes) -> Iterator[bytes]:
 
 
 def _blob_member(art: LockedArtifact, open_blob: Opener) -> Iterator[bytes]:
-    from airgap.install_context import InstallError
 
     yield _header(art.name, art.size, tarfile.REGTYPE)
     sent = 0
@@ -583,8 +593,6 @@ def load_image(daemon: Any, img: BundledImage, open_blob: Opener) -> None:
     import docker.errors as derr
     import requests
 
-    from airgap.install_context import InstallError
-
     names = ", ".join(img.tags) or img.config_digest
     messages: list[str] = []
     try:
@@ -612,11 +620,3 @@ def load_image(daemon: Any, img: BundledImage, open_blob: Opener) -> None:
             "Run `airgap verify` on the bundle; if it passes, report this as a bug with `docker version`.",
         )
     _tag(daemon, img)
-
-
-def _action(host: Any, text: str) -> None:
-    """Record a change the way Host records its own (in order, printed in a dry run, logged)."""
-    host.actions.append(text)
-    if host.dry_run and host.echo is not None:
-        print(f"  would {text}", file=host.echo, flush=True)
-    host.note(text)

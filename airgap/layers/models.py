@@ -9,36 +9,38 @@ the HTTP source like every other artifact. In the bundle a model lives in
 Install: each model's files are copied (or moved) to `dest` (default `/data/models/<name>`, the directory
 vLLM's `--model` takes), hashed on the way, owned by `owner` (default 1000:1000, the uid serving containers
 run as), and optionally laid out as a Hugging Face cache under `hf_home` so `HF_HUB_OFFLINE=1` programs
-find the model by its repo id. Files already in place with the right sha256 are left alone.
+find the model by its repo id. Files already in place with the right sha256 are left alone (hashes are
+believed within one install run only). Every change to the server goes through `Host`, so `--dry-run`
+prints it and the install log records it.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
+import posixpath
 import re
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
+from airgap.artifact_meta import ModelFileMeta, ModelInfo, read_meta
 from airgap.artifacts import Artifact, Digest
-from airgap.bundle import LockedArtifact
 from airgap.digests import sha256_file
-from airgap.errors import BadInputError
-from airgap.install_context import InstallContext, InstallError
-from airgap.layers.base import Layer
+from airgap.errors import BadInputError, DiskFullError, InstallError, IntegrityError
+from airgap.host import Host
+from airgap.install_context import InstallContext
+from airgap.layers.base import Layer, ResolveContext
+from airgap.lock import LockedArtifact
 from airgap.manifest import Manifest, ModelSpec, safe_file_name
 from airgap.parts import source_files
-from airgap.sources.http import HttpSource
 from airgap.sources.huggingface import DTYPE_BITS, HubClient, HubFile, Snapshot, cache_folder_name, hub_token
 from airgap.units import human_size
 
 DEFAULT_DEST = "/data/models"
 DEFAULT_OWNER = "1000:1000"
-_BUF = 1 << 20
 
 
 def bundle_folder(repo: str) -> str:
@@ -82,34 +84,31 @@ class ModelSummary:
 
 
 def model_summaries(artifacts: list[Artifact]) -> list[ModelSummary]:
-    """Per model, from the `meta["model"]` the layer puts on each model's first artifact."""
+    """Per model, from the `ModelInfo` the layer puts on each model's first artifact."""
     out = []
     for art in artifacts:
-        m = art.meta.get("model") if art.layer == "models" else None
-        if m:
-            out.append(
-                ModelSummary(m["repo"], m["revision"], m["commit"], m["files"], m["size"], m["params"], m["dtype"])
-            )
+        if art.layer != "models" or "model" not in art.meta:
+            continue
+        m = read_meta(ModelFileMeta, art.meta, art.path).model
+        if m is not None:
+            out.append(ModelSummary(m.repo, m.revision, m.commit, m.files, m.size, m.params, m.dtype))
     return out
 
 
 class ModelsLayer(Layer):
     name = "models"
     section = "models"
+    by_hand_dir = "cp -r {dir}/* /data/models/ && chown -R 1000:1000 /data/models"
     installable = True
     preflight = frozenset({"disk"})
-
-    def __init__(self) -> None:
-        # sha256 of files already hashed in this process, keyed by what would change if the file did:
-        # installed() and install() both look at every file, and a 70B model takes minutes to hash.
-        self._hashes: dict[tuple[int, int, int, int], str] = {}
 
     # --- collect ----------------------------------------------------------------------------------------
 
     def plan(self, manifest: Manifest) -> list[Artifact]:
         return []  # which files, and their digests, only the hub can say
 
-    def resolve(self, manifest: Manifest, source: HttpSource | None) -> list[Artifact]:
+    def resolve(self, manifest: Manifest, ctx: ResolveContext) -> list[Artifact]:
+        source = ctx.source
         if source is None or not manifest.models:
             return []  # `plan --no-head`: no network, and nothing about a model is known without it
         check_entries(manifest)
@@ -125,22 +124,20 @@ class ModelsLayer(Layer):
             arts = [self._artifact(manifest, i, spec, snap, client.base, f, headers) for f in snap.files]
             counted = checkpoint_files(snap.files)
             stats, why = client.tensor_stats([snap.file_url(f.path, client.base) for f in counted], spec.repo)
-            model: dict[str, Any] = {
-                "repo": spec.repo,
-                "revision": spec.revision,
-                "commit": snap.commit,
-                "params": stats.params if stats else None,
-                "dtype": stats.dtype if stats else None,
-                "dtypes": dict(sorted(stats.by_dtype.items())) if stats else {},
-                # Bytes the weights take in memory, for VRAM estimates (None if a dtype is unknown).
-                "weight_bytes": _weight_bytes(stats.by_dtype) if stats else None,
-                "params_from": [f.path for f in counted],
-                "files": len(arts),
-                "size": sum(f.size for f in snap.files),
-            }
-            if why:
-                model["params_note"] = why
-            arts[0].meta["model"] = model
+            model = ModelInfo(
+                repo=spec.repo,
+                revision=spec.revision,
+                commit=snap.commit,
+                params=stats.params if stats else None,
+                dtype=stats.dtype if stats else None,
+                dtypes=dict(sorted(stats.by_dtype.items())) if stats else {},
+                weight_bytes=_weight_bytes(stats.by_dtype) if stats else None,
+                params_from=[f.path for f in counted],
+                params_note=why or None,
+                files=len(arts),
+                size=sum(f.size for f in snap.files),
+            )
+            arts[0].meta["model"] = model.to_meta()
             out.extend(arts)
         return out
 
@@ -173,7 +170,9 @@ class ModelsLayer(Layer):
             upstream=upstream,
             size=f.size,
             headers=dict(headers),
-            meta={"repo": spec.repo, "revision": spec.revision, "commit": snap.commit, "path_in_repo": f.path},
+            meta=ModelFileMeta(
+                repo=spec.repo, revision=spec.revision, commit=snap.commit, path_in_repo=f.path
+            ).to_meta(),
         )
 
     # --- install ----------------------------------------------------------------------------------------
@@ -199,19 +198,16 @@ class ModelsLayer(Layer):
         return "; ".join(lines) if lines else "no model in the bundle"
 
     def _models(self, ctx: InstallContext) -> list[_Model]:
-        specs = {s["repo"]: s for s in (ctx.manifest.get("models") or []) if isinstance(s, dict)}
+        specs = {s.repo: s for s in ctx.manifest.models}
         models: dict[str, _Model] = {}
         # Not ctx.artifacts(): it joins split files into a temp copy, and a model is copied (streamed from its
         # parts) straight to where it belongs.
         for art in (a for a in ctx.lock.artifacts if a.layer == self.name):
-            meta = art.meta
-            repo = meta.get("repo")
-            if not repo or "commit" not in meta or "path_in_repo" not in meta:
-                raise InstallError(
-                    f"{art.path}: the lock records no repo/commit for this model file.",
-                    "The bundle was made by another airgap version; collect it again with this one.",
-                )
-            rel = meta["path_in_repo"]
+            try:
+                meta = read_meta(ModelFileMeta, art.meta, art.path)
+            except BadInputError as exc:
+                raise InstallError(exc.message, exc.hint) from None
+            repo, rel = meta.repo, meta.path_in_repo
             if not all(safe_file_name(p) for p in str(rel).split("/")):
                 raise InstallError(
                     f"{art.path}: the lock names an unsafe path in the repo ({rel!r}).",
@@ -219,25 +215,24 @@ class ModelsLayer(Layer):
                 )
             m = models.get(repo)
             if m is None:
-                spec = specs.get(repo, {})
-                dest = spec.get("dest") or default_dest(repo)
+                spec = specs.get(repo)
+                dest = (spec.dest if spec else None) or default_dest(repo)
                 _check_server_path(dest, f"{repo}: dest")
-                hf_home = spec.get("hf_home")
+                hf_home = spec.hf_home if spec else None
                 if hf_home:
                     _check_server_path(hf_home, f"{repo}: hf_home")
-                uid, gid = (int(x) for x in str(spec.get("owner") or DEFAULT_OWNER).split(":"))
-                m = models[repo] = _Model(
-                    repo, meta.get("revision", meta["commit"]), meta["commit"], dest, uid, gid, hf_home
-                )
+                uid, gid = (int(x) for x in ((spec.owner if spec else None) or DEFAULT_OWNER).split(":"))
+                m = models[repo] = _Model(repo, meta.revision, meta.commit, dest, uid, gid, hf_home)
             m.files.append(_File(art, *_sources(ctx, art), rel, _etag(art)))
         return list(models.values())
 
     # What is missing, decided up front so the disk check knows the sizes and a re-run does only the rest.
     def _todo(self, ctx: InstallContext, m: _Model) -> _Todo:
         host = ctx.host
+        hashes = _hashes(ctx)
         todo = _Todo()
         dests = [(f, host.path(f"{m.dest}/{f.rel}")) for f in m.files]
-        ok = self._in_place_many([(p, f.art.size, f.art.sha256) for f, p in dests])
+        ok = hashes.in_place_many([(p, f.art.size, f.art.sha256) for f, p in dests])
         for f, p in dests:
             if not ok[p]:
                 todo.files.append(f)
@@ -262,7 +257,7 @@ class ModelsLayer(Layer):
                         todo.blobs.append(f)
                 else:
                     blobs.append((f, blob))
-            blob_ok = self._in_place_many([(b, f.art.size, f.art.sha256) for f, b in blobs])
+            blob_ok = hashes.in_place_many([(b, f.art.size, f.art.sha256) for f, b in blobs])
             todo.blobs += [f for f, b in blobs if not blob_ok[b]]
         return todo
 
@@ -306,24 +301,21 @@ class ModelsLayer(Layer):
         host.makedirs(m.dest)
         for f in todo.files:
             target = f"{m.dest}/{f.rel}"
-            parent = str(Path(target).parent)
+            parent = posixpath.dirname(target)
             if parent not in made:  # in a dry run nothing is created, so makedirs would announce it per file
                 made.add(parent)
                 host.makedirs(parent)
-            if host.dry_run:
-                host.note(f"would {'move' if moved else 'copy'} {f.art.path} -> {target}")
-                continue
-            if not all(p.is_file() for p in f.sources):
+            if not host.dry_run and not all(p.is_file() for p in f.sources):
                 raise InstallError(
                     f"{m.repo}: {f.art.path} is not in the bundle and {target} is not in place.",
                     "Copy the bundle again from the original (an earlier --move install spends the bundle's "
                     "copy of each file it places), then run the install again.",
                 )
-            self._place(ctx, f, host.path(target), move=moved)
-            host.note(f"{'moved' if moved else 'copied'} {f.art.path} -> {target} ({f.art.size} bytes, sha256 ok)")
-            done += f.art.size
-        if not host.dry_run:
-            _chown_tree(host.path(m.dest), m.uid, m.gid)
+            how = self._place(ctx, f, target, move=moved)
+            if not host.dry_run:
+                host.note(f"{how} {f.art.path} -> {target} ({f.art.size} bytes, sha256 ok)")
+                done += f.art.size
+        _chown(host, m.dest, m.uid, m.gid, recursive=True)
         cache = self._install_cache(ctx, m, todo) if m.hf_home else ""
         kept = len(m.files) - len(todo.files)
         verb = "moved" if moved else "copied"
@@ -337,116 +329,58 @@ class ModelsLayer(Layer):
         snapshots/<commit>/<path> as relative links to the blobs, refs/<revision> holding the commit."""
         host = ctx.host
         assert m.hf_home is not None
-        created = [d for d in (m.hf_home, f"{m.hf_home}/hub") if not host.path(d).exists()]
-        storage = host.path(m.storage)
+        created = [d for d in (m.hf_home, f"{m.hf_home}/hub") if not host.exists(d)]
+        if todo.blobs:
+            host.makedirs(f"{m.storage}/blobs")
         for f in todo.blobs:
             blob = f"{m.storage}/blobs/{f.etag}"
-            host.makedirs(f"{m.storage}/blobs")
-            if host.dry_run:
-                host.note(f"would place {f.rel} in the cache as {blob}")
-                continue
-            src = host.path(f"{m.dest}/{f.rel}")
-            local = host.path(blob)
-            local.unlink(missing_ok=True)
-            if _device(src) == _device(local.parent):
-                os.link(src, local)  # same bytes, no second copy of a 16 GB file
+            src = f"{m.dest}/{f.rel}"
+            if _device(host.path(src)) == _device(host.path(blob).parent):
+                host.hardlink(src, blob)  # same bytes, no second copy of a 16 GB file
             else:
-                with open(src, "rb") as fin:
-                    self._copy(fin, local, f.art.sha256, f.art.path)
+                self._copy(ctx, _opener(host.path(src)), blob, f)
+        made: set[str] = set()
         for f in todo.links:
             link = f"{m.storage}/snapshots/{m.commit}/{f.rel}"
-            host.makedirs(str(Path(link).parent))
-            if host.dry_run:
-                host.note(f"would link {link} -> blobs/{f.etag}")
-                continue
-            local = host.path(link)
+            parent = posixpath.dirname(link)
+            if parent not in made:
+                made.add(parent)
+                host.makedirs(parent)
             # Relative, as huggingface_hub makes them: valid under --root and inside a container mount.
-            target = os.path.relpath(storage / "blobs" / f.etag, local.parent)
-            tmp = local.with_name(f".{local.name}.airgap-tmp")
-            tmp.unlink(missing_ok=True)
-            os.symlink(target, tmp)
-            os.replace(tmp, local)
+            host.symlink(posixpath.relpath(f"{m.storage}/blobs/{f.etag}", parent), link)
         if todo.ref:
             # No trailing newline: huggingface_hub compares the file's whole text with the commit.
             host.write_file(f"{m.storage}/refs/{m.revision}", m.commit)
-        if not host.dry_run:
-            for d in created:
-                os.chown(host.path(d), m.uid, m.gid)
-            _chown_tree(storage, m.uid, m.gid)
+        for d in created:
+            _chown(host, d, m.uid, m.gid)
+        _chown(host, m.storage, m.uid, m.gid, recursive=True)
         host.note(f"{m.repo}: Hugging Face cache at {m.hf_home}/hub ({cache_folder_name(m.repo)})")
         return f"; HF cache in {m.hf_home} (HF_HOME={m.hf_home} HF_HUB_OFFLINE=1)"
 
-    def _place(self, ctx: InstallContext, f: _File, target: Path, move: bool) -> None:
-        if move and f.movable and _device(f.sources[0]) == _device(target.parent):
+    def _place(self, ctx: InstallContext, f: _File, target: str, move: bool) -> str:
+        """Put one file of the bundle at `target` (a server path); says whether it was moved or copied."""
+        host = ctx.host
+        if move and f.movable and _device(f.sources[0]) == _device(host.path(target).parent):
             # The bundle was verified before install began; a rename does not change a byte.
-            os.chmod(f.sources[0], 0o644)
-            os.replace(f.sources[0], target)
-            return
+            host.move_file(f.sources[0], target)
+            return "moved"
         # A file split into parts (FAT32, DVDs) is streamed from them: no joined copy on the way.
-        with ctx.open_artifact(f.art) as fin:
-            self._copy(fin, target, f.art.sha256, f.art.path)
+        self._copy(ctx, lambda: ctx.open_artifact(f.art), target, f)
         if move and not f.in_base:
             for part in f.sources:
-                part.unlink()
+                host.discard(part)
+            return "moved"
+        return "copied"
 
-    def _copy(self, fin: BinaryIO, target: Path, sha256: str, what: str) -> None:
-        """Copy through a temp name beside the target, hashing on the way: a file under its real name is
-        complete and has the bundle's bytes, even after a power cut."""
-        tmp = target.with_name(f".{target.name}.airgap-tmp")
-        h = hashlib.sha256()
-        buf = bytearray(_BUF)
-        view = memoryview(buf)
+    def _copy(self, ctx: InstallContext, open_source: Callable[[], BinaryIO], target: str, f: _File) -> None:
+        """Copy through the host, which checks the sha256 before the file takes its real name."""
+        host = ctx.host
         try:
-            with open(tmp, "wb") as fout:
-                while n := fin.readinto(buf):
-                    h.update(view[:n])
-                    fout.write(view[:n])
-                fout.flush()
-                os.fsync(fout.fileno())
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InstallError(
-                    f"models: the disk holding {target.parent} filled up while copying {what}.",
-                    "Free space there and run the install again; files already placed are kept.",
-                ) from None
-            raise
-        if h.hexdigest() != sha256:
-            tmp.unlink(missing_ok=True)
-            raise InstallError(
-                f"models: {what} does not match the bundle's lock (sha256 {h.hexdigest()}, expected {sha256}); "
-                "it was not installed.",
-                "The bundle was altered or damaged after it was verified: run `airgap verify` on it and copy the "
-                "bad files again from the original.",
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-        st = target.stat()
-        self._hashes[(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)] = sha256
-
-    def _in_place_many(self, items: list[tuple[Path, int, str]]) -> dict[Path, bool]:
-        """Whether each path holds a regular file with this size and sha256; hashes in parallel."""
-
-        def check(item: tuple[Path, int, str]) -> tuple[Path, bool]:
-            path, size, sha = item
-            try:
-                st = path.stat()
-            except OSError:
-                return path, False
-            # A symlink in a model directory may point outside what a container mounts: not "in place".
-            if path.is_symlink() or not path.is_file() or st.st_size != size:
-                return path, False
-            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            got = self._hashes.get(key)
-            if got is None:
-                got = sha256_file(path)
-                self._hashes[key] = got
-            return path, got == sha
-
-        if not items:
-            return {}
-        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1, len(items)))) as pool:
-            return dict(pool.map(check, items))
+            host.copy_stream(open_source, target, sha256=f.art.sha256, what=f.art.path)
+        except (DiskFullError, IntegrityError) as exc:
+            raise InstallError(f"models: {exc.message}", exc.hint) from None
+        if not host.dry_run:
+            _hashes(ctx).remember(host.path(target), f.art.sha256)
 
 
 # --- collect-side helpers ------------------------------------------------------------------------------
@@ -557,10 +491,59 @@ class _Todo:
     chown: bool = False
 
 
+class _Hashes:
+    """sha256 of files already hashed in this install run, keyed by what would change if the file did:
+    installed() and install() both look at every file, and a 70B model takes minutes to hash. One per
+    InstallContext (`_hashes`), so nothing is believed across runs."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int, int, int], str] = {}
+
+    def remember(self, path: Path, sha256: str) -> None:
+        """A file just written with bytes already checked: no need to read it again."""
+        self._known[_stat_key(path.stat())] = sha256
+
+    def in_place_many(self, items: list[tuple[Path, int, str]]) -> dict[Path, bool]:
+        """Whether each path holds a regular file with this size and sha256; hashes in parallel."""
+
+        def check(item: tuple[Path, int, str]) -> tuple[Path, bool]:
+            path, size, sha = item
+            try:
+                st = path.stat()
+            except OSError:
+                return path, False
+            # A symlink in a model directory may point outside what a container mounts: not "in place".
+            if path.is_symlink() or not path.is_file() or st.st_size != size:
+                return path, False
+            key = _stat_key(st)
+            got = self._known.get(key)
+            if got is None:
+                got = sha256_file(path)
+                self._known[key] = got
+            return path, got == sha
+
+        if not items:
+            return {}
+        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1, len(items)))) as pool:
+            return dict(pool.map(check, items))
+
+
+def _hashes(ctx: InstallContext) -> _Hashes:
+    return ctx.memo((ModelsLayer.name, "sha256"), _Hashes)
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _opener(path: Path) -> Callable[[], BinaryIO]:
+    return lambda: path.open("rb")
+
+
 def _etag(art: LockedArtifact) -> str:
     d = art.upstream_digest
-    if d and d.get("algorithm") in ("sha256", "git-sha1"):
-        return d["value"]
+    if d and d.algorithm in ("sha256", "git-sha1"):
+        return d.value
     return art.sha256
 
 
@@ -606,15 +589,13 @@ def _owner_differs(path: Path, uid: int, gid: int) -> bool:
     return (st.st_uid, st.st_gid) != (uid, gid)
 
 
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
+def _chown(host: Host, server_path: str, uid: int, gid: int, *, recursive: bool = False) -> None:
     """Containers serving the model run as `uid` (1000 for vLLM's and most images): files owned by root
     are the "Permission denied on mounted models" of FIELD.md."""
     try:
-        os.chown(root, uid, gid)
-        for dirpath, dirs, files in os.walk(root):
-            for name in dirs + files:
-                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+        host.chown(server_path, uid, gid, recursive=recursive)
     except PermissionError:
         raise InstallError(
-            f"models: cannot give {root} to {uid}:{gid} (permission denied).", "Run the install as root (sudo)."
+            f"models: cannot give {host.path(server_path)} to {uid}:{gid} (permission denied).",
+            "Run the install as root (sudo).",
         ) from None

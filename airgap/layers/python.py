@@ -14,14 +14,19 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
+from packaging.utils import canonicalize_name
+
+from airgap.artifact_meta import UnresolvedMeta, WheelLockMeta, WheelMeta, read_meta
 from airgap.artifacts import Artifact, Digest
+from airgap.errors import InstallError
 from airgap.host import Host
-from airgap.install_context import InstallContext, InstallError
-from airgap.layers.base import Layer
-from airgap.manifest import Manifest
-from airgap.sources.http import HttpSource
-from airgap.sources.pypi import GLIBC, LOCK_NAME, PyTarget, normalize, requirement_name, resolve_wheels
+from airgap.install_context import InstallContext
+from airgap.layers.base import Layer, ResolveContext
+from airgap.manifest import DEFAULT_VENV, Manifest
+from airgap.sources.pypi import LOCK_NAME, requirement_name, resolve_wheels
+from airgap.target import Target
 
 # Run by the venv's python: which of the lock's distributions are installed at other versions than pinned.
 VERSIONS_SCRIPT = r"""
@@ -73,24 +78,35 @@ print(json.dumps(report))
 """
 
 
+class ImportReport(TypedDict):
+    """What IMPORT_SCRIPT prints."""
+
+    imported: list[str]
+    failed: dict[str, str]  # module -> the exception, shortened
+    missing: list[str]  # distributions not installed at all
+
+
 class PythonLayer(Layer):
     name = "python"
     section = "python"
+    by_hand_dir = (
+        f"python3 -m venv --without-pip {DEFAULT_VENV} && {DEFAULT_VENV}/bin/python "
+        '"$(ls {dir}/pip-*.whl)/pip" install --no-index --find-links {dir} --require-hashes '
+        "-r {dir}/requirements.lock.txt"
+    )
     installable = True
     preflight = frozenset({"disk"})
 
-    def target(self, manifest: Manifest) -> PyTarget:
-        spec = manifest.python
-        assert spec is not None
-        glibc = spec.glibc or GLIBC.get(manifest.target.os)
-        if glibc is None and not spec.platforms:
+    def target(self, manifest: Manifest) -> Target:
+        target = Target.of(manifest)
+        if target.glibc is None and not target.platforms:
             raise manifest.error(
                 ("python",),
                 f"the glibc of {manifest.target.os} is not known to airgap, and it "
                 'decides which manylinux wheels the server runs; add `glibc: "2.35"` (what '
                 "`ldd --version` prints on the server) to the python section",
             )
-        return PyTarget(manifest.target.python, manifest.target.arch, glibc or "2.17", tuple(spec.platforms or ()))
+        return target
 
     def plan(self, manifest: Manifest) -> list[Artifact]:
         return [
@@ -100,11 +116,12 @@ class PythonLayer(Layer):
                 [],
                 ("python", "requirements"),
                 no_digest_reason="known once resolved: each wheel is checked against the index's sha256",
-                meta={"unresolved": "pip resolves the wheels for the target at collect time"},
+                meta=UnresolvedMeta(unresolved="pip resolves the wheels for the target at collect time").to_meta(),
             )
         ]
 
-    def resolve(self, manifest: Manifest, source: HttpSource | None) -> list[Artifact]:
+    def resolve(self, manifest: Manifest, ctx: ResolveContext) -> list[Artifact]:
+        source = ctx.source
         if source is None:
             return self.plan(manifest)
         spec = manifest.python
@@ -118,7 +135,7 @@ class PythonLayer(Layer):
                 [w.url],
                 ("python", "requirements"),
                 upstream=Digest("sha256", w.sha256, w.index),
-                meta={"project": w.project, "version": w.version, "requested": w.requested},
+                meta=WheelMeta(project=w.project, version=w.version, requested=w.requested).to_meta(),
             )
             for w in ws.wheels
         ]
@@ -129,13 +146,13 @@ class PythonLayer(Layer):
                 [],
                 ("python", "requirements"),
                 content=ws.lock_text().encode(),
-                meta={
-                    "python": target.python,
-                    "platforms": target.platform_tags(),
-                    "requirements": spec.requirements,
-                    "indexes": spec.index_urls,
-                    "pip": ws.pip_version,
-                },
+                meta=WheelLockMeta(
+                    python=target.python,
+                    platforms=target.platform_tags(),
+                    requirements=spec.requirements,
+                    indexes=spec.index_urls,
+                    pip=ws.pip_version,
+                ).to_meta(),
             )
         )
         return arts
@@ -160,10 +177,17 @@ class PythonLayer(Layer):
     def install(self, ctx: InstallContext) -> str:
         host = ctx.host
         venv = _venv(ctx)
-        want = str(ctx.lock.target.get("python") or ctx.manifest.get("target", {}).get("python", ""))
+        want = ctx.manifest.target.python
         files = ctx.artifacts(self.name)
         lock = next((p for a, p in files if a.name == LOCK_NAME), None)
-        pip_wheel = next((p for a, p in files if normalize(a.meta.get("project", "")) == "pip"), None)
+        pip_wheel = next(
+            (
+                p
+                for a, p in files
+                if a.name != LOCK_NAME and canonicalize_name(read_meta(WheelMeta, a.meta, a.path).project) == "pip"
+            ),
+            None,
+        )
         if lock is None or pip_wheel is None:
             raise InstallError(
                 f"the bundle's python layer lacks {LOCK_NAME} or pip's wheel.",
@@ -224,10 +248,10 @@ class PythonLayer(Layer):
             f"{', '.join(report['imported'][:8]) or 'nothing'}"
         )
 
-    def _import_check(self, ctx: InstallContext, vpy: Path) -> dict[str, list[str] | dict[str, str]]:
-        spec = ctx.manifest.get("python") or {}
-        modules = spec.get("imports") or []
-        dists = [] if modules else [requirement_name(r) for r in spec.get("requirements", [])]
+    def _import_check(self, ctx: InstallContext, vpy: Path) -> ImportReport:
+        spec = ctx.manifest.python
+        modules = (spec.imports if spec else None) or []
+        dists = [] if modules or spec is None else [requirement_name(r) for r in spec.requirements]
         res = ctx.host.run(
             [str(vpy), "-c", IMPORT_SCRIPT, json.dumps(dists), json.dumps(modules)],
             check=False,
@@ -235,7 +259,7 @@ class PythonLayer(Layer):
             timeout=900,
         )
         try:
-            report = json.loads(res.output.strip().splitlines()[-1])
+            report: ImportReport = json.loads(res.output.strip().splitlines()[-1])
         except (ValueError, IndexError):
             raise InstallError(
                 "the import check in the new environment did not run.", "See its output in the install log.", res
@@ -254,11 +278,13 @@ class PythonLayer(Layer):
 
 
 def _venv(ctx: InstallContext) -> str:
-    return str((ctx.manifest.get("python") or {}).get("venv") or "/opt/airgap/venv")
+    spec = ctx.manifest.python
+    return spec.venv if spec is not None else DEFAULT_VENV
 
 
 def _pins(ctx: InstallContext) -> dict[str, str]:
-    return {normalize(a.meta["project"]): a.meta["version"] for a, _ in ctx.artifacts("python") if "project" in a.meta}
+    wheels = [read_meta(WheelMeta, a.meta, a.path) for a, _ in ctx.artifacts("python") if a.name != LOCK_NAME]
+    return {canonicalize_name(w.project): w.version for w in wheels}
 
 
 def _python_version(host: Host, python: str) -> str | None:

@@ -1,10 +1,14 @@
-"""Resumable, retrying HTTP fetch that hashes while it streams and renames only verified files.
+"""Resumable, retrying fetch that hashes while it streams and renames only verified files.
 
 A download lands in `NAME.part`. Its sha256 (and the publisher's md5 where one is checked) is computed
 from the bytes as they arrive, so no file is ever read twice. Only when the digest matches is the part
 renamed to NAME: a file under its final name is always complete. An interrupted download (dropped
 connection, killed process, Ctrl-C, full disk) leaves the part, and the next attempt asks for the rest
-with an HTTP Range request.
+with an HTTP Range request. Requests go through `sources.request` (retries, backoff, the status table).
+
+`HttpSource.fetch_artifact` is the one door collect brings an artifact in through: from its URLs, or,
+when the artifact names a file on this machine (a blob a local Docker daemon exported), by copying that
+file under the same `.part`, hash-while-writing and digest-before-rename discipline, with no HTTP.
 """
 
 from __future__ import annotations
@@ -14,63 +18,56 @@ import hashlib
 import http.client
 import os
 import queue
-import random
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 import requests.auth
 import urllib3
 
-from airgap import __version__
-from airgap.artifacts import Digest
+from airgap.artifacts import Artifact, Digest
 from airgap.bundle_layout import PART_SUFFIX
-from airgap.errors import AirgapError, DiskFullError, IntegrityError, UpstreamError
+from airgap.errors import DiskFullError, IntegrityError, UpstreamError
+from airgap.sources.request import (
+    ANY_STATUS,
+    RETRY_STATUSES,
+    USER_AGENT,
+    Cancelled,
+    NotFound,
+    Retry,
+    RetryPolicy,
+    first_line,
+    new_session,
+    redact,
+    request,
+    send,
+)
+
+__all__ = [
+    "CHUNK",
+    "RETRY_STATUSES",
+    "USER_AGENT",
+    "ByteCounter",
+    "Cancelled",
+    "FetchResult",
+    "HeadInfo",
+    "HttpSource",
+    "apply_mirrors",
+    "file_name_from_url",
+    "redact",
+]
 
 CHUNK = 1 << 20
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-USER_AGENT = f"airgap/{__version__}"
 
 ByteCounter = Callable[[int], None]
 
-
-class Cancelled(AirgapError):
-    """Raised inside a download when the user interrupted the collection."""
-
-
-class _Retryable(Exception):
-    """A failure worth another attempt (connection cut, 5xx, short body)."""
-
-
-class _NotFound(Exception):
-    def __init__(self, status: int) -> None:
-        self.status = status
-
-
-_SECRET_QUERY_KEYS = re.compile(r"(token|sig|signature|secret|password|passwd|key|credential|auth)", re.I)
-
-
-def redact(url: str) -> str:
-    """The URL without `user:password@` or secret-looking query values (signed URLs carry their
-    credentials there), for anything shown, logged or written to the bundle."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        query = "&".join(
-            f"{k}=***" if _SECRET_QUERY_KEYS.search(k) else (f"{k}={v}" if sep else k)
-            for k, sep, v in (item.partition("=") for item in query.split("&"))
-        )
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+# What a download's GET may answer and still be read here; 404/410/401/403 and the rest are the table's.
+_DOWNLOAD_ANSWERS = frozenset({200, 206, 416})
+_RESUME_HINT = "The partial download is kept: run the same command again to resume, or use --retries to try harder."
 
 
 def file_name_from_url(url: str) -> str:
@@ -122,29 +119,32 @@ class HttpSource:
         self.cancel = cancel or threading.Event()
         self._local = threading.local()
 
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retries, backoff, timeout and cancellation every request of this collection runs under."""
+        return RetryPolicy(retries=self.retries, backoff=self.backoff, timeout=self.timeout, cancel=self.cancel)
+
     # requests.Session is not documented as thread-safe: give each worker thread its own.
     @property
     def session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
+        session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            session.headers["User-Agent"] = USER_AGENT
-            # Identity only: the digest is of the bytes as published, not of a transport encoding.
-            session.headers["Accept-Encoding"] = "identity"
-            self._local.session = session
+            session = self._local.session = new_session()
         return session
 
     def resolve(self, url: str) -> str:
         return apply_mirrors(url, self.mirrors)
 
     def head(self, urls: list[str]) -> HeadInfo:
-        """Size of the first candidate URL that exists, without downloading (for `plan`)."""
+        """Size of the first candidate URL that exists, without downloading (for `plan`). One attempt per
+        URL: a size is only informative, and plan must not wait out backoffs on a dead host."""
         last = HeadInfo(urls[0], 0, None)
         for url in urls:
             try:
-                r = self.session.head(self.resolve(url), allow_redirects=True, timeout=self.timeout)
-            except requests.RequestException:
+                r = send(self.session, "HEAD", self.resolve(url), policy=self.policy, what=url, expect=ANY_STATUS)
+            except (Retry, UpstreamError):
                 return HeadInfo(url, 0, None)
+            r.close()
             length = r.headers.get("Content-Length")
             last = HeadInfo(url, r.status_code, int(length) if length and r.ok else None)
             if r.status_code != 404:
@@ -153,27 +153,17 @@ class HttpSource:
 
     def get_text(self, url: str, what: str) -> str:
         """A small text file (a publisher's checksum list), with the same retries as a download."""
-        real = self.resolve(url)
-        for attempt in range(self.retries + 1):
-            try:
-                r = self.session.get(real, timeout=self.timeout)
-                if r.status_code in RETRY_STATUSES:
-                    raise _Retryable(f"HTTP {r.status_code}")
-                if r.status_code == 404:
-                    raise _NotFound(404)
-                r.raise_for_status()
-                return r.text
-            except (_Retryable, requests.ConnectionError, requests.Timeout) as exc:
-                if attempt == self.retries:
-                    raise UpstreamError(
-                        f"{what}: {redact(real)} failed after {attempt + 1} attempts ({exc})."
-                    ) from None
-                self._sleep(attempt)
-            except _NotFound:
-                raise UpstreamError(f"{what}: {redact(real)} answered 404 Not Found.") from None
-            except requests.HTTPError as exc:
-                raise UpstreamError(f"{what}: {redact(real)} answered {exc.response.status_code}.") from None
-        raise AssertionError("unreachable")
+        return request(self.session, "GET", self.resolve(url), policy=self.policy, what=what).text
+
+    def fetch_artifact(self, art: Artifact, dest: Path, on_bytes: ByteCounter | None = None) -> FetchResult:
+        """Bring `art` to `dest`, checked against its expected digest: copied from `art.local` when the
+        bytes are already on this machine, downloaded from `art.urls` otherwise."""
+        if art.local is not None:
+            url = art.urls[0] if art.urls else art.local.as_uri()
+            return self.copy_local(art.local, url, dest, art.path, art.expected, on_bytes)
+        return self.fetch(
+            art.urls, dest, what=art.path, expected=art.expected, on_bytes=on_bytes, headers=art.headers, auth=art.auth
+        )
 
     def fetch(
         self,
@@ -190,17 +180,46 @@ class HttpSource:
         git-sha1) and `extra` (a second digest, e.g. the publisher's md5 when a sha256 is pinned).
         `headers` and `auth` apply to this download only and are never logged."""
         tried: list[str] = []
-        request = _Request(headers or {}, auth)
+        req = _Request(headers or {}, auth)
         for url in urls:
             try:
-                return self._fetch_one(url, dest, what, [d for d in (expected, extra) if d], on_bytes, request)
-            except _NotFound as exc:
+                return self._fetch_one(url, dest, what, [d for d in (expected, extra) if d], on_bytes, req)
+            except NotFound as exc:
                 tried.append(f"{redact(self.resolve(url))} ({exc.status})")
-        raise UpstreamError(
+        raise NotFound(
             f"{what}: not found upstream; tried {'; '.join(tried)}.",
             "Check the version in the manifest, or pin the exact `url:` for this entry "
             "(and check `mirrors:` if you use one).",
         )
+
+    def copy_local(
+        self,
+        src: Path,
+        url: str,
+        dest: Path,
+        what: str,
+        expected: Digest | None = None,
+        on_bytes: ByteCounter | None = None,
+    ) -> FetchResult:
+        """Copy a file of this machine to `dest` as a download lands: through `.part`, hashed while written,
+        renamed only when `expected` matches. `url` is the canonical URL recorded for it."""
+        digests = [expected] if expected else []
+        part = dest.with_name(dest.name + PART_SUFFIX)
+        hashers = _hashers(digests)
+        try:
+            with open(src, "rb") as f:
+                size = self._pump(f.readinto, part, 0, hashers, on_bytes, what)
+        except FileNotFoundError:
+            raise UpstreamError(
+                f"{what}: {src} is gone; it was staged for this run only.", "Run the same command again."
+            ) from None
+        try:
+            _size, sha, _transferred, _resumed = self._finish(part, hashers, digests, size, 0, 0)
+        except _Mismatch as exc:
+            part.unlink(missing_ok=True)
+            raise _integrity_error(what, url, exc) from None
+        os.replace(part, dest)
+        return FetchResult(dest, url, size, sha, 0, 0)
 
     def _fetch_one(
         self,
@@ -209,27 +228,21 @@ class HttpSource:
         what: str,
         digests: list[Digest],
         on_bytes: ByteCounter | None,
-        request: _Request,
+        req: _Request,
     ) -> FetchResult:
         real = self.resolve(url)
         part = dest.with_name(dest.name + PART_SUFFIX)
+        policy = self.policy
         restarted_after_mismatch = False
-        failures = 0
-        while True:
+
+        def attempt() -> tuple[int, str, int, int]:
             if self.cancel.is_set():
                 raise Cancelled(f"{what}: interrupted; the partial download is kept for the next run.")
+            return self._attempt(real, part, what, digests, on_bytes, req, policy)
+
+        while True:
             try:
-                size, sha, transferred, resumed = self._attempt(real, part, what, digests, on_bytes, request)
-            except _Retryable as exc:
-                failures += 1
-                if failures > self.retries:
-                    raise UpstreamError(
-                        f"{what}: {redact(real)} failed after {failures} attempts (last: {exc}).",
-                        "The partial download is kept: run the same command again to resume, "
-                        "or use --retries to try harder.",
-                    ) from None
-                self._sleep(failures - 1)
-                continue
+                size, sha, transferred, resumed = policy.run(attempt, what=what, where=redact(real), hint=_RESUME_HINT)
             except _Mismatch as exc:
                 # Bytes resumed from an earlier run may come from an older version of the file on the
                 # server: start once from zero before calling the upstream wrong.
@@ -237,13 +250,7 @@ class HttpSource:
                 if exc.resumed and not restarted_after_mismatch:
                     restarted_after_mismatch = True
                     continue
-                raise IntegrityError(
-                    f"{what}: the bytes from {redact(real)} do not match the expected {exc.digest.algorithm} "
-                    f"({exc.digest.source}): expected {exc.digest.value}, got {exc.actual}. "
-                    "Nothing was kept.",
-                    "If the manifest pins this sha256, check it against the publisher; if a mirror serves "
-                    "this file, its copy may be corrupt or stale.",
-                ) from None
+                raise _integrity_error(what, real, exc) from None
             os.replace(part, dest)
             return FetchResult(dest, url, size, sha, transferred, resumed)
 
@@ -254,51 +261,47 @@ class HttpSource:
         what: str,
         digests: list[Digest],
         on_bytes: ByteCounter | None,
-        request: _Request,
+        req: _Request,
+        policy: RetryPolicy,
     ) -> tuple[int, str, int, int]:
-        hashers: dict[str, Any] = {"sha256": hashlib.sha256()}
-        for d in digests:
-            hashers.setdefault(d.algorithm, _new_hasher(d))
+        hashers = _hashers(digests)
         offset = _rehash_part(part, hashers.values()) if part.exists() else 0
-        headers = dict(request.headers)
+        headers = dict(req.headers)
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        try:
-            r = self.session.get(url, headers=headers, stream=True, timeout=self.timeout, auth=request.auth)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Retryable(f"connection failed: {_short(exc)}") from None
+        r = send(
+            self.session,
+            "GET",
+            url,
+            policy=policy,
+            what=what,
+            headers=headers,
+            auth=req.auth,
+            stream=True,
+            expect=_DOWNLOAD_ANSWERS,
+        )
         with r:
             status = r.status_code
-            if status == 404 or status == 410:
-                raise _NotFound(status)
-            if status in RETRY_STATUSES:
-                raise _Retryable(f"HTTP {status}")
-            if status in (401, 403):
-                raise UpstreamError(
-                    f"{what}: {redact(url)} answered {status} (access refused).",
-                    "If this upstream or mirror needs credentials, put them in ~/.netrc (never in the "
-                    "manifest); otherwise check the URL.",
-                )
-            if status == 416 and offset:
-                # The part is at least as long as the file: either complete, or junk from a bigger one.
-                total = _total_from_content_range(r.headers.get("Content-Range", ""))
-                if total == offset:
-                    return self._finish(part, hashers, digests, offset, 0, offset)
-                part.unlink()
-                raise _Retryable("partial download longer than the file; restarting")
-            if status not in (200, 206):
-                raise UpstreamError(f"{what}: {redact(url)} answered HTTP {status} {r.reason}.")
+            if status == 416:
+                if offset:
+                    # The part is at least as long as the file: either complete, or junk from a bigger one.
+                    total = _total_from_content_range(r.headers.get("Content-Range", ""))
+                    if total == offset:
+                        return self._finish(part, hashers, digests, offset, 0, offset)
+                    part.unlink()
+                    raise Retry("partial download longer than the file; restarting")
+                raise UpstreamError(f"{what}: {redact(url)} answered HTTP 416 to a request without a Range.")
             if offset and (status == 200 or not _range_starts_at(r.headers.get("Content-Range", ""), offset)):
                 # The server ignored our Range: the body starts at byte 0, so the part starts over too.
                 offset = 0
-                hashers = {"sha256": hashlib.sha256()} | {d.algorithm: _new_hasher(d) for d in digests}
+                hashers = _hashers(digests)
             if offset and on_bytes:
                 on_bytes(offset)
             length = r.headers.get("Content-Length")
             expected_body = int(length) if length is not None else None
             received = self._stream(r, part, offset, hashers, on_bytes, what)
         if expected_body is not None and received < expected_body:
-            raise _Retryable(f"connection closed after {received} of {expected_body} bytes")
+            raise Retry(f"connection closed after {received} of {expected_body} bytes")
         return self._finish(part, hashers, digests, offset + received, received, offset)
 
     def _stream(
@@ -310,8 +313,25 @@ class HttpSource:
         on_bytes: ByteCounter | None,
         what: str,
     ) -> int:
+        try:
+            return self._pump(_body_reader(r), part, offset, hashers, on_bytes, what)
+        except _Cut as exc:
+            raise Retry(
+                f"connection cut after {offset + exc.received} bytes: {first_line(exc.__cause__ or exc)}"
+            ) from None
+
+    def _pump(
+        self,
+        read_into: Callable[[bytearray], int],
+        part: Path,
+        offset: int,
+        hashers: dict[str, Any],
+        on_bytes: ByteCounter | None,
+        what: str,
+    ) -> int:
+        """Read with `read_into` until it gives nothing, into `part` from `offset`, feeding the hashers;
+        synced to disk before returning. A transport failure while reading becomes `_Cut`."""
         received = 0
-        read_into = _body_reader(r)
         try:
             with open(part, "r+b" if offset else "wb") as f:
                 f.seek(offset)
@@ -323,7 +343,17 @@ class HttpSource:
                         if self.cancel.is_set():
                             raise Cancelled(f"{what}: interrupted; the partial download is kept for the next run.")
                         buf = sink.free_buffer()
-                        n = read_into(buf)
+                        try:
+                            n = read_into(buf)
+                        except (
+                            urllib3.exceptions.HTTPError,
+                            requests.RequestException,
+                            http.client.HTTPException,
+                            ConnectionError,
+                            TimeoutError,
+                        ) as exc:
+                            sink.give_back(buf)
+                            raise _Cut(received) from exc
                         if not n:
                             sink.give_back(buf)
                             break
@@ -335,14 +365,6 @@ class HttpSource:
                 # drive and pull it out when the command returns.
                 f.flush()
                 os.fsync(f.fileno())
-        except (
-            urllib3.exceptions.HTTPError,
-            requests.RequestException,
-            http.client.HTTPException,
-            ConnectionError,
-            TimeoutError,
-        ) as exc:
-            raise _Retryable(f"connection cut after {offset + received} bytes: {_short(exc)}") from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise DiskFullError(
@@ -369,10 +391,23 @@ class HttpSource:
                 raise _Mismatch(d, actual, resumed > 0)
         return size, hashers["sha256"].hexdigest(), transferred, resumed
 
-    def _sleep(self, attempt: int) -> None:
-        delay = min(self.backoff * (2**attempt), 30.0) * (0.5 + random.random() / 2)
-        if self.cancel.wait(delay):
-            raise Cancelled("interrupted while waiting to retry; partial downloads are kept for the next run.")
+
+def _integrity_error(what: str, url: str, exc: _Mismatch) -> IntegrityError:
+    return IntegrityError(
+        f"{what}: the bytes from {redact(url)} do not match the expected {exc.digest.algorithm} "
+        f"({exc.digest.source}): expected {exc.digest.value}, got {exc.actual}. "
+        "Nothing was kept.",
+        "If the manifest pins this sha256, check it against the publisher; if a mirror serves "
+        "this file, its copy may be corrupt or stale.",
+    )
+
+
+class _Cut(Exception):
+    """The body stopped arriving after `received` bytes (the transport's exception is the cause)."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(f"cut after {received} bytes")
+        self.received = received
 
 
 class _HashWriter:
@@ -430,6 +465,14 @@ class _Request:
     auth: requests.auth.AuthBase | None
 
 
+def _hashers(digests: list[Digest]) -> dict[str, Any]:
+    """sha256 (what the lock records) and one hasher per other digest to check."""
+    hashers: dict[str, Any] = {"sha256": hashlib.sha256()}
+    for d in digests:
+        hashers.setdefault(d.algorithm, _new_hasher(d))
+    return hashers
+
+
 def _new_hasher(d: Digest) -> Any:
     if d.algorithm == "git-sha1":
         if d.size is None:
@@ -452,8 +495,10 @@ def _body_reader(r: requests.Response) -> Callable[[bytearray], int]:
     made a 1 GiB download 1.5-2x slower. Fall back to urllib3 where its internals differ."""
     fp = getattr(r.raw, "_fp", None)
     if fp is not None and callable(getattr(fp, "readinto", None)) and not r.headers.get("Content-Encoding"):
-        return fp.readinto  # type: ignore[no-any-return]
-    return r.raw.readinto  # type: ignore[no-any-return]
+        readinto: Callable[[bytearray], int] = fp.readinto
+        return readinto
+    raw_readinto: Callable[[bytearray], int] = r.raw.readinto
+    return raw_readinto
 
 
 def _rehash_part(part: Path, hashers: object) -> int:
@@ -483,8 +528,3 @@ def _total_from_content_range(content_range: str) -> int | None:
         return int(content_range.rsplit("/", 1)[1])
     except (IndexError, ValueError):
         return None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:200] + "..."

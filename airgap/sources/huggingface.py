@@ -25,7 +25,8 @@ import requests
 
 from airgap import __version__
 from airgap.errors import BadInputError, UpstreamError
-from airgap.sources.http import RETRY_STATUSES, Cancelled, HttpSource, redact
+from airgap.sources.http import HttpSource, redact
+from airgap.sources.request import ANSWERS, RETRY_STATUSES, Retry, UpstreamFailed, parse_retry_after, send
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -200,8 +201,8 @@ class HubClient:
         )
 
         transport = _transport_errors()
-        attempt = 0
-        while True:
+
+        def attempt() -> T:
             try:
                 return fn()
             except GatedRepoError:
@@ -229,20 +230,17 @@ class HubClient:
                         f"{repo}: the hub at {redact(self.endpoint)} answered HTTP {status}.",
                         "Check the repo id and revision in the manifest, and `mirrors:`.",
                     ) from None
-                reason = f"HTTP {status}"
+                headers = exc.response.headers if exc.response is not None else {}
+                raise Retry(f"HTTP {status}", parse_retry_after(headers.get("Retry-After"))) from None
             except transport as exc:
-                reason = f"{type(exc).__name__}: {_short(exc)}"
-            attempt += 1
-            if attempt > self.source.retries:
-                raise UpstreamError(
-                    f"{repo}: the hub at {redact(self.endpoint)} failed after {attempt} attempts (last: {reason}).",
-                    "Check the network (and `mirrors:` or HF_ENDPOINT), then run the same command again.",
-                )
-            self._sleep(attempt - 1)
+                raise Retry(f"{type(exc).__name__}: {_short(exc)}") from None
 
-    def _sleep(self, attempt: int) -> None:
-        if self.source.cancel.wait(min(self.source.backoff * (2**attempt), 30.0)):
-            raise Cancelled("interrupted while waiting to retry the hub.")
+        return self.source.policy.run(
+            attempt,
+            what=repo,
+            where=f"the hub at {redact(self.endpoint)}",
+            hint="Check the network (and `mirrors:` or HF_ENDPOINT), then run the same command again.",
+        )
 
     # --- safetensors headers --------------------------------------------------------------------------
 
@@ -297,34 +295,38 @@ class HubClient:
     def _range(self, url: str, start: int, end: int, repo: str) -> bytes:
         real = self.source.resolve(url)
         headers = {**self.headers, "Range": f"bytes={start}-{end}"}
-        for attempt in range(self.source.retries + 1):
-            try:
-                # The hub redirects LFS files to its CDN; requests drops Authorization on the way there.
-                with self.source.session.get(real, headers=headers, stream=True, timeout=self.source.timeout) as r:
-                    if r.status_code in (401, 403):
-                        code = r.headers.get("X-Error-Code", "")
-                        if code == "GatedRepo":
-                            raise gated_error(repo, self.base, token_set=bool(self.token))
-                        raise access_error(repo, self.base, r.status_code, bool(self.token))
-                    if r.status_code in RETRY_STATUSES:
-                        raise _Retry(f"HTTP {r.status_code}")
-                    if r.status_code == 416:
-                        return b""
-                    if r.status_code not in (200, 206):
-                        raise _HeaderUnreadable(f"{redact(real)} answered HTTP {r.status_code}")
-                    if r.status_code == 200 and start:
-                        raise _HeaderUnreadable("the server ignores Range requests")
-                    # A 200 (Range ignored) would send the whole file: read only what was asked for.
-                    return bytes(r.raw.read(end - start + 1))
-            except (_Retry, requests.ConnectionError, requests.Timeout) as exc:
-                if attempt == self.source.retries:
-                    raise _HeaderUnreadable(f"{redact(real)} failed after {attempt + 1} attempts ({exc})") from None
-                self._sleep(attempt)
-        raise AssertionError("unreachable")
 
+        def attempt() -> bytes:
+            # The hub redirects LFS files to its CDN; requests drops Authorization on the way there.
+            r = send(
+                self.source.session,
+                "GET",
+                real,
+                policy=self.source.policy,
+                what=repo,
+                headers=headers,
+                stream=True,
+                expect=ANSWERS,
+            )
+            with r:
+                if r.status_code in (401, 403):
+                    code = r.headers.get("X-Error-Code", "")
+                    if code == "GatedRepo":
+                        raise gated_error(repo, self.base, token_set=bool(self.token))
+                    raise access_error(repo, self.base, r.status_code, bool(self.token))
+                if r.status_code == 416:
+                    return b""
+                if r.status_code not in (200, 206):
+                    raise _HeaderUnreadable(f"{redact(real)} answered HTTP {r.status_code}")
+                if r.status_code == 200 and start:
+                    raise _HeaderUnreadable("the server ignores Range requests")
+                # A 200 (Range ignored) would send the whole file: read only what was asked for.
+                return bytes(r.raw.read(end - start + 1))
 
-class _Retry(Exception):
-    pass
+        try:
+            return self.source.policy.run(attempt, what=repo, where=redact(real))
+        except UpstreamFailed as exc:
+            raise _HeaderUnreadable(exc.message) from None
 
 
 class _HeaderUnreadable(Exception):

@@ -10,8 +10,8 @@ pip-compile is not used: it resolves for the interpreter it runs on, which on th
 server's (and environment markers would be judged against the wrong Python).
 
 pip does not widen `--platform manylinux_2_28_x86_64` to the older tags a glibc 2.28 system also runs, so
-every tag is listed: manylinux_2_5 ... manylinux_2_<glibc>, the legacy aliases (manylinux1, manylinux2010,
-manylinux2014), and linux_<arch>, which the PyTorch index's CUDA wheels carry.
+every tag the server accepts is listed (airgap.target.Target.platform_tags), linux_<arch> included: the
+PyTorch index's CUDA wheels carry it.
 """
 
 from __future__ import annotations
@@ -27,33 +27,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from airgap.errors import AirgapError, BadInputError, UpstreamError
 from airgap.sources.http import HttpSource, apply_mirrors, redact
+from airgap.sources.request import RetryPolicy, get
+from airgap.target import Target
+from airgap.wheels import Dist, parse_requirements, requirement_spec, resolve_closure
 
-MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
-# The oldest manylinux_2_X per architecture (PEP 600): aarch64 wheels start at glibc 2.17.
-OLDEST_GLIBC = {"x86_64": 5, "aarch64": 17}
-LEGACY = {
-    "x86_64": [("manylinux2014", 17), ("manylinux2010", 12), ("manylinux1", 5)],
-    "aarch64": [("manylinux2014", 17)],
-}
-# Default glibc by release, when neither python.glibc nor a known target.os says otherwise.
-GLIBC = {
-    "ubuntu-20.04": "2.31",
-    "ubuntu-22.04": "2.35",
-    "ubuntu-24.04": "2.39",
-    "debian-11": "2.31",
-    "debian-12": "2.36",
-    "debian-13": "2.41",
-    "rhel-8": "2.28",
-    "rocky-8": "2.28",
-    "almalinux-8": "2.28",
-    "rhel-9": "2.34",
-    "rocky-9": "2.34",
-    "almalinux-9": "2.34",
-}
 MIN_PIP = (22, 2)  # `pip install --dry-run --report`
 LOCK_NAME = "requirements.lock.txt"
 # pip's own config files may name indexes or find-links dirs of this PC; the manifest alone decides.
@@ -76,37 +58,6 @@ _PIP_INDEX_ENV = (
 )
 
 
-@dataclass(frozen=True)
-class PyTarget:
-    python: str  # "3.10"
-    arch: str  # "amd64" / "arm64"
-    glibc: str  # "2.35"
-    platforms: tuple[str, ...] = ()  # explicit tags instead of the ladder
-
-    @property
-    def abi(self) -> str:
-        return "cp" + self.python.replace(".", "")
-
-    def platform_tags(self) -> list[str]:
-        if self.platforms:
-            return list(self.platforms)
-        return platform_tags(self.arch, self.glibc)
-
-    def describe(self) -> str:
-        tags = self.platform_tags()
-        shown = ", ".join(tags[:3]) + (f" ... {tags[-1]}" if len(tags) > 3 else "")
-        return f"CPython {self.python} ({self.abi}, abi3, none), platforms {shown}"
-
-
-def platform_tags(arch: str, glibc: str) -> list[str]:
-    """Every platform tag a glibc `glibc` system of `arch` runs, newest first, then linux_<machine>."""
-    machine = MACHINE.get(arch, arch)
-    minor = int(glibc.split(".")[1])
-    tags = [f"manylinux_2_{m}_{machine}" for m in range(minor, OLDEST_GLIBC.get(machine, 17) - 1, -1)]
-    tags += [f"{alias}_{machine}" for alias, needs in LEGACY.get(machine, []) if needs <= minor]
-    return [*tags, f"linux_{machine}"]
-
-
 @dataclass
 class Wheel:
     project: str  # the distribution name as its metadata spells it
@@ -121,7 +72,7 @@ class Wheel:
 @dataclass
 class WheelSet:
     wheels: list[Wheel]
-    target: PyTarget
+    target: Target
     requirements: list[str]
     index_urls: list[str]
     pip_version: str = ""
@@ -137,13 +88,9 @@ class WheelSet:
         ]
         lines = [
             f"{w.project}=={w.version} \\\n    --hash=sha256:{w.sha256}"
-            for w in sorted(self.wheels, key=lambda w: normalize(w.project))
+            for w in sorted(self.wheels, key=lambda w: canonicalize_name(w.project))
         ]
         return "\n".join(head + lines) + "\n"
-
-
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def requirement_name(req: str) -> str:
@@ -182,7 +129,7 @@ def unmirror(url: str, mirrors: dict[str, str]) -> str:
 def resolve_wheels(
     requirements: list[str],
     index_urls: list[str],
-    target: PyTarget,
+    target: Target,
     mirrors: dict[str, str],
     source: HttpSource | None = None,
     extra: tuple[str, ...] = ("pip",),
@@ -205,7 +152,7 @@ def resolve_wheels(
     # PyPI instead of the CUDA index the manifest names. An unreachable index is an error here.
     check_indexes(index_urls, indexes, requirement_name(requirements[0]) if requirements else "pip")
     reqs = list(requirements) + [
-        e for e in extra if normalize(e) not in {normalize(requirement_name(r)) for r in requirements}
+        e for e in extra if canonicalize_name(e) not in {canonicalize_name(requirement_name(r)) for r in requirements}
     ]
     # pip evaluates environment markers with the Python it runs on, not --python-version (pip issue #11664):
     # collecting on 3.11 for a 3.10 server would leave out exceptiongroup, tomli, async-timeout... Walk the
@@ -225,7 +172,9 @@ def resolve_wheels(
             "Pin the missing packages in python.requirements.",
         )
     data["install"] = [
-        i for i in data.get("install", []) if normalize((i.get("metadata") or {}).get("name", "")) not in unneeded
+        i
+        for i in data.get("install", [])
+        if canonicalize_name(str((i.get("metadata") or {}).get("name", ""))) not in unneeded
     ]
     return _wheel_set(data, requirements, index_urls, target, mirrors, source)
 
@@ -233,50 +182,26 @@ def resolve_wheels(
 MAX_MARKER_ROUNDS = 4
 
 
-def target_gaps(items: list[dict[str, Any]], roots: list[str], target: PyTarget) -> tuple[list[str], set[str]]:
-    """(requirements the target needs that pip left out, names only the collecting Python needed)."""
-    from packaging.requirements import InvalidRequirement, Requirement
+def target_gaps(items: list[dict[str, Any]], roots: list[str], target: Target) -> tuple[list[str], set[str]]:
+    """(requirements the target needs that pip left out, names only the collecting Python needed).
 
-    from airgap.selfinstall import marker_applies, marker_environments
-
-    envs = marker_environments(target.python, target.arch)
-    requires: dict[str, list[Requirement]] = {}
+    `items` is pip's report's `install` list; its closure is walked again with the target's markers.
+    """
+    dists = []
     for item in items:
         meta = item.get("metadata") or {}
-        deps = []
-        for line in meta.get("requires_dist") or []:
-            try:
-                deps.append(Requirement(line))
-            except InvalidRequirement:
-                continue
-        requires[normalize(meta.get("name", ""))] = deps
-    needed: dict[str, set[str]] = {}
-    missing: dict[str, str] = {}
-    pending = []
-    for r in roots:
         try:
-            pending.append(Requirement(r))
-        except InvalidRequirement:
-            continue
-    pending = [r for r in pending if marker_applies(r.marker, envs)]
-    while pending:
-        req = pending.pop()
-        name = normalize(req.name)
-        extras = needed.get(name)
-        if extras is not None and set(req.extras) <= extras:
-            continue
-        needed[name] = (extras or set()) | set(req.extras)
-        if name not in requires:
-            plain = f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}{req.specifier}"
-            missing[name] = plain
-            continue
-        wanted = ["", *sorted(needed[name])]
-        pending += [d for d in requires[name] if marker_applies(d.marker, envs, wanted)]
-    return list(missing.values()), set(requires) - set(needed)
+            version = Version(str(meta.get("version", "")))
+        except InvalidVersion:
+            continue  # not a version pip would have chosen; a requirement on it is reported missing
+        requires = parse_requirements(meta.get("requires_dist") or [])
+        dists.append(Dist(canonicalize_name(str(meta.get("name", ""))), version, requires))
+    selected, missing = resolve_closure(dists, parse_requirements(roots), target)
+    return [requirement_spec(r) for r in missing], {d.name for d in dists} - set(selected)
 
 
 def _pip_report(
-    reqs: list[str], indexes: list[str], index_urls: list[str], target: PyTarget, mirrors: dict[str, str]
+    reqs: list[str], indexes: list[str], index_urls: list[str], target: Target, mirrors: dict[str, str]
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="airgap-pip-") as tmp:
         report = Path(tmp) / "report.json"
@@ -322,19 +247,19 @@ def _pip_report(
             ) from None
         if proc.returncode != 0 or not report.exists():
             raise explain_failure(proc.stdout + proc.stderr, reqs, index_urls, target, mirrors)
-        return json.loads(report.read_text())  # type: ignore[no-any-return]
+        return json.loads(report.read_text())
 
 
 def _wheel_set(
     data: dict[str, Any],
     requirements: list[str],
     index_urls: list[str],
-    target: PyTarget,
+    target: Target,
     mirrors: dict[str, str],
     source: HttpSource | None,
 ) -> WheelSet:
     wheels = []
-    requested_names = {normalize(requirement_name(r)) for r in requirements}
+    requested_names = {canonicalize_name(requirement_name(r)) for r in requirements}
     for item in data.get("install", []):
         info = item.get("download_info") or {}
         url = info.get("url", "")
@@ -357,7 +282,7 @@ def _wheel_set(
                 file_name,
                 canonical,
                 sha,
-                normalize(name) in requested_names,
+                canonicalize_name(name) in requested_names,
                 index_of(canonical, index_urls),
             )
         )
@@ -368,21 +293,19 @@ def check_indexes(index_urls: list[str], resolved: list[str], probe: str) -> Non
     """Every index must answer (any HTTP status below 500: a 404 for the probed project is an answer)."""
     for canonical, url in zip(index_urls, resolved, strict=True):
         try:
-            r = requests.get(
-                f"{url.rstrip('/')}/{normalize(probe)}/",
-                timeout=30,
+            get(
+                f"{url.rstrip('/')}/{canonicalize_name(probe)}/",
+                policy=RetryPolicy(retries=2, backoff=0.5),
+                what="python",
                 headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"},
+                expect=range(100, 500),
+                where=f"the index {redact(canonical)}" + (f" at {redact(url)}" if url != canonical else ""),
             )
-            r.close()
-            if r.status_code < 500:
-                continue
-            why = f"HTTP {r.status_code}"
-        except requests.RequestException as exc:
-            why = type(exc).__name__
+            continue
+        except UpstreamError as exc:
+            why = exc.message
         raise UpstreamError(
-            f"python: the index {redact(canonical)} does not answer ({why}"
-            + (f" at {redact(url)}" if url != canonical else "")
-            + "); pip would silently resolve from the other "
+            f"{why} pip would silently resolve from the other "
             "indexes and could pick a wrong build (a CPU torch instead of a CUDA one).",
             "Check the network or proxy (HTTPS_PROXY), or point `mirrors:` at a mirror of this index.",
         )
@@ -420,7 +343,7 @@ _NO_VERSION = re.compile(
 
 
 def explain_failure(
-    output: str, reqs: list[str], index_urls: list[str], target: PyTarget, mirrors: dict[str, str]
+    output: str, reqs: list[str], index_urls: list[str], target: Target, mirrors: dict[str, str]
 ) -> AirgapError:
     """Turn pip's failure into one paragraph: which package, the tags tried, what the index does have."""
     tail = "\n".join(line for line in output.strip().splitlines()[-12:] if line.strip())
@@ -440,13 +363,13 @@ def explain_failure(
         (
             p.group(1)
             for r in reqs
-            if normalize(requirement_name(r)) == normalize(name)
+            if canonicalize_name(requirement_name(r)) == canonicalize_name(name)
             for p in [re.search(r"==\s*([^\s,;]+)", r)]
             if p
         ),
         None,
     )
-    found = available_files(name, index_urls, mirrors, MACHINE.get(target.arch, target.arch), pinned)
+    found = available_files(name, index_urls, mirrors, target.machine, pinned)
     if found.startswith("No index lists"):
         return BadInputError(
             f"python: no project named {name} on {', '.join(redact(u) for u in index_urls)}.",
@@ -459,7 +382,7 @@ def explain_failure(
     )
     return BadInputError(
         f"python: no wheel of {name}{'==' + pinned if pinned else ''} fits the target (CPython {target.python}, "
-        f"{target.arch}, glibc {target.glibc}). Tried {tried}. {found}",
+        f"{target.arch}, glibc {target.glibc or 'not stated'}). Tried {tried}. {found}",
         "Pick a version that publishes a wheel for the target (python.requirements), add the index that has "
         "one (python.index_urls, e.g. https://download.pytorch.org/whl/cu124 for torch), or build the wheel on "
         "a machine like the server and serve it from a local index. Source distributions are refused on "
@@ -473,12 +396,15 @@ def available_files(
     """What the indexes list for `name` (the pinned version, else the newest ones), for errors."""
     parts = []
     for index in index_urls:
-        url = apply_mirrors(f"{index.rstrip('/')}/{normalize(name)}/", mirrors)
+        url = apply_mirrors(f"{index.rstrip('/')}/{canonicalize_name(name)}/", mirrors)
         try:
-            r = requests.get(
-                url, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}, timeout=30
+            r = get(
+                url,
+                policy=RetryPolicy(retries=1, backoff=0.5),
+                what=f"python {name}",
+                headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"},
             )
-        except requests.RequestException:
+        except UpstreamError:
             continue
         if r.status_code != 200:
             continue

@@ -1,7 +1,7 @@
 """Version facts about NVIDIA's stack, kept as readable tables in one place with their sources.
 
 Everything here is data plus small lookups; the rules that combine them (and the messages) live in
-`airgap/checks.py`. Each table names where it comes from; docs/compatibility.md repeats the sources and
+`airgap/compat/rules.py`. Each table names where it comes from; docs/compatibility.md repeats the sources and
 says what was checked. When a table and shared/FIELD.md disagree, the table follows the primary source and
 the doc says so.
 """

@@ -1,4 +1,4 @@
-"""CLI commands of the server side: install, smoke."""
+"""`airgap install`: install a bundle on this server, layer by layer, resumable, without the network."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ from pathlib import Path
 
 import click
 
-from airgap.cli import EXIT_CODES, Ctx, cli
-from airgap.errors import EXIT_CHECK_FAILED, EXIT_OK
-
-INSTALL_EXIT = EXIT_CODES + "\n  4  a reboot is due (nouveau was blacklisted): reboot, then run the same command"
+from airgap.cli.application import Application, exit_codes_help
+from airgap.errors import EXIT_REBOOT
 
 
-@cli.command(
-    epilog=INSTALL_EXIT,
+@click.command(
+    epilog=exit_codes_help(EXIT_REBOOT),
     help="""Install BUNDLE on this server, layer by layer, without touching the network.
 
 Verifies the bundle first (refuses a bad one), runs preflight checks (root, OS, GPU on PCI, nouveau,
@@ -58,7 +56,7 @@ the same command picks up where it stopped. The full log is in /var/log/airgap/.
 @click.option("--json", "json_mode", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_obj
 def install(
-    obj: Ctx,
+    app: Application,
     bundle: Path,
     only: str | None,
     skip: str | None,
@@ -75,8 +73,10 @@ def install(
     from airgap.install_context import InstallOptions
     from airgap.installer import install_bundle, parse_steps
     from airgap.signing import load_public
+    from airgap.verdict import Status
 
-    out = obj.out(json_mode)
+    out = app.output(json_mode)
+    # With --json, stdout is the JSON alone: the dry run's "would ..." lines go to stderr then.
     host = Host(root=root, dry_run=dry_run, echo=sys.stdout if not json_mode else sys.stderr)
     if dry_run:
         out.heading("Dry run: nothing will be changed. The install would:")
@@ -101,7 +101,7 @@ def install(
     out.table(
         ["check", "result", "detail"],
         [
-            [c.name, c.status, c.message + (f" (fix: {c.fix})" if c.fix and c.status != "pass" else "")]
+            [c.name, c.status, c.message + (f" (fix: {c.fix})" if c.fix and c.status != Status.PASS else "")]
             for c in report.preflight
         ],
     )
@@ -122,45 +122,3 @@ def install(
     if log_path:
         out.info(f"full log: {root / log_path.lstrip('/') if str(root) != '/' else log_path}")
     return report.exit_code
-
-
-@cli.command(
-    epilog=EXIT_CODES,
-    help="""GPU smoke test: is this server ready to serve models?
-
-Checks, in order: NVML (driver version, the newest CUDA it supports vs the bundle's, per GPU: name,
-memory, temperature, power, ECC errors); nvidia-smi; `docker run --rm --gpus all <the bundle's CUDA
-image> nvidia-smi`; and in the installed Python environment, torch.cuda.is_available() with a small matmul
-on the GPU. Each failure says what usually causes it. Exit 1 on any failure (no GPU included).
-
-\b
-  airgap smoke
-  airgap smoke --bundle /media/usb/bundle --json""",
-)
-@click.option("--bundle", type=click.Path(path_type=Path), help="Compare with this bundle's versions and images.")
-@click.option(
-    "--root",
-    type=click.Path(path_type=Path),
-    default=Path("/"),
-    show_default=True,
-    help="Look for installed tools under this directory.",
-)
-@click.option("--json", "json_mode", is_flag=True, help="Print one JSON object.")
-@click.pass_obj
-def smoke(obj: Ctx, bundle: Path | None, root: Path, json_mode: bool) -> int:
-    from airgap.bundle import read_lock
-    from airgap.host import Host
-    from airgap.smoke import run_smoke
-
-    out = obj.out(json_mode)
-    lock = read_lock(bundle) if bundle else None
-    report = run_smoke(Host(root=root), lock)
-    if json_mode:
-        out.emit_json(report.to_dict())
-    else:
-        out.table(["check", "result", "detail"], [[c.name, c.status, c.message] for c in report.checks])
-        for c in report.checks:
-            if c.status == "fail" and c.fix:
-                out.info(f"{c.name}: {c.fix}")
-        out.info("smoke test passed" if report.ok else "smoke test FAILED")
-    return EXIT_OK if report.ok else EXIT_CHECK_FAILED

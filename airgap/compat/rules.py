@@ -1,6 +1,6 @@
-"""Compatibility checks on a manifest: the "version hell" caught before a single byte is downloaded.
+"""Compatibility rules on a manifest: the "version hell" caught before a single byte is downloaded.
 
-`check_manifest` combines the tables of `airgap/compat.py` with what a manifest asks for (driver, CUDA,
+`check_manifest` combines the tables of `airgap/compat/tables.py` with what a manifest asks for (driver, CUDA,
 torch, vLLM, target GPUs, models, CUDA images) and returns one Finding per check: `ok` lines make the
 verdict `airgap plan` prints, `warning`s never stop anything, `error`s stop `plan`, `collect` and
 `install` (exit 2) unless `--allow-mismatch` turns them into warnings, which the lock then records.
@@ -14,34 +14,55 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from airgap import compat
+from airgap.artifact_meta import ModelFileMeta, ModelInfo, read_meta
+from airgap.compat import tables
 from airgap.errors import ManifestError
 from airgap.manifest import Manifest
+from airgap.verdict import Check, Status
 
-ERROR, WARNING, OK = "error", "warning", "ok"
+# A Finding's level: its status in the words the lock's allowed_mismatches and `plan --json` have always
+# carried (and plan/collect compare with).
+OK, WARNING, ERROR = "ok", "warning", "error"
+_LEVEL_OF = {Status.PASS: OK, Status.WARN: WARNING, Status.FAIL: ERROR}
+_STATUS_OF = {level: status for status, level in _LEVEL_OF.items()}
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 _INDEX_BUILD_RE = re.compile(r"/whl/(cu\d{3}|cpu|rocm[\d.]+)/?$")
 _CUDA_IMAGE_RE = re.compile(r"^(?:docker\.io/|registry-1\.docker\.io/)?nvidia/cuda:(\d+\.\d+(?:\.\d+)?)-")
 
-Path_ = tuple[str | int, ...]
+FieldPath = tuple[str | int, ...]
 
 
 @dataclass
-class Finding:
-    level: str  # "error", "warning" or "ok"
-    code: str  # stable name of the check, e.g. "driver-cuda"
-    field: Path_  # the manifest field it is about, e.g. ("cuda", "version")
-    message: str
-    fix: str = ""
+class Finding(Check):
+    """A Check about one manifest field. `name` is the rule's stable code ("driver-cuda"), also `code`;
+    the status is PASS, WARN or FAIL (a rule never skips), also `level` in the lock's words."""
+
+    field: FieldPath = ()  # the manifest field it is about, e.g. ("cuda", "version")
     where: str = ""  # manifest.yaml:LINE, filled in by check_manifest
     allowed: bool = False  # an error that --allow-mismatch turned into a warning
+
+    @property
+    def code(self) -> str:
+        return self.name
+
+    @property
+    def level(self) -> str:
+        return _LEVEL_OF[self.status]
+
+    @level.setter
+    def level(self, level: str) -> None:
+        self.status = _STATUS_OF[level]
+
+    def accept(self) -> None:
+        """--allow-mismatch: an error becomes a warning that says it was accepted."""
+        self.status, self.allowed = Status.WARN, True
 
     @property
     def field_path(self) -> str:
@@ -50,10 +71,16 @@ class Finding:
             out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
         return out or "(top level)"
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["field"] = self.field_path
-        return d
+    def to_dict(self) -> dict[str, Any]:  # the lock's record of a finding, with its level and field
+        return {
+            "level": self.level,
+            "code": self.code,
+            "field": self.field_path,
+            "message": self.message,
+            "fix": self.fix,
+            "where": self.where,
+            "allowed": self.allowed,
+        }
 
     def text(self) -> str:
         """One line: where, field, what, and the fix."""
@@ -67,6 +94,9 @@ class ArtifactLike(Protocol):
     layer: str
     meta: dict[str, Any]
 
+    @property
+    def path(self) -> str: ...
+
 
 # --- what the manifest asks for, parsed once ---------------------------------------------------------------
 
@@ -77,7 +107,7 @@ class Pin:
 
     name: str
     raw: str
-    field: Path_
+    field: FieldPath
     version: str | None  # the exact version when pinned with ==, else None
     local: str | None  # "cu124" from "==2.5.1+cu124"
     spec: SpecifierSet
@@ -88,7 +118,7 @@ class TorchChoice:
     version: str | None  # public version, e.g. "2.5.1"; None when not pinned
     build: str | None  # "cu124", "cpu", ...; None when it cannot be known
     source: str  # how the build was decided, for messages
-    field: Path_  # where to point at when the build is wrong
+    field: FieldPath  # where to point at when the build is wrong
     pin: Pin | None  # the torch requirement itself (None when torch comes only from vLLM's pin)
     from_vllm: bool = False
 
@@ -102,17 +132,17 @@ class TorchChoice:
 class GpuEntry:
     raw: str
     count: int
-    gpu: compat.Gpu | None
-    field: Path_
+    gpu: tables.Gpu | None
+    field: FieldPath
 
 
 @dataclass
 class ModelFacts:
     repo: str
-    field: Path_
+    field: FieldPath
     params: float | None  # billions
     params_source: str  # "hub metadata", "estimated from the name", ""
-    dtype: str  # key of compat.BYTES_PER_PARAM
+    dtype: str  # key of tables.BYTES_PER_PARAM
     dtype_source: str
     commit: str | None = None
     weight_bytes: int | None = None  # exact, from the safetensors headers the models layer read
@@ -121,8 +151,8 @@ class ModelFacts:
         """(low, high) GiB to serve it: the weights plus 20-30% for KV cache and activations."""
         if self.weight_bytes:
             gib = self.weight_bytes / 2**30
-            return gib * compat.RUNTIME_OVERHEAD[0], gib * compat.RUNTIME_OVERHEAD[1]
-        return compat.model_memory_gib(self.params or 0, self.dtype)
+            return gib * tables.RUNTIME_OVERHEAD[0], gib * tables.RUNTIME_OVERHEAD[1]
+        return tables.model_memory_gib(self.params or 0, self.dtype)
 
 
 @dataclass
@@ -135,8 +165,8 @@ class Stack:
     models: list[ModelFacts] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
-    def add(self, level: str, code: str, path: Path_, message: str, fix: str = "") -> None:
-        self.findings.append(Finding(level, code, path, message, fix))
+    def add(self, status: Status, code: str, path: FieldPath, message: str, fix: str = "") -> None:
+        self.findings.append(Finding(code, status, message, fix, field=path))
 
     @property
     def total_vram(self) -> int:
@@ -148,7 +178,7 @@ class Stack:
         return " + ".join(parts)
 
 
-def _parse_pin(raw: str, path: Path_) -> Pin | None:
+def _parse_pin(raw: str, path: FieldPath) -> Pin | None:
     try:
         req = Requirement(raw)
     except InvalidRequirement:
@@ -172,7 +202,7 @@ def _stack(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None) -> Stac
             pin = _parse_pin(raw, ("python", "requirements", i))
             if pin is None:
                 st.add(
-                    WARNING,
+                    Status.WARN,
                     "requirement-syntax",
                     ("python", "requirements", i),
                     f"{raw!r} is not a requirement pip understands, so it was not checked",
@@ -186,8 +216,8 @@ def _stack(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None) -> Stac
                 st.indexes.append((i, m.group(1)))
     st.torch = _choose_torch(st)
     for i, raw in enumerate(manifest.target.gpus):
-        count, name = compat.parse_gpu_entry(raw)
-        st.gpus.append(GpuEntry(raw, count, compat.find_gpu(name), ("target", "gpus", i)))
+        count, name = tables.parse_gpu_entry(raw)
+        st.gpus.append(GpuEntry(raw, count, tables.find_gpu(name), ("target", "gpus", i)))
     st.models = _model_facts(manifest, artifacts)
     return st
 
@@ -200,11 +230,11 @@ def _choose_torch(st: Stack) -> TorchChoice | None:
     if pin is None:
         if vllm is None or vllm.version is None:
             return None
-        version = compat.vllm_torch_pin(vllm.version)
+        version = tables.vllm_torch_pin(vllm.version)
         if version is None:
             return None
         from_vllm = True
-    path: Path_ = pin.field if pin else vllm.field  # type: ignore[union-attr]
+    path: FieldPath = pin.field if pin else vllm.field  # type: ignore[union-attr]
     if pin is not None and pin.local:
         return TorchChoice(version, pin.local, f"the +{pin.local} in {pin.raw!r}", path, pin, from_vllm)
     if st.indexes:
@@ -219,12 +249,12 @@ def _choose_torch(st: Stack) -> TorchChoice | None:
             pin,
             from_vllm,
         )
-    release = compat.torch_release(version) if version else None
+    release = tables.torch_release(version) if version else None
     if release is not None:
         return TorchChoice(
             version,
             release.pypi,
-            f"PyPI's torch {compat.torch_minor(version)} is the "  # type: ignore[arg-type]
+            f"PyPI's torch {tables.torch_minor(version)} is the "  # type: ignore[arg-type]
             f"{release.pypi} build",
             path,
             pin,
@@ -234,30 +264,31 @@ def _choose_torch(st: Stack) -> TorchChoice | None:
 
 
 def _model_facts(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None) -> list[ModelFacts]:
-    meta_by_repo: dict[str, dict[str, Any]] = {}
+    by_repo: dict[str, ModelInfo] = {}
     for art in artifacts or ():
-        info = (art.meta or {}).get("model") if art.layer == "models" else None
-        if isinstance(info, dict) and info.get("repo"):
-            meta_by_repo.setdefault(str(info["repo"]), info)
+        if art.layer == "models" and "model" in art.meta:
+            model = read_meta(ModelFileMeta, art.meta, art.path).model
+            if model is not None:
+                by_repo.setdefault(model.repo, model)
     out = []
     for i, spec in enumerate(manifest.models):
-        info = meta_by_repo.get(spec.repo, {})
+        info = by_repo.get(spec.repo)
         params: float | None = None
         params_source = ""
-        raw_params = info.get("params")
-        if isinstance(raw_params, (int, float)) and raw_params > 0:
+        raw_params = info.params if info else None
+        if raw_params is not None and raw_params > 0:
             # The hub reports a parameter count; a small number can only be billions already.
             params = raw_params / 1e9  # the models layer records the exact element count
             params_source = "hub metadata"
         else:
-            params = compat.params_from_name(spec.repo)
+            params = tables.params_from_name(spec.repo)
             params_source = "estimated from the name" if params is not None else ""
-        dtype = compat.normalize_dtype(info.get("dtype"))
+        dtype = tables.normalize_dtype(info.dtype if info else None)
         dtype_source = "hub metadata" if dtype else ""
         if dtype is None:
-            dtype = compat.dtype_from_name(spec.repo)
+            dtype = tables.dtype_from_name(spec.repo)
             dtype_source = "from the name" if dtype else "assumed"
-        weight_bytes = info.get("weight_bytes") if isinstance(info.get("weight_bytes"), int) else None
+        weight_bytes = info.weight_bytes if info else None
         if params is None and weight_bytes:
             params_source = "hub metadata"
         out.append(
@@ -268,7 +299,7 @@ def _model_facts(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None) -
                 params_source,
                 dtype or "bf16",
                 dtype_source,
-                info.get("commit"),
+                info.commit if info else None,
                 weight_bytes,
             )
         )
@@ -283,11 +314,11 @@ def _check_driver_cuda(st: Stack) -> None:
     if m.cuda is None:
         return
     cuda = m.cuda.version
-    minimum = compat.cuda_min_driver(cuda)
-    runfile = compat.cuda_runfile_driver(cuda)
+    minimum = tables.cuda_min_driver(cuda)
+    runfile = tables.cuda_runfile_driver(cuda)
     if minimum is None:
         st.add(
-            WARNING,
+            Status.WARN,
             "cuda-unknown",
             ("cuda", "version"),
             f"CUDA {cuda} is not in airgap's table of minimum drivers (11.0 to 13.0), so the driver was not "
@@ -297,7 +328,7 @@ def _check_driver_cuda(st: Stack) -> None:
         return
     if m.driver is None:
         st.add(
-            OK,
+            Status.PASS,
             "driver-cuda",
             ("cuda", "version"),
             f"CUDA {cuda} needs driver >= {minimum.driver} on the server (no driver: section, so the server's "
@@ -306,12 +337,12 @@ def _check_driver_cuda(st: Stack) -> None:
         return
     driver = m.driver.version
     note = "" if minimum.exact else f" (as for {minimum.cuda}, the nearest release in the table)"
-    if compat.version_tuple(driver) < compat.version_tuple(minimum.driver):
+    if tables.version_tuple(driver) < tables.version_tuple(minimum.driver):
         bundled = f"; CUDA {cuda}'s runfile bundles driver {runfile}" if runfile else ""
-        older = compat.driver_max_cuda(driver)
+        older = tables.driver_max_cuda(driver)
         keep = f", or keep driver {driver} and choose CUDA {older} or older (the newest it supports)" if older else ""
         st.add(
-            ERROR,
+            Status.FAIL,
             "driver-cuda",
             ("driver", "version"),
             f"driver {driver} is older than {minimum.driver}, the minimum for CUDA {cuda}{note} "
@@ -321,7 +352,7 @@ def _check_driver_cuda(st: Stack) -> None:
         )
         return
     st.add(
-        OK,
+        Status.PASS,
         "driver-cuda",
         ("driver", "version"),
         f"driver {driver} >= {minimum.driver}, the minimum for CUDA {cuda}{note}",
@@ -334,7 +365,7 @@ def _check_torch(st: Stack) -> None:
     if t is None:
         if "torch" in st.pins and st.pins["torch"].version is None:
             st.add(
-                WARNING,
+                Status.WARN,
                 "torch-unpinned",
                 st.pins["torch"].field,
                 f"{st.pins['torch'].raw!r} is not pinned with ==, so its CUDA build is decided at collect time",
@@ -343,17 +374,17 @@ def _check_torch(st: Stack) -> None:
         return
     if t.version is None:
         st.add(
-            WARNING,
+            Status.WARN,
             "torch-unpinned",
             t.field,
             "torch is not pinned with ==, so which release (and which CUDA builds exist for it) is decided "
             "at collect time",
             "pin it, e.g. torch==2.5.1",
         )
-    release = compat.torch_release(t.version) if t.version else None
+    release = tables.torch_release(t.version) if t.version else None
     if t.version and release is None:
         st.add(
-            WARNING,
+            Status.WARN,
             "torch-unknown",
             t.field,
             f"torch {t.version} is not in airgap's table (2.1 to 2.9), so its CUDA builds were not checked",
@@ -362,9 +393,9 @@ def _check_torch(st: Stack) -> None:
     if release is not None:
         py = m.target.python
         lo, hi = release.python
-        if not (compat.version_tuple(lo) <= compat.version_tuple(py) <= compat.version_tuple(hi)):
+        if not (tables.version_tuple(lo) <= tables.version_tuple(py) <= tables.version_tuple(hi)):
             st.add(
-                ERROR,
+                Status.FAIL,
                 "torch-python",
                 t.pin.field if t.pin else t.field,
                 f"torch {t.version} has wheels for CPython {lo} to {hi}, and target.python is {py}: pip would "
@@ -375,7 +406,7 @@ def _check_torch(st: Stack) -> None:
         return
     if not t.build.startswith("cu"):
         st.add(
-            ERROR,
+            Status.FAIL,
             "torch-build",
             t.field,
             f"torch comes from a {t.build} build ({t.source}): no CUDA at all, torch.cuda.is_available() "
@@ -388,19 +419,19 @@ def _check_torch(st: Stack) -> None:
         if t.pin.local not in index_builds:
             i, b = st.indexes[0]
             st.add(
-                ERROR,
+                Status.FAIL,
                 "torch-index",
                 ("python", "index_urls", i),
                 f"{t.pin.raw!r} asks for a {t.pin.local} build, but the PyTorch index given serves {b} builds",
                 f"make them agree: the index {PYTORCH_INDEX}/{t.pin.local}, or {t.pin.name}=={t.version}+{b}",
             )
     if release is not None and t.build not in release.builds:
-        with_build = compat.torch_versions_with_build(t.build)
+        with_build = tables.torch_versions_with_build(t.build)
         alt = (
             f"torch {', '.join(with_build)} ship {t.build}" if with_build else f"no torch in the table ships {t.build}"
         )
         st.add(
-            ERROR,
+            Status.FAIL,
             "torch-build",
             t.field,
             f"torch {t.version} has no {t.build} build ({t.source}); its CUDA builds are {', '.join(release.builds)}",
@@ -408,16 +439,16 @@ def _check_torch(st: Stack) -> None:
         )
         return
     if m.cuda is not None:
-        want = compat.cuda_minor(m.cuda.version)
-        have = compat.build_cuda(t.build)
+        want = tables.cuda_minor(m.cuda.version)
+        have = tables.build_cuda(t.build)
         if want != have:
-            wanted = compat.cuda_build(m.cuda.version)
+            wanted = tables.cuda_build(m.cuda.version)
             if release is not None and wanted in release.builds:
                 fix = f"use the {wanted} build: index {PYTORCH_INDEX}/{wanted}" + (
                     f" and torch=={t.version}" if t.pin and t.pin.local else ""
                 )
             else:
-                others = compat.torch_versions_with_build(wanted)
+                others = tables.torch_versions_with_build(wanted)
                 fix = (
                     f"torch {', '.join(others)} ship {wanted} builds (index {PYTORCH_INDEX}/{wanted})"
                     if others
@@ -425,7 +456,7 @@ def _check_torch(st: Stack) -> None:
                 )
             fix += f"; or set cuda.version to a CUDA {have} release"
             st.add(
-                ERROR,
+                Status.FAIL,
                 "torch-cuda",
                 t.field,
                 f"torch {t.label} is built for CUDA {have} ({t.source}), but the manifest installs CUDA "
@@ -433,13 +464,18 @@ def _check_torch(st: Stack) -> None:
                 fix,
             )
         else:
-            st.add(OK, "torch-cuda", t.field, f"torch {t.label} is built for CUDA {have}, as cuda.version ({t.source})")
-    if m.driver is not None:
-        major = int(compat.build_cuda(t.build).split(".")[0])
-        floor = compat.CUDA_MINOR_COMPAT_DRIVER.get(major)
-        if floor and compat.version_tuple(m.driver.version) < compat.version_tuple(floor):
             st.add(
-                ERROR,
+                Status.PASS,
+                "torch-cuda",
+                t.field,
+                f"torch {t.label} is built for CUDA {have}, as cuda.version ({t.source})",
+            )
+    if m.driver is not None:
+        major = int(tables.build_cuda(t.build).split(".")[0])
+        floor = tables.CUDA_MINOR_COMPAT_DRIVER.get(major)
+        if floor and tables.version_tuple(m.driver.version) < tables.version_tuple(floor):
+            st.add(
+                Status.FAIL,
                 "torch-driver",
                 ("driver", "version"),
                 f"torch {t.label} needs driver >= {floor} (CUDA {major}.x minor-version compatibility), and the "
@@ -450,8 +486,8 @@ def _check_torch(st: Stack) -> None:
 
 def _suggest_build(m: Manifest, t: TorchChoice) -> str:
     if m.cuda is not None:
-        return compat.cuda_build(m.cuda.version)
-    release = compat.torch_release(t.version) if t.version else None
+        return tables.cuda_build(m.cuda.version)
+    release = tables.torch_release(t.version) if t.version else None
     return release.pypi if release else "cu124"
 
 
@@ -462,7 +498,7 @@ def _check_vllm(st: Stack) -> None:
     m = st.manifest
     if m.cuda is not None and m.cuda.version.startswith("11."):
         st.add(
-            ERROR,
+            Status.FAIL,
             "vllm-cuda",
             vllm.field,
             f"vLLM's wheels on PyPI are CUDA 12 builds and the manifest installs CUDA {m.cuda.version} "
@@ -471,17 +507,17 @@ def _check_vllm(st: Stack) -> None:
         )
     if vllm.version is None:
         st.add(
-            WARNING,
+            Status.WARN,
             "vllm-unpinned",
             vllm.field,
             f"{vllm.raw!r} is not pinned with ==: which torch it pins is only known at collect time",
             "pin it, e.g. vllm==0.6.4.post1 (which pins torch 2.5.1)",
         )
         return
-    pin = compat.vllm_torch_pin(vllm.version)
+    pin = tables.vllm_torch_pin(vllm.version)
     if pin is None:
         st.add(
-            WARNING,
+            Status.WARN,
             "vllm-unknown",
             vllm.field,
             f"vLLM {vllm.version} is not in airgap's table (0.5.4 to 0.11.x), so its torch pin was not checked",
@@ -490,19 +526,19 @@ def _check_vllm(st: Stack) -> None:
         return
     torch = st.pins.get("torch")
     if torch is None:
-        st.add(OK, "vllm-torch", vllm.field, f"vLLM {vllm.version} pins torch {pin}, which pip will bring")
+        st.add(Status.PASS, "vllm-torch", vllm.field, f"vLLM {vllm.version} pins torch {pin}, which pip will bring")
         return
     agrees = torch.version == pin if torch.version is not None else torch.spec.contains(pin, prereleases=True)
     if agrees:
-        st.add(OK, "vllm-torch", vllm.field, f"vLLM {vllm.version} pins torch {pin}, as requested")
+        st.add(Status.PASS, "vllm-torch", vllm.field, f"vLLM {vllm.version} pins torch {pin}, as requested")
         return
     asked = torch.raw
-    other_vllm = compat.vllm_versions_for_torch(torch.version) if torch.version else None
+    other_vllm = tables.vllm_versions_for_torch(torch.version) if torch.version else None
     fix = f"torch=={pin} (what vLLM {vllm.version} needs)"
     if other_vllm:
         fix += f", or keep {asked!r} with vllm{other_vllm}"
     st.add(
-        ERROR,
+        Status.FAIL,
         "vllm-torch",
         vllm.field,
         f"vLLM {vllm.version} pins torch=={pin}, and the manifest asks for {asked!r}: pip cannot install both",
@@ -513,13 +549,13 @@ def _check_vllm(st: Stack) -> None:
 def _check_gpus(st: Stack) -> None:
     m = st.manifest
     t = st.torch
-    known = ", ".join(compat.known_gpu_names())
+    known = ", ".join(tables.known_gpu_names())
     for entry in st.gpus:
         if entry.gpu is None:
-            close = compat.gpu_suggestions(compat.parse_gpu_entry(entry.raw)[1])
+            close = tables.gpu_suggestions(tables.parse_gpu_entry(entry.raw)[1])
             hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
             st.add(
-                ERROR,
+                Status.FAIL,
                 "gpu-unknown",
                 entry.field,
                 f"{entry.raw!r} is not a GPU model airgap knows, so its architecture and memory cannot be checked",
@@ -529,14 +565,14 @@ def _check_gpus(st: Stack) -> None:
         gpu = entry.gpu
         ok_parts = [f"{gpu.name} ({gpu.sm}, {gpu.vram_gib} GiB)"]
         if m.cuda is not None:
-            supported = compat.cuda_supports_cc(m.cuda.version, gpu.cc)
-            first, last = compat.CC_CUDA_RANGE.get(gpu.cc, ("?", None))
+            supported = tables.cuda_supports_cc(m.cuda.version, gpu.cc)
+            first, last = tables.CC_CUDA_RANGE.get(gpu.cc, ("?", None))
             if supported is False:
-                if compat.version_tuple(compat.cuda_minor(m.cuda.version)) < compat.version_tuple(first):
-                    minimum = compat.cuda_min_driver(f"{first}.0")
+                if tables.version_tuple(tables.cuda_minor(m.cuda.version)) < tables.version_tuple(first):
+                    minimum = tables.cuda_min_driver(f"{first}.0")
                     drv = f" (with driver >= {minimum.driver})" if minimum else ""
                     st.add(
-                        ERROR,
+                        Status.FAIL,
                         "gpu-cuda",
                         entry.field,
                         f"the {gpu.name} is {gpu.sm}, which CUDA {m.cuda.version} does not know: {gpu.sm} needs "
@@ -546,7 +582,7 @@ def _check_gpus(st: Stack) -> None:
                     )
                 else:
                     st.add(
-                        ERROR,
+                        Status.FAIL,
                         "gpu-cuda",
                         entry.field,
                         f"the {gpu.name} is {gpu.sm}, which CUDA {m.cuda.version} no longer supports (the last "
@@ -557,10 +593,10 @@ def _check_gpus(st: Stack) -> None:
             if supported:
                 ok_parts.append(f"supported by CUDA {m.cuda.version}")
         if t is not None and t.version and t.build and t.build.startswith("cu"):
-            arches = compat.torch_arches(t.version, t.build)
-            if arches is not None and not compat.arches_cover(arches, gpu.cc):
+            arches = tables.torch_arches(t.version, t.build)
+            if arches is not None and not tables.arches_cover(arches, gpu.cc):
                 st.add(
-                    ERROR,
+                    Status.FAIL,
                     "gpu-torch",
                     entry.field,
                     f"torch {t.label} has no kernels for the {gpu.name} ({gpu.sm}); it is built for "
@@ -571,20 +607,20 @@ def _check_gpus(st: Stack) -> None:
                 continue
             if arches is not None:
                 ok_parts.append(f"torch {t.label} has kernels for it")
-        st.add(OK, "gpu", entry.field, ", ".join(ok_parts))
+        st.add(Status.PASS, "gpu", entry.field, ", ".join(ok_parts))
 
 
-def _torch_arch_fix(t: TorchChoice, gpu: compat.Gpu) -> str:
-    release = compat.torch_release(t.version or "")
+def _torch_arch_fix(t: TorchChoice, gpu: tables.Gpu) -> str:
+    release = tables.torch_release(t.version or "")
     if release is not None:
-        minor = compat.torch_minor(t.version or "")
-        builds = [b for b in release.builds if compat.arches_cover(compat.TORCH_ARCHES.get((minor, b), ()), gpu.cc)]
+        minor = tables.torch_minor(t.version or "")
+        builds = [b for b in release.builds if tables.arches_cover(tables.TORCH_ARCHES.get((minor, b), ()), gpu.cc)]
         if builds:
             b = builds[-1]
-            return f"use torch {t.version}+{b} (index {PYTORCH_INDEX}/{b}) with a CUDA {compat.build_cuda(b)} toolkit"
-    for minor, rel in reversed(compat.TORCH_RELEASES.items()):
+            return f"use torch {t.version}+{b} (index {PYTORCH_INDEX}/{b}) with a CUDA {tables.build_cuda(b)} toolkit"
+    for minor, rel in reversed(tables.TORCH_RELEASES.items()):
         for b in reversed(rel.builds):
-            if compat.arches_cover(compat.TORCH_ARCHES.get((minor, b), ()), gpu.cc):
+            if tables.arches_cover(tables.TORCH_ARCHES.get((minor, b), ()), gpu.cc):
                 return f"use torch {minor}.x+{b} (index {PYTORCH_INDEX}/{b})"
     return "no torch build in airgap's table supports this GPU"
 
@@ -595,7 +631,7 @@ def _check_models(st: Stack) -> None:
     for model in st.models:
         if model.params is None and not model.weight_bytes:
             st.add(
-                WARNING,
+                Status.WARN,
                 "model-size",
                 model.field,
                 f"{model.repo}: the parameter count cannot be read from the name, so whether it fits the GPUs "
@@ -614,12 +650,14 @@ def _check_models(st: Stack) -> None:
             what = f"~{_fmt_params(model.params or 0)} params{est} at {model.dtype.upper()}{dtype_note}"
         size = f"{model.repo}: {what} needs about {lo:.0f}-{hi:.0f} GiB (weights, +20-30% for KV cache and activations)"
         if not gpus:
-            st.add(OK, "model-vram", model.field, f"{size}; target.gpus is not set, so the fit was not checked")
+            st.add(
+                Status.PASS, "model-vram", model.field, f"{size}; target.gpus is not set, so the fit was not checked"
+            )
             continue
         where = f"the {total} GiB of {st.gpu_summary}"
         if lo > total:
             st.add(
-                WARNING,
+                Status.WARN,
                 "model-vram",
                 model.field,
                 f"{size}: more than {where}; it will not load",
@@ -628,20 +666,20 @@ def _check_models(st: Stack) -> None:
             continue
         if hi > total:
             st.add(
-                WARNING,
+                Status.WARN,
                 "model-vram",
                 model.field,
                 f"{size}: tight for {where} (short context, little KV cache)",
                 _quantised_fix(model, total, gpus),
             )
         else:
-            st.add(OK, "model-vram", model.field, f"{size}; fits {where}")
+            st.add(Status.PASS, "model-vram", model.field, f"{size}; fits {where}")
         biggest = max(g.gpu.vram_gib for g in gpus)  # type: ignore[union-attr]
         cards = sum(g.count for g in gpus)
         no_link = [g.gpu.name for g in gpus if g.gpu and g.gpu.nvlink == "no"]
         if hi > biggest and cards > 1 and no_link:
             st.add(
-                WARNING,
+                Status.WARN,
                 "gpu-nvlink",
                 model.field,
                 f"{model.repo} needs more than one card, and the {no_link[0]} has no NVLink: tensor parallelism "
@@ -655,12 +693,12 @@ def _fmt_params(b: float) -> str:
 
 
 def _quantised_fix(model: ModelFacts, total: int, gpus: list[GpuEntry]) -> str:
-    current = compat.BYTES_PER_PARAM[model.dtype][0]
+    current = tables.BYTES_PER_PARAM[model.dtype][0]
     options = []
     for q, label in (("int8", "INT8"), ("int4", "INT4 (AWQ/GPTQ)")):
-        if compat.BYTES_PER_PARAM[q][0] >= current or not model.params:
+        if tables.BYTES_PER_PARAM[q][0] >= current or not model.params:
             continue
-        lo, hi = compat.model_memory_gib(model.params or 0, q)
+        lo, hi = tables.model_memory_gib(model.params or 0, q)
         verdict = "fits" if hi <= total else ("tight" if lo <= total else "does not fit")
         options.append(f"{label} ~{lo:.0f}-{hi:.0f} GiB ({verdict})")
     _, hi_now = model.need_gib()
@@ -669,7 +707,7 @@ def _quantised_fix(model: ModelFacts, total: int, gpus: list[GpuEntry]) -> str:
     parts = [f"quantised sizes: {', '.join(options)}"] if options else []
     parts.append(f"or about {need_cards}x {card.name} for {model.dtype.upper()}")
     if not model.weight_bytes:
-        biggest = total * 2**30 / (compat.BYTES_PER_PARAM[model.dtype][1] * compat.RUNTIME_OVERHEAD[1] * 1e9)
+        biggest = total * 2**30 / (tables.BYTES_PER_PARAM[model.dtype][1] * tables.RUNTIME_OVERHEAD[1] * 1e9)
         parts.append(
             f"or a model of at most ~{_fmt_params(math.floor(biggest * 10) / 10)} at "
             f"{model.dtype.upper()} for {total} GiB"
@@ -681,30 +719,30 @@ def _check_images(st: Stack) -> None:
     m = st.manifest
     if m.driver is None:
         return
-    top = compat.driver_max_cuda(m.driver.version)
+    top = tables.driver_max_cuda(m.driver.version)
     for i, image in enumerate(m.images):
         match = _CUDA_IMAGE_RE.match(image.ref)
         if not match or top is None:
             continue
         want = match.group(1)
-        if compat.version_tuple(compat.cuda_minor(want)) > compat.version_tuple(compat.cuda_minor(top)):
-            minimum = compat.cuda_min_driver(want if want.count(".") == 2 else f"{want}.0")
+        if tables.version_tuple(tables.cuda_minor(want)) > tables.version_tuple(tables.cuda_minor(top)):
+            minimum = tables.cuda_min_driver(want if want.count(".") == 2 else f"{want}.0")
             need = f" (driver >= {minimum.driver})" if minimum else ""
             st.add(
-                ERROR,
+                Status.FAIL,
                 "image-cuda",
                 ("images", i),
-                f"{image.ref} needs CUDA {compat.cuda_minor(want)}{need}, and driver {m.driver.version} supports "
-                f"CUDA up to {compat.cuda_minor(top)}: the container toolkit refuses to start it "
-                f'("unsatisfied condition: cuda>={compat.cuda_minor(want)}")',
-                f"use an nvidia/cuda:{compat.cuda_minor(top)}.x image, or a newer driver.version",
+                f"{image.ref} needs CUDA {tables.cuda_minor(want)}{need}, and driver {m.driver.version} supports "
+                f"CUDA up to {tables.cuda_minor(top)}: the container toolkit refuses to start it "
+                f'("unsatisfied condition: cuda>={tables.cuda_minor(want)}")',
+                f"use an nvidia/cuda:{tables.cuda_minor(top)}.x image, or a newer driver.version",
             )
         else:
             st.add(
-                OK,
+                Status.PASS,
                 "image-cuda",
                 ("images", i),
-                f"{image.ref}: CUDA {compat.cuda_minor(want)} runs on driver {m.driver.version}",
+                f"{image.ref}: CUDA {tables.cuda_minor(want)} runs on driver {m.driver.version}",
             )
 
 
@@ -734,10 +772,10 @@ def resolved_versions(manifest: Manifest, artifacts: Sequence[ArtifactLike] | No
         out["driver"] = m.driver.version
     if m.cuda:
         bits = []
-        runfile = compat.cuda_runfile_driver(m.cuda.version)
+        runfile = tables.cuda_runfile_driver(m.cuda.version)
         if runfile:
             bits.append(f"runfile bundles driver {runfile}")
-        minimum = compat.cuda_min_driver(m.cuda.version)
+        minimum = tables.cuda_min_driver(m.cuda.version)
         if minimum:
             bits.append(f"needs driver >= {minimum.driver}")
         out["cuda"] = m.cuda.version + (f" ({'; '.join(bits)})" if bits else "")
@@ -753,7 +791,7 @@ def resolved_versions(manifest: Manifest, artifacts: Sequence[ArtifactLike] | No
         out["torch"] = st.torch.label + (f" ({src})" if src else "")
     vllm = st.pins.get("vllm")
     if vllm is not None:
-        pin = compat.vllm_torch_pin(vllm.version) if vllm.version else None
+        pin = tables.vllm_torch_pin(vllm.version) if vllm.version else None
         out["vllm"] = (vllm.version or vllm.raw) + (f" (pins torch {pin})" if pin else "")
     if st.gpus:
         out["gpus"] = ", ".join(
@@ -778,7 +816,7 @@ def resolved_versions(manifest: Manifest, artifacts: Sequence[ArtifactLike] | No
 def enforce(manifest: Manifest, findings: list[Finding], allow_mismatch: bool = False) -> list[Finding]:
     """Stop on errors (a ManifestError, exit 2, one line per mismatch with its fix), or with
     `allow_mismatch` turn them into warnings marked `allowed` for the lock to record."""
-    errors = [f for f in findings if f.level == ERROR]
+    errors = [f for f in findings if f.status is Status.FAIL]
     if not errors:
         return findings
     if not allow_mismatch:
@@ -788,8 +826,7 @@ def enforce(manifest: Manifest, findings: list[Finding], allow_mismatch: bool = 
             problems.extend(manifest.error(f.field, f"{f.message}{fix} (or accept it with --allow-mismatch)").problems)
         raise ManifestError(problems)
     for f in errors:
-        f.level = WARNING
-        f.allowed = True
+        f.accept()
     return findings
 
 
@@ -808,6 +845,6 @@ def check_lock(lock: Any) -> list[Finding]:
     findings = check_manifest(manifest, getattr(lock, "artifacts", None))
     accepted = {(a.get("code"), a.get("field")) for a in getattr(lock, "allowed_mismatches", []) or []}
     for f in findings:
-        if f.level == ERROR and (f.code, f.field_path) in accepted:
-            f.level, f.allowed = WARNING, True
+        if f.status is Status.FAIL and (f.code, f.field_path) in accepted:
+            f.accept()
     return findings

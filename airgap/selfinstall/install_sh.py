@@ -17,16 +17,17 @@ keeps no mode bits.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 from pathlib import Path
 
+from airgap.digests import sha256_bytes
 from airgap.fsutil import write_atomic
-from airgap.selfinstall import ToolFile
+from airgap.lock import ToolFile
 
 INSTALL_SH = "install.sh"
-DEFAULT_VENV = "/opt/airgap/tool"
+# Where install.sh puts airgap itself: its own venv, apart from the python layer's (python.venv).
+TOOL_VENV = "/opt/airgap/tool"
 STAMP = ".airgap-tool"  # in the venv: digest of the tool/ lines of SHA256SUMS it was installed from
 
 _TEMPLATE = r"""#!/bin/sh
@@ -34,7 +35,7 @@ _TEMPLATE = r"""#!/bin/sh
 #     sh /path/to/bundle/install.sh [airgap install options]    e.g. --dry-run, --only images, --key site.pub
 # It checks tool/ against SHA256SUMS, installs airgap @AIRGAP_VERSION@ (offline, from tool/) into a venv made
 # with this server's python3, then runs `airgap install /path/to/bundle [options]` and exits with its code.
-# Environment: AIRGAP_VENV   where the venv goes (default @DEFAULT_VENV@; an absolute path)
+# Environment: AIRGAP_VENV   where the venv goes (default @TOOL_VENV@; an absolute path)
 #              AIRGAP_PYTHON which python to use (default python@TARGET_PYTHON@, else python3)
 # Made by airgap @AIRGAP_VERSION@ for python @TARGET_PYTHON@. See docs/self-install.md.
 set -eu
@@ -59,7 +60,7 @@ here=$(cd "$dir" && pwd -P) || die "cannot enter the bundle directory '$dir'."
 'sh /path/to/bundle/install.sh', or copy the bundle again."
 command -v sha256sum >/dev/null 2>&1 || die "sha256sum (coreutils) is missing; it is needed to check the bundle."
 
-venv=${AIRGAP_VENV:-@DEFAULT_VENV@}
+venv=${AIRGAP_VENV:-@TOOL_VENV@}
 case $venv in /*) ;; *) die "AIRGAP_VENV must be an absolute path, not '$venv'." ;; esac
 venv=${venv%/}
 [ -n "$venv" ] || die "AIRGAP_VENV must not be /."
@@ -193,7 +194,7 @@ def render_install_sh(version: str, target_python: str) -> str:
     return (
         _TEMPLATE.replace("@AIRGAP_VERSION@", version)
         .replace("@TARGET_PYTHON@", target_python)
-        .replace("@DEFAULT_VENV@", DEFAULT_VENV)
+        .replace("@TOOL_VENV@", TOOL_VENV)
         .replace("$STAMP_NAME", STAMP)
     )
 
@@ -205,4 +206,4 @@ def write_install_sh(bundle: Path, version: str, target_python: str) -> ToolFile
     write_atomic(path, data)
     with contextlib.suppress(OSError):  # FAT32 keeps no mode bits; the script is run with `sh` anyway
         os.chmod(path, 0o755)
-    return ToolFile(INSTALL_SH, len(data), hashlib.sha256(data).hexdigest())
+    return ToolFile(path=INSTALL_SH, size=len(data), sha256=sha256_bytes(data))

@@ -1,0 +1,77 @@
+"""The object every command gets: verbosity, output, and the one place a failure becomes an exit code.
+
+`main()` creates one `Application` per run and hands it to click as the context object; the group callback
+sets -v/-q on it and each command receives it with `click.pass_obj`. Whatever escapes a command, an
+`AirgapError`, a click usage error, Ctrl-C or a bug, is rendered and mapped to its code by `fail`.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+import click
+
+from airgap.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CHECK_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_MEANINGS,
+    EXIT_OK,
+    EXIT_UPSTREAM,
+    AirgapError,
+    ManifestError,
+)
+from airgap.ui import Output
+
+# The codes any command can end with; a command that can end with another (install: 4) adds it.
+COMMON_EXIT_CODES = (EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_UPSTREAM, EXIT_INTERNAL, EXIT_INTERRUPTED)
+
+
+def exit_codes_help(*extra: int) -> str:
+    """The "Exit codes:" block for a --help epilog, from errors.py's table; `\\b` keeps click from rewrapping."""
+    codes = sorted({*COMMON_EXIT_CODES, *extra})
+    width = max(len(str(c)) for c in codes)
+    return "\n".join(["\b", "Exit codes:", *(f"  {c:<{width}} {EXIT_MEANINGS[c]}" for c in codes)])
+
+
+class Application:
+    """What the commands share for one run of `airgap`."""
+
+    def __init__(self, verbose: bool = False, quiet: bool = False) -> None:
+        self.verbose = verbose
+        self.quiet = quiet
+
+    def output(self, json_mode: bool = False) -> Output:
+        return Output(json_mode=json_mode, quiet=self.quiet, verbose=self.verbose)
+
+    def fail(self, exc: BaseException) -> int:
+        """Say on stderr what went wrong and return the exit code for it."""
+        out = self.output()
+        if isinstance(exc, click.exceptions.UsageError):
+            exc.show()
+            return EXIT_BAD_INPUT
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
+            out.stderr("interrupted; run the same command again to resume.")
+            return EXIT_INTERRUPTED
+        if isinstance(exc, ManifestError):
+            for problem in exc.problems:
+                out.stderr(problem)
+            out.stderr(f"{len(exc.problems)} problem(s) in the manifest; nothing was downloaded.")
+            return exc.exit_code
+        if isinstance(exc, AirgapError):
+            out.stderr(f"error: {exc.message}")
+            if exc.hint:
+                out.stderr(f"  fix: {exc.hint}")
+            return exc.exit_code
+        # Anything else is a bug: say so, apart from "a check failed", so that scripts and people can tell.
+        if self.verbose:
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
+        out.stderr(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "  This is a bug in airgap. Run again with -v for the traceback and report it."
+        )
+        return EXIT_INTERNAL

@@ -1,0 +1,152 @@
+"""`airgap collect`: download everything a manifest names into a bundle, checked, resumable."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from airgap.cli.application import Application, exit_codes_help
+from airgap.cli.options import allow_mismatch_option, http_source, skip_option, target_status_option
+from airgap.errors import EXIT_OK
+
+
+@click.command(
+    epilog=exit_codes_help(),
+    help="""Download everything MANIFEST names into a bundle directory.
+
+Every file is hashed while it downloads, checked against a pinned sha256 or the publisher's digest where
+one exists, and renamed from *.part only once it matches. Interrupted? Run the same command again: files
+already verified are not transferred again, partial ones resume with HTTP Range. The bundle gets
+airgap.lock.json, SHA256SUMS (`sha256sum -c` works) and a README.txt for the person carrying it, and
+(unless --no-tool) airgap itself under tool/ with install.sh: on the server, `sudo sh install.sh`.
+
+Before anything is downloaded the stack is checked for version mismatches (what `airgap plan` shows):
+one stops the collection (exit 2) unless --allow-mismatch, which records it in the lock.
+
+Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach the bundle.
+
+\b
+  airgap collect manifests/small-driver-cuda.yaml -o /media/usb/bundle
+  airgap collect manifest.yaml -o bundle --jobs 8 --skip images,python,models""",
+)
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Bundle directory (default: ./bundle-NAME).")
+@click.option(
+    "-j", "--jobs", default=4, show_default=True, type=click.IntRange(1, 64), help="Files downloaded in parallel."
+)
+@click.option(
+    "--retries",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Attempts per file after a dropped connection or a 5xx, with backoff.",
+)
+@click.option(
+    "--timeout", default=30.0, show_default=True, type=click.FloatRange(1), help="Seconds without data before a retry."
+)
+@click.option("--json", "json_mode", is_flag=True, help="Print a JSON summary instead of text.")
+@click.option(
+    "--max-file-size", metavar="SIZE", help="Store larger files as numbered parts: 4G for FAT32 drives, 4.7GB for DVDs."
+)
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(path_type=Path),
+    help="Sign SHA256SUMS with this secret key (from `airgap keygen`) when the bundle is complete.",
+)
+@click.option(
+    "--since",
+    type=click.Path(path_type=Path),
+    help="Make a delta bundle: carry only what changed since this earlier bundle (its dir or lock).",
+)
+@click.option(
+    "--tool/--no-tool",
+    default=True,
+    show_default=True,
+    help="Put airgap itself in the bundle (tool/: its wheels for the target's python, fetched from "
+    "PyPI) with install.sh, so `sudo sh install.sh` is all the server needs.",
+)
+@allow_mismatch_option
+@target_status_option
+@skip_option
+@click.pass_obj
+def collect(
+    app: Application,
+    manifest: Path,
+    output: Path | None,
+    jobs: int,
+    retries: int,
+    timeout: float,
+    json_mode: bool,
+    max_file_size: str | None,
+    sign_key: Path | None,
+    since: Path | None,
+    tool: bool,
+    allow_mismatch: bool,
+    target_status: Path | None,
+    skip: str | None,
+) -> int:
+    from dataclasses import asdict
+
+    from airgap import manifest as manifest_mod
+    from airgap.bundle import load_base
+    from airgap.collect import collect as do_collect
+    from airgap.layers import parse_layer_names
+    from airgap.signing import load_secret, sign_bundle
+    from airgap.units import human_size, parse_part_size
+
+    out = app.output(json_mode)
+    m = manifest_mod.load(manifest)
+    # Options are checked before any download: a wrong key path found after 60 GB is a wasted hour.
+    limit = parse_part_size(max_file_size) if max_file_size else None
+    secret = load_secret(sign_key) if sign_key else None
+    base = load_base(since) if since else None
+    dest = output or Path(f"bundle-{m.name}")
+    mode = "off" if (app.quiet or json_mode) and not sys.stderr.isatty() else "auto"
+    report = do_collect(
+        m,
+        dest,
+        http_source(m.mirrors, retries, timeout),
+        jobs=jobs,
+        skip=parse_layer_names(skip, "--skip"),
+        progress_mode=mode,
+        warn=out.warn,
+        allow_mismatch=allow_mismatch,
+        max_file_size=limit,
+        since=base,
+        tool=tool,
+        target_status=target_status,
+    )
+    if secret is not None:
+        sign_bundle(dest, secret, m.name)
+    if json_mode:
+        data = asdict(report)
+        data.update(
+            total_bytes=report.total_size,
+            transferred_bytes=report.transferred,
+            saved_by_base_bytes=report.saved_by_base,
+            signed=secret is not None,
+            ok=True,
+        )
+        out.emit_json(data)
+        return EXIT_OK
+    rows = [[f.layer, f.path, human_size(f.size), f.status] for f in report.files]
+    out.table(["layer", "file", "size", "status"], rows, right={2})
+    for path in report.removed_stale:
+        out.info(f"removed {path} (no longer in the manifest)")
+    out.info(
+        f"bundle {dest}: {len(report.files)} files, {human_size(report.total_size)}; "
+        f"transferred {human_size(report.transferred)} in {report.seconds:.1f}s"
+    )
+    if base is not None:
+        carried = sum(1 for f in report.files if f.status != "in base")
+        out.info(
+            f"delta against '{base[0].name}': carries {carried} of {len(report.files)} files, "
+            f"{human_size(report.saved_by_base)} saved; install it with --base"
+        )
+    if secret is not None:
+        out.info(f"signed with key {secret.public().key_id_hex}")
+    out.info(f"next: copy it, then `airgap verify {dest}` on the other side")
+    return EXIT_OK

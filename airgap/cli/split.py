@@ -1,0 +1,65 @@
+"""`airgap split`: store a bundle's large files as numbered parts that fit the medium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from airgap.cli.application import Application, exit_codes_help
+from airgap.errors import EXIT_OK, IntegrityError
+
+
+@click.command(
+    epilog=exit_codes_help(),
+    help="""Store every file of BUNDLE larger than --max-file-size as numbered parts (NAME.001, NAME.002, ...).
+
+For FAT32 drives (no file over 4 GiB: --max-file-size 4G) and DVDs (4.7GB). Each part gets its own sha256
+in SHA256SUMS and the lock, so `verify` names the one bad part to copy (or burn) again; by hand,
+`cat NAME.0?? > NAME` rebuilds a file. Run it again with another size (or a size larger than every file)
+to re-split or join: no stale parts are left. `install` reads parts directly, joining only installers
+that must be real files. A signature no longer matches afterwards: sign the bundle again.
+
+\b
+  airgap split /media/usb/bundle --max-file-size 4G
+  airgap split bundle --max-file-size 4.7GB""",
+)
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--max-file-size",
+    "max_size",
+    required=True,
+    metavar="SIZE",
+    help="Largest file the medium takes: 4G (FAT32), 4.7GB (DVD), 700M ...",
+)
+@click.pass_obj
+def split(app: Application, bundle: Path, max_size: str) -> int:
+    from airgap.bundle import finalize
+    from airgap.bundle_layout import SIG_NAME
+    from airgap.layers import by_hand_lines
+    from airgap.lock import Lock
+    from airgap.parts import resplit
+    from airgap.units import parse_part_size
+    from airgap.verify import verify_bundle
+
+    limit = parse_part_size(max_size)
+    out = app.output()
+    report = verify_bundle(bundle)
+    if not report.ok:
+        raise IntegrityError(
+            f"{bundle}: fails verification ({len(report.problems)} problem(s)); not splitting it.",
+            "Run `airgap verify` and repair the bundle first.",
+        )
+    lock = Lock.read(bundle)
+    changed = [a for a in lock.artifacts if resplit(bundle, a, limit)]
+    if not changed:
+        out.info(f"nothing to do: no file needs a different split at {max_size}")
+        return EXIT_OK
+    finalize(bundle, lock, by_hand_lines(lock))
+    for a in changed:
+        out.info(f"{a.path}: {len(a.parts) or 'whole'}{' parts' if a.parts else ''}")
+    sig = bundle / SIG_NAME
+    if sig.exists():
+        sig.unlink()
+        out.warn(f"{SIG_NAME} removed: SHA256SUMS changed; sign the bundle again (airgap sign {bundle} --key KEY)")
+    return EXIT_OK
