@@ -628,7 +628,11 @@ def test_install_without_a_daemon_says_so(tmp_path: Path) -> None:
                 "tags": ["a:1"],
                 "manifest_digest": "sha256:" + sha256_hex(manifest),
                 "config_digest": "sha256:" + sha256_hex(config),
+                "platform": "linux/amd64",
+                "media_type": "application/vnd.oci.image.manifest.v1+json",
+                "layers": 0,
                 "size": 100,
+                "source": "registry",
             },
         ),
     ):
