@@ -28,8 +28,9 @@ from airgap.lock import BaseRecord, Lock, LockedArtifact, Part, ToolRecord, Upst
 from airgap.manifest import Manifest
 from airgap.parts import PART_RE, resplit
 from airgap.progress import Progress
+from airgap.redact import redact, scrub, scrub_data, scrub_error
 from airgap.sources.apt import read_status_file
-from airgap.sources.http import Cancelled, HttpSource, redact
+from airgap.sources.http import Cancelled, HttpSource
 from airgap.target import Target
 from airgap.units import now_utc
 
@@ -140,6 +141,7 @@ def _collect(
     report = CollectReport(bundle=str(out))
 
     def note(msg: str) -> None:
+        msg = scrub(msg)  # a warning may quote an upstream's error, and that its URL
         report.warnings.append(msg)
         if warn:
             warn(msg)
@@ -253,8 +255,10 @@ class _Collector:
                 sha256=sha,
                 url=redact(url),
                 upstream_digest=_digest_record(art.expected),
-                upstream_digest_note="" if art.expected else art.no_digest_reason,
-                meta=art.meta,
+                upstream_digest_note="" if art.expected else scrub(art.no_digest_reason),
+                # A layer's facts may quote where they came from (an index URL, a mirror): nothing secret
+                # may reach the lock, so every string in them goes through the same redaction.
+                meta=scrub_data(art.meta),
                 parts=parts or [],
             )
         )
@@ -272,10 +276,11 @@ class _Collector:
                 path=art.path,
                 size=old.size,
                 sha256=old.sha256,
-                url=old.url,
-                upstream_digest=old.upstream_digest,
-                upstream_digest_note=old.upstream_digest_note,
-                meta=art.meta,
+                # The base may come from an airgap that redacted less: its entries are redacted again.
+                url=redact(old.url),
+                upstream_digest=_redacted_digest(old.upstream_digest),
+                upstream_digest_note=scrub(old.upstream_digest_note),
+                meta=scrub_data(art.meta),
                 in_base=True,
             )
         )
@@ -309,20 +314,26 @@ class _Collector:
             raise
         except AirgapError as exc:
             with self._mutex:
-                self.failures.append(exc)
+                self.failures.append(scrub_error(exc))
             return
         status = "resumed" if res.resumed_from else "downloaded"
         self._add(CollectedFile(art.path, art.layer, res.size, status, res.transferred))
 
 
 def _manifest_record(manifest: Manifest) -> dict[str, object]:
-    data = manifest.model_dump(mode="json")
-    data["mirrors"] = {redact(k): redact(v) for k, v in manifest.mirrors.items()}
-    return data
+    """The manifest for the lock, every URL in it redacted: whatever field holds one (driver/cuda/docker
+    `url`, `files[].url`, `python.index_urls`, `apt.repos[].url`, `mirrors` keys and values, a direct
+    reference in a requirement), today's and any added later, as every string is scrubbed. A redacted URL
+    keeps scheme, host and path, so the server still validates this copy as a manifest."""
+    return scrub_data(manifest.model_dump(mode="json"))
 
 
 def _digest_record(d: Digest | None) -> UpstreamDigest | None:
     return None if d is None else UpstreamDigest(algorithm=d.algorithm, value=d.value, source=redact(d.source))
+
+
+def _redacted_digest(d: UpstreamDigest | None) -> UpstreamDigest | None:
+    return None if d is None else d.model_copy(update={"source": redact(d.source)})
 
 
 def _resolve_published_digests(artifacts: list[Artifact], source: HttpSource, note: Warn) -> None:
@@ -388,6 +399,9 @@ def _already_present(
         want = art.pinned.value if art.pinned else None
         if want is None and art.upstream is not None and art.upstream.algorithm == "sha256":
             want = art.upstream.value  # e.g. a model's LFS sha256: same bytes even when its branch moved
+        # The lock holds URLs redacted, so they are compared redacted: a signed URL whose signature changed
+        # since the earlier run still names the same file. (A URL that differs only in a redacted query
+        # value is taken for the same file too; a pinned sha256 tells such files apart.)
         if want is None and prev is not None and prev.url in {redact(u) for u in art.urls}:
             want = prev.sha256
         if want is None:

@@ -16,8 +16,9 @@ from airgap.compat.rules import ERROR, Finding, check_manifest, resolved_version
 from airgap.errors import ManifestError
 from airgap.layers import ResolveContext, plan_artifacts
 from airgap.manifest import Manifest
+from airgap.redact import redact, scrub
 from airgap.sources.apt import read_status_file
-from airgap.sources.http import HttpSource, redact
+from airgap.sources.http import HttpSource
 from airgap.units import FAT32_MAX_FILE, human_size
 
 # Drives up to 32 GB are sold (and formatted by Windows) as FAT32; bigger ones come as exFAT or NTFS.
@@ -196,10 +197,10 @@ def _make_plan(
         elif art.upstream:
             digest = f"hub {art.upstream.algorithm}" if art.layer == "models" else f"upstream {art.upstream.algorithm}"
         elif art.published:
-            digest = f"publisher {art.published.algorithm} ({art.published.list_url.rsplit('/', 1)[-1]})"
+            digest = f"publisher {art.published.algorithm} ({redact(art.published.list_url).rsplit('/', 1)[-1]})"
         else:
             digest = "none published"
-            report.warnings.append(f"{art.path}: {art.no_digest_reason}")
+            report.warnings.append(scrub(f"{art.path}: {art.no_digest_reason}"))
         row_status = "ok" if size is not None else "unknown"
         if status in (404, 410):
             row_status = "missing"

@@ -22,6 +22,7 @@ from airgap.errors import (
     AirgapError,
     ManifestError,
 )
+from airgap.redact import scrub, scrub_error
 from airgap.ui import Output
 
 # The codes any command can end with; a command that can end with another (install: 4) adds it.
@@ -48,6 +49,8 @@ class Application:
     def fail(self, exc: BaseException) -> int:
         """Say on stderr what went wrong and return the exit code for it."""
         out = self.output()
+        if isinstance(exc, AirgapError):
+            scrub_error(exc)  # the last line of defence: no URL leaves with its credentials
         if isinstance(exc, click.exceptions.UsageError):
             exc.show()
             return EXIT_BAD_INPUT
@@ -69,9 +72,9 @@ class Application:
             return exc.exit_code
         # Anything else is a bug: say so, apart from "a check failed", so that scripts and people can tell.
         if self.verbose:
-            traceback.print_exception(type(exc), exc, exc.__traceback__)
+            out.stderr(scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))).rstrip())
         out.stderr(
-            f"internal error: {type(exc).__name__}: {exc}\n"
+            f"internal error: {type(exc).__name__}: {scrub(str(exc))}\n"
             "  This is a bug in airgap. Run again with -v for the traceback and report it."
         )
         return EXIT_INTERNAL

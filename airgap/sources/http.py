@@ -44,6 +44,7 @@ from airgap.sources.request import (
     new_session,
     redact,
     request,
+    scrub,
     send,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "apply_mirrors",
     "file_name_from_url",
     "redact",
+    "scrub",
 ]
 
 CHUNK = 1 << 20
@@ -141,7 +143,9 @@ class HttpSource:
         last = HeadInfo(urls[0], 0, None)
         for url in urls:
             try:
-                r = send(self.session, "HEAD", self.resolve(url), policy=self.policy, what=url, expect=ANY_STATUS)
+                r = send(
+                    self.session, "HEAD", self.resolve(url), policy=self.policy, what=redact(url), expect=ANY_STATUS
+                )
             except (Retry, UpstreamError):
                 return HeadInfo(url, 0, None)
             r.close()
@@ -395,7 +399,7 @@ class HttpSource:
 def _integrity_error(what: str, url: str, exc: _Mismatch) -> IntegrityError:
     return IntegrityError(
         f"{what}: the bytes from {redact(url)} do not match the expected {exc.digest.algorithm} "
-        f"({exc.digest.source}): expected {exc.digest.value}, got {exc.actual}. "
+        f"({redact(exc.digest.source)}): expected {exc.digest.value}, got {exc.actual}. "
         "Nothing was kept.",
         "If the manifest pins this sha256, check it against the publisher; if a mirror serves "
         "this file, its copy may be corrupt or stale.",

@@ -25,7 +25,7 @@ import requests
 
 from airgap import __version__
 from airgap.errors import BadInputError, UpstreamError
-from airgap.sources.http import HttpSource, redact
+from airgap.sources.http import HttpSource, redact, scrub
 from airgap.sources.request import ANSWERS, RETRY_STATUSES, Retry, UpstreamFailed, parse_retry_after, send
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -256,7 +256,7 @@ class HubClient:
             try:
                 return count_tensors(self.read_header(url, repo))
             except _HeaderUnreadable as exc:
-                return f"{url.rsplit('/', 1)[-1]}: {exc}"
+                return scrub(f"{url.rsplit('/', 1)[-1]}: {exc}")
 
         # One or two small requests per shard; a 70B checkpoint has ~30 shards, so ask in parallel.
         with ThreadPoolExecutor(max_workers=min(8, len(urls)), thread_name_prefix="safetensors") as pool:
@@ -356,6 +356,7 @@ def count_tensors(header: dict[str, Any]) -> TensorStats:
 
 
 def gated_error(repo: str, base: str, token_set: bool) -> UpstreamError:
+    base = redact(base)  # HF_ENDPOINT may name a mirror with `user:password@`
     page = f"{base}/{repo}"
     if not token_set:
         return UpstreamError(
@@ -392,6 +393,7 @@ def revision_not_found_error(repo: str, revision: str) -> UpstreamError:
 
 
 def access_error(repo: str, base: str, status: int, token_set: bool) -> UpstreamError:
+    base = redact(base)
     if token_set:
         return UpstreamError(
             f"{repo}: the hub refused access (HTTP {status}) with the token airgap sent (HF_TOKEN, or your "
@@ -411,5 +413,5 @@ def cache_folder_name(repo: str) -> str:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc)
+    text = scrub(str(exc))  # the HTTP library's text repeats the URL, query string included
     return text if len(text) < 200 else text[:200] + "..."

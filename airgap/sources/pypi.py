@@ -25,13 +25,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from airgap.errors import AirgapError, BadInputError, UpstreamError
-from airgap.sources.http import HttpSource, apply_mirrors, redact
+from airgap.sources.http import HttpSource, apply_mirrors, redact, scrub
 from airgap.sources.request import RetryPolicy, get
 from airgap.target import Target
 from airgap.wheels import Dist, parse_requirements, requirement_spec, resolve_closure
@@ -67,6 +67,7 @@ class Wheel:
     sha256: str
     requested: bool  # a top-level requirement (vs. a dependency)
     index: str = ""  # which index listed it, for the lock's digest source
+    requires: list[str] = field(default_factory=list)  # its Requires-Dist: who pulled in what
 
 
 @dataclass
@@ -82,7 +83,8 @@ class WheelSet:
         """requirements.lock.txt: what `pip install --require-hashes` needs, and a header saying for what."""
         head = [
             f"# airgap lock for {self.target.describe()}",
-            f"# requirements: {', '.join(self.requirements)}",
+            # A requirement may be a direct reference (`name @ https://user:pass@host/x.whl?token=...`).
+            f"# requirements: {scrub(', '.join(self.requirements))}",
             f"# indexes: {', '.join(redact(u) for u in self.index_urls)}",
             "# install offline: pip install --no-index --find-links DIR --require-hashes -r requirements.lock.txt",
         ]
@@ -232,14 +234,15 @@ def _pip_report(
         ]
         for tag in target.platform_tags():
             argv += ["--platform", tag]
-        argv += ["--index-url", indexes[0]]
-        for u in indexes[1:]:
-            argv += ["--extra-index-url", u]
         argv += ["--", *reqs]
+        # The indexes go to pip in its environment, not its command line: an index URL may carry
+        # `user:password@` (a mirror behind a login), and any local user can read another's argv.
+        env = pip_env()
+        env["PIP_INDEX_URL"] = indexes[0]
+        if indexes[1:]:
+            env["PIP_EXTRA_INDEX_URL"] = " ".join(indexes[1:])
         try:
-            proc = subprocess.run(
-                argv, capture_output=True, text=True, env=pip_env(), timeout=3600, stdin=subprocess.DEVNULL
-            )
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise UpstreamError(
                 "pip did not finish resolving the Python requirements within an hour.",
@@ -266,7 +269,7 @@ def _wheel_set(
         meta = item.get("metadata") or {}
         name, version = meta.get("name", ""), meta.get("version", "")
         sha = ((info.get("archive_info") or {}).get("hashes") or {}).get("sha256")
-        file_name = urlsplit(url).path.rsplit("/", 1)[-1]
+        file_name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])  # PyTorch's index: torch-2.5.1%2Bcu124-...whl
         if not url.startswith(("http://", "https://")) or not file_name.endswith(".whl"):
             raise AirgapError(
                 f"pip chose {name} {version} from {redact(url)}, which is not a wheel on an index.",
@@ -284,6 +287,7 @@ def _wheel_set(
                 sha,
                 canonicalize_name(name) in requested_names,
                 index_of(canonical, index_urls),
+                [str(r) for r in meta.get("requires_dist") or []],
             )
         )
     return WheelSet(wheels, target, list(requirements), list(index_urls), data.get("pip_version", ""))
@@ -346,7 +350,8 @@ def explain_failure(
     output: str, reqs: list[str], index_urls: list[str], target: Target, mirrors: dict[str, str]
 ) -> AirgapError:
     """Turn pip's failure into one paragraph: which package, the tags tried, what the index does have."""
-    tail = "\n".join(line for line in output.strip().splitlines()[-12:] if line.strip())
+    # pip's own lines quote index and file URLs with their query strings (it masks only passwords).
+    tail = scrub("\n".join(line for line in output.strip().splitlines()[-12:] if line.strip()))
     m = _NO_MATCH.search(output) or _NO_VERSION.search(output)
     if m is None:
         if "ResolutionImpossible" in output or "conflict" in output.lower():

@@ -6,26 +6,30 @@ sends through `send`/`request` here, or runs its own attempt (a hub API call mad
 jitter, so parallel workers that failed together do not retry together), one reading of `Retry-After`, a
 timeout on every connect and every read, and one table (`refusal`) that turns an answer into airgap's
 error: 404/410 "has no", 401/403 "refused access" with a login hint, anything else "answered HTTP N",
-and retryable failures that outlast the retries "failed after N attempts". URLs in errors are redacted.
+and retryable failures that outlast the retries "failed after N attempts". URLs in errors are redacted, and
+so is the HTTP library's own exception text quoted in them (`first_line`): it repeats the URL it failed on.
 """
 
 from __future__ import annotations
 
 import email.utils
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 import requests.auth
 
 from airgap import __version__
 from airgap.errors import AirgapError, UpstreamError
+
+# The one redaction (airgap/redact.py), re-exported for the sources that import it from here.
+from airgap.redact import redact as redact
+from airgap.redact import scrub as scrub
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 ANY_STATUS = range(100, 600)
@@ -35,26 +39,6 @@ SUCCESS = range(200, 300)
 USER_AGENT = f"airgap/{__version__}"
 
 T = TypeVar("T")
-
-_SECRET_QUERY_KEYS = re.compile(r"(token|sig|signature|secret|password|passwd|key|credential|auth)", re.I)
-
-
-def redact(url: str) -> str:
-    """The URL without `user:password@` or secret-looking query values (signed URLs carry their
-    credentials there), for anything shown, logged or written to the bundle."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        query = "&".join(
-            f"{k}=***" if _SECRET_QUERY_KEYS.search(k) else (f"{k}={v}" if sep else k)
-            for k, sep, v in (item.partition("=") for item in query.split("&"))
-        )
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class Cancelled(AirgapError):
@@ -329,5 +313,7 @@ def get(
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    """The first line of an exception's text, every URL in it redacted, for a message. Scrubbed before it
+    is cut: a cut URL could hide its query from the scrub."""
+    text = scrub(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
     return text if len(text) < 200 else text[:200] + "..."

@@ -33,7 +33,7 @@ from airgap.fsutil import write_atomic
 from airgap.sources.apt.control import FIELDS, parse_provides, parse_relations
 from airgap.sources.apt.release import IndexFile, fetch_release, index_files
 from airgap.sources.apt.repos import AptRepo
-from airgap.sources.http import HttpSource, redact
+from airgap.sources.http import HttpSource, redact, scrub
 
 if TYPE_CHECKING:
     from airgap.sources.apt.control import OrGroup
@@ -202,7 +202,7 @@ def _parsed_index(index: IndexFile, source: HttpSource, cache: Path, repo: AptRe
             raw = gzip.decompress(raw)
     except (lzma.LZMAError, OSError, EOFError) as exc:
         raise IntegrityError(
-            f"apt {repo.label}: {redact(url)} matches its signed digest but does not decompress ({exc}).",
+            f"apt {repo.label}: {redact(url)} matches its signed digest but does not decompress ({scrub(str(exc))}).",
             "Report it to the repository's maintainers.",
         ) from None
     paras = [

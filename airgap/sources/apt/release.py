@@ -23,7 +23,7 @@ from debian.deb822 import Release
 from airgap.artifacts import Digest
 from airgap.errors import BadInputError, IntegrityError, UpstreamError
 from airgap.sources.apt.repos import AptError, AptRepo, require_keyring
-from airgap.sources.http import HttpSource, redact
+from airgap.sources.http import HttpSource, redact, scrub
 
 COMPRESSIONS = (".xz", ".gz", "")  # preferred first: smallest to carry
 
@@ -99,7 +99,7 @@ def verify_signature(keyring: Path, signed: Path, data: Path | None, url: str) -
             elif "EXPKEYSIG" in status or "EXPSIG" in status:
                 why = "the signature or its key has expired"
             else:
-                why = (res.stderr.strip().splitlines() or ["no valid signature"])[-1]
+                why = scrub((res.stderr.strip().splitlines() or ["no valid signature"])[-1])
             raise IntegrityError(
                 f"{redact(url)}: signature check failed against {keyring}: {why}.",
                 "Nothing from this repository was used. Check that the keyring is the publisher's current key, "

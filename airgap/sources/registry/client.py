@@ -110,8 +110,8 @@ class RegistryClient:
         for layer in doc.get("layers") or []:
             if layer.get("urls"):
                 raise RegistryError(
-                    f"image {image}: it has foreign layers (fetched from {layer['urls'][0]}, Windows images); "
-                    "airgap collects Linux images only."
+                    f"image {image}: it has foreign layers (fetched from {redact(str(layer['urls'][0]))}, "
+                    "Windows images); airgap collects Linux images only."
                 )
         cfg_url = f"{base}/blobs/{config.digest}"
         cfg = self._get(cfg_url, image, f"config blob {config.digest}", limit=MAX_CONFIG).content

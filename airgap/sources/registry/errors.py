@@ -6,6 +6,7 @@ from __future__ import annotations
 import requests
 
 from airgap.errors import UpstreamError
+from airgap.redact import scrub
 from airgap.sources import request
 from airgap.sources.registry.credentials import login_hint
 
@@ -27,7 +28,8 @@ def registry_message(r: requests.Response) -> str:
     try:
         errors = r.json().get("errors") or []
         first = errors[0]
-        return f": {first.get('code', '')} {first.get('message', '')}".rstrip()
+        # The registry's own words: scrubbed, as a message may quote a signed redirect URL.
+        return scrub(f": {first.get('code', '')} {first.get('message', '')}".rstrip())
     except (ValueError, AttributeError, IndexError, TypeError):
         return ""
 
