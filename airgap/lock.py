@@ -26,6 +26,10 @@ from airgap.manifest import Manifest
 LOCK_FORMAT = 1
 # A lock lists every artifact with a few hundred bytes each: even 100,000 artifacts stay far below this.
 MAX_LOCK_BYTES = 256 << 20
+# A lock airgap writes is about eight levels deep (lock > manifest > apt > repos > [i] > suites > [j]). The
+# JSON decoder's own limit is the interpreter's recursion limit, deep enough that validating or writing the
+# lock again fails later (pydantic's serialiser stops at a few hundred): refuse at this depth instead.
+MAX_LOCK_DEPTH = 32
 
 
 class LockModel(BaseModel):
@@ -159,6 +163,8 @@ class Lock(LockModel):
             raise _damaged(where, f"not valid JSON ({str(exc)[:120]})") from None
         if not isinstance(raw, dict):
             raise _damaged(where, "not a JSON object")
+        if _deeper_than(raw, MAX_LOCK_DEPTH):
+            raise _damaged(where, f"nested more than {MAX_LOCK_DEPTH} levels deep")
         fmt = raw.get("format", LOCK_FORMAT)
         if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > LOCK_FORMAT:
             made_by = raw.get("airgap_version", "a newer version")
@@ -203,8 +209,24 @@ class Lock(LockModel):
         return cls.parse(data, str(path)), hashlib.sha256(data).hexdigest()
 
 
-def _damaged(where: str, what: str) -> BadInputError:
-    return BadInputError(
+def _deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether JSON data nests objects and arrays more than `limit` levels (iteratively: no recursion)."""
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+class LockDamaged(BadInputError):
+    """The lock's bytes are not a lock this airgap can read, and not because it is newer: damage."""
+
+
+def _damaged(where: str, what: str) -> LockDamaged:
+    return LockDamaged(
         f"{where}: damaged lock file: {what}.",
         "Run `airgap verify` on the bundle, or `sha256sum -c SHA256SUMS` in it, to see what was damaged; "
         "copy the bundle again from the original.",

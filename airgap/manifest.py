@@ -2,6 +2,11 @@
 
 Every problem is reported as `manifest.yaml:LINE: field.path: what is wrong; what would be right`,
 all of them at once, so a user fixes the file in one pass instead of one error per run.
+
+A manifest may come from someone else, and what it names becomes files in the bundle and directories root
+creates on the server. So it is read within bounds (size, nesting, no YAML aliases, which can expand a few
+lines into gigabytes), and every name that becomes a path is one airgap can write into SHA256SUMS and read
+back, and every install directory is away from the system's (airgap.safepaths).
 """
 
 from __future__ import annotations
@@ -11,12 +16,21 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from airgap import safepaths
 from airgap.errors import BadInputError, ManifestError
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -27,6 +41,12 @@ OS_RE = re.compile(r"^(ubuntu|debian|rhel|rocky|almalinux)-\d+(\.\d+)?$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 OWNER_RE = re.compile(r"^\d+:\d+$")
+
+# Bounds on what is parsed (invariant 7). Real manifests are a few kilobytes and six levels deep.
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_MANIFEST_DEPTH = 16
+# The longest name a Linux file system takes for one path component.
+MAX_NAME_BYTES = 255
 
 
 def _check_url(value: str) -> str:
@@ -60,9 +80,52 @@ def _version(pattern: re.Pattern[str], example: str) -> Any:
     return check
 
 
+def file_name_problem(name: str) -> str | None:
+    """Why `name` cannot be one file's name in the bundle, or None.
+
+    The name is written into SHA256SUMS and the lock and must come back the same from both: `sha256sum`
+    escapes a backslash or newline, and Python's line reading splits at \\x0c, \\x1c, \\x85 and U+2028,
+    which is how a file could pass `sha256sum -c` and then fail `airgap verify`. Bidi overrides and escape
+    sequences would make the name read differently in a terminal than on disk. A leading `-` is allowed:
+    every bundle path starts with `layers/`, so a name never reaches a command as an option."""
+    if not name:
+        return "it is empty"
+    if name in (".", ".."):
+        return f"{name!r} names a directory, not a file"
+    if "/" in name or "\\" in name:
+        return "it holds a '/' or '\\' (a file in the bundle is named without directories)"
+    if bad := safepaths.bad_name_char(name):
+        return f"it holds {bad}, which a bundle's file name may not (it would not read back the same)"
+    if not _is_text(name):
+        return "it holds a lone surrogate, which is not text a file system can store"
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return f"it is longer than the {MAX_NAME_BYTES} bytes a file name may have"
+    return None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def safe_file_name(name: str) -> bool:
     """A name that can sit in `layers/NN-x/` and in SHA256SUMS without escaping or path tricks."""
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\n\r\t\0")
+    return file_name_problem(name) is None
+
+
+def url_file_name(url: str) -> str:
+    """The file name a URL gives its download: the last path segment, percent-decoded."""
+    return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+
+
+def _check_install_dir(value: str, example: str) -> str:
+    """An absolute directory root creates (and may hand to the serving user), normalised."""
+    if problem := safepaths.install_dir_problem(value):
+        raise ValueError(f"{value!r} cannot be an install directory: {problem}; write it like {example}")
+    return safepaths.normalise(value)
 
 
 class StrictModel(BaseModel):
@@ -73,13 +136,24 @@ class StrictModel(BaseModel):
 class PinnedDownload(StrictModel):
     """Fields shared by every HTTP-fetched item: a hand-pinned URL and digest win over derived ones."""
 
+    # The download is stored under the URL's last path segment (driver, cuda, docker); files: may rename it.
+    _url_names_file: ClassVar[bool] = True
+
     url: str | None = None
     sha256: str | None = None
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        return None if v is None else _check_url(v)
+        if v is None:
+            return None
+        _check_url(v)
+        if cls._url_names_file and (problem := file_name_problem(url_file_name(v))):
+            raise ValueError(
+                f"the file name this URL ends with, {url_file_name(v)!r}, cannot be a file in the bundle: "
+                f"{problem}; use the URL that names the file itself"
+            )
+        return v
 
     @field_validator("sha256", mode="before")
     @classmethod
@@ -164,6 +238,8 @@ class ImageSpec(StrictModel):
     @field_validator("ref")
     @classmethod
     def _ref(cls, v: str) -> str:
+        if bad := safepaths.bad_name_char(v):
+            raise ValueError(f"{v!r} holds {bad}; write the reference like vllm/vllm-openai:v0.6.3")
         name = v.split("@", 1)[0]
         if ":" in name.rsplit("/", 1)[-1]:
             name = name.rsplit(":", 1)[0]
@@ -206,9 +282,8 @@ class PythonSpec(StrictModel):
     @field_validator("venv")
     @classmethod
     def _venv(cls, v: str) -> str:
-        if not v.startswith("/") or ".." in v.split("/"):
-            raise ValueError(f"{v!r} is not an absolute path; write it like /opt/airgap/venv")
-        return v
+        # `python -m venv /usr` would write bin/python over the system's.
+        return _check_install_dir(v, DEFAULT_VENV)
 
     @field_validator("glibc", mode="before")
     @classmethod
@@ -272,12 +347,23 @@ class ModelSpec(StrictModel):
     # so programs run with HF_HOME=<hf_home> HF_HUB_OFFLINE=1 find the model by repo id.
     hf_home: str | None = None
 
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # Root creates this directory and hands it, recursively, to `owner`: never a system location.
+        if v is None:
+            return None
+        repo = info.data.get("repo")
+        example = f"/data/models/{repo.split('/', 1)[1]}" if repo else "/data/models/<name>"
+        for_repo = f"the directory for {repo}" if repo else "the model's directory"
+        if problem := safepaths.install_dir_problem(v):
+            raise ValueError(f"{v!r} cannot be {for_repo}: {problem}; write it like {example}")
+        return safepaths.normalise(v)
+
     @field_validator("hf_home")
     @classmethod
     def _hf_home(cls, v: str | None) -> str | None:
-        if v is not None and (not v.startswith("/") or ".." in v.split("/")):
-            raise ValueError(f"{v!r} is not an absolute path; write it like /data/hf (the HF_HOME programs will use)")
-        return v
+        return None if v is None else _check_install_dir(v, "/data/hf (the HF_HOME programs will use)")
 
     @field_validator("repo")
     @classmethod
@@ -295,21 +381,32 @@ class ModelSpec(StrictModel):
 
 
 class FileSpec(PinnedDownload):
-    url: str  # required here, optional on other downloads
-    name: str | None = None
+    _url_names_file: ClassVar[bool] = False  # checked with `name`, which may replace it
 
-    @model_validator(mode="after")
-    def _name(self) -> FileSpec:
-        name = self.file_name
-        if not safe_file_name(name):
+    url: str  # required here, optional on other downloads
+    name: str | None = Field(default=None, validate_default=True)
+
+    # validate_default: with no `name`, the name the URL gives is the one to check.
+    @field_validator("name", mode="after")
+    @classmethod
+    def _name(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None:
+            if problem := file_name_problem(v):
+                raise ValueError(
+                    f"{v!r} cannot be a file name in the bundle: {problem}; write it like some-file.tar.gz"
+                )
+            return v
+        url = info.data.get("url")  # absent when the URL itself was refused
+        if url is not None and (problem := file_name_problem(url_file_name(url))):
             raise ValueError(
-                f"cannot use {name!r} as a file name in the bundle; add `name: some-file.tar.gz` to this entry"
+                f"not given, and the name the URL ends with, {url_file_name(url)!r}, cannot be a file in the "
+                f"bundle: {problem}; add `name: some-file.tar.gz` to this entry"
             )
-        return self
+        return v
 
     @property
     def file_name(self) -> str:
-        return self.name or unquote(urlsplit(self.url).path.rsplit("/", 1)[-1])
+        return self.name or url_file_name(self.url)
 
 
 def _str_to(key: str) -> Any:
@@ -382,19 +479,29 @@ def load(path: str | Path) -> Manifest:
     """Read and validate a manifest; raise ManifestError listing every problem with file and line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            # Bounded: a manifest given as /dev/zero or a multi-gigabyte file is refused, not read whole.
+            data = f.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise BadInputError(
             f"{path}: no such manifest file.",
             "Check the path; `airgap collect --help` shows an example and manifests/ holds real ones.",
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise BadInputError(f"{path}: cannot read the manifest: {exc}.") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise _too_large(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: cannot read the manifest: {exc}.", "Save it as UTF-8 text.") from None
     return loads(text, source=path)
 
 
 def loads(text: str, source: str | Path = "manifest.yaml") -> Manifest:
     source = Path(source)
+    if len(text) > MAX_MANIFEST_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_MANIFEST_BYTES:
+        raise _too_large(source)
     data, lines = _parse_yaml(text, source)
     try:
         manifest = Manifest.model_validate(data)
@@ -405,10 +512,84 @@ def loads(text: str, source: str | Path = "manifest.yaml") -> Manifest:
     return manifest
 
 
+def _too_large(source: Path) -> ManifestError:
+    return ManifestError(
+        [
+            f"{source}: larger than {MAX_MANIFEST_BYTES // (1 << 20)} MiB, the most a manifest may be, so it was "
+            "not read; a manifest lists what to fetch in a few kilobytes: check that this is the manifest file"
+        ]
+    )
+
+
+class _Composer(yaml.SafeLoader):
+    """PyYAML's safe loader, composing within bounds: anchors and aliases are refused where they stand
+    (never expanded, so an alias bomb costs nothing), and nesting stops at MAX_MANIFEST_DEPTH before the
+    composer's recursion goes deeper. Problems are collected as `file:line: path: what; fix`."""
+
+    def __init__(self, text: str, fname: str) -> None:
+        super().__init__(text)
+        self.fname = fname
+        self.path: list[str | int] = []
+        self.depth = 0
+        self.refused: list[str] = []
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # `index` is a sequence position, a mapping key's node (for its value), or None (root, or a key).
+        step: str | int | None = None
+        if isinstance(index, int) and not isinstance(index, bool):
+            step = index
+        elif isinstance(index, yaml.ScalarNode):
+            step = index.value
+        elif isinstance(index, yaml.Node):
+            step = "?"  # a value under a complex key; a manifest has none, and the schema says so
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if step is not None:
+            self.path.append(step)
+        self.depth += 1
+        try:
+            where = f"{self.fname}:{line}: {_dotted(tuple(self.path))}"
+            if self.depth > MAX_MANIFEST_DEPTH:
+                raise ManifestError(
+                    [
+                        f"{where}: nested more than {MAX_MANIFEST_DEPTH} levels deep, and no manifest field is "
+                        "more than a few; check the brackets and indentation near that line"
+                    ]
+                )
+            if isinstance(event, yaml.AliasEvent):
+                self.get_event()
+                self.refused.append(
+                    f"{where}: a YAML alias (*{event.anchor}) is not accepted in a manifest (aliases can expand a "
+                    "few lines into gigabytes); write the value out in full here"
+                )
+                # A null in its place: composing goes on to find every other alias, and nothing is built.
+                return yaml.ScalarNode("tag:yaml.org,2002:null", "")
+            anchor = getattr(event, "anchor", None)
+            if anchor is not None:
+                self.refused.append(
+                    f"{where}: a YAML anchor (&{anchor}) is not accepted in a manifest, nor are aliases to it; "
+                    f"remove `&{anchor}` and write the value out wherever it is used"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+            if step is not None:
+                self.path.pop()
+
+
+# Refusals of anchors and aliases shown before the rest are summed up: an alias bomb has hundreds.
+_MAX_SHOWN_REFUSALS = 5
+
+
 def _parse_yaml(text: str, source: Path) -> tuple[dict[str, Any], dict[tuple[str | int, ...], int]]:
+    loader = _Composer(text, source.name)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if loader.refused:
+            more = len(loader.refused) - _MAX_SHOWN_REFUSALS
+            tail = [f"{source.name}: ... and {more} more anchors and aliases"] if more > 0 else []
+            raise ManifestError(loader.refused[:_MAX_SHOWN_REFUSALS] + tail)
+        data = None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source.name}:{mark.line + 1}:{mark.column + 1}" if mark else source.name
@@ -421,6 +602,8 @@ def _parse_yaml(text: str, source: Path) -> tuple[dict[str, Any], dict[tuple[str
         ) from None
     except yaml.YAMLError as exc:
         raise ManifestError([f"{source.name}: not valid YAML: {exc}"]) from None
+    finally:
+        loader.dispose()
     if node is None or data is None:
         raise ManifestError([f"{source.name}:1: the manifest is empty; start from an example in manifests/"])
     if not isinstance(data, dict):
@@ -457,12 +640,31 @@ def _walk(
                 )
             seen[key] = line
             lines[child] = line
+            _check_text(key_node, child, problems, fname)
             _walk(value_node, child, lines, problems, fname)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = (*path, i)
             lines[child] = item.start_mark.line + 1
             _walk(item, child, lines, problems, fname)
+    else:
+        _check_text(node, path, problems, fname)
+
+
+def _check_text(node: yaml.Node, path: tuple[str | int, ...], problems: list[str], fname: str) -> None:
+    """No value or key may hold a control character, a line separator or a bidi override: none has a use in
+    a manifest, and every one of them makes a value read differently (in a terminal, in SHA256SUMS) than it
+    is. Newlines and tabs are the exception: YAML's block scalars make them, and the fields that become
+    names or paths refuse them on their own."""
+    value = node.value
+    if not isinstance(value, str):
+        return
+    bad = safepaths.bad_name_char(value.replace("\n", " ").replace("\t", " "))
+    if bad is None and not _is_text(value):
+        bad = "a lone surrogate (not text)"
+    if bad is not None:
+        line = node.start_mark.line + 1
+        problems.append(f"{fname}:{line}: {_dotted(path)}: {value!r} holds {bad}; remove it")
 
 
 def _line_for(lines: dict[tuple[str | int, ...], int], path: tuple[str | int, ...]) -> int:
@@ -475,7 +677,10 @@ def _line_for(lines: dict[tuple[str | int, ...], int], path: tuple[str | int, ..
 def _dotted(path: tuple[str | int, ...]) -> str:
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        # A key is shown as written unless it holds something a terminal would act on (an escape, a bidi
+        # override): then quoted and escaped, like every value in a message.
+        key = p if isinstance(p, str) and p.isprintable() else repr(p)
+        out += f"[{p}]" if isinstance(p, int) else (f".{key}" if out else key)
     return out or "(top level)"
 
 

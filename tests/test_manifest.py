@@ -112,7 +112,7 @@ def test_duplicate_key_is_refused() -> None:
 
 def test_file_url_without_a_name_asks_for_one() -> None:
     (p,) = problems(GOOD + "files:\n  - url: https://example.com/dir/\n")
-    assert p.startswith("m.yaml:6: files[0]: cannot use '' as a file name")
+    assert p.startswith("m.yaml:6: files[0].name: not given, and the name the URL ends with, '', cannot be")
     assert "name:" in p
 
 

@@ -17,7 +17,7 @@ from airgap.layers.models import ModelsLayer
 from airgap.layers.prereqs import PrereqsLayer
 from airgap.layers.python import PythonLayer
 from airgap.lock import Lock
-from airgap.manifest import Manifest
+from airgap.manifest import Manifest, file_name_problem
 
 LAYERS: tuple[Layer, ...] = (
     PrereqsLayer(),  # build tools for the driver (and any apt.packages): asked for in `apt:`
@@ -69,6 +69,15 @@ def plan_artifacts(
     seen: dict[str, Artifact] = {}
     unique: list[Artifact] = []
     for art in artifacts:
+        # Names from upstream metadata (a wheel's, an apt Filename:, a hub file) get the manifest's rule:
+        # a name that would not read back the same from SHA256SUMS is refused before anything is stored.
+        for segment in art.name.split("/"):
+            if problem := file_name_problem(segment):
+                raise manifest.error(
+                    art.field,
+                    f"the upstream names a file {art.name!a}, which airgap cannot store: {problem}; "
+                    "leave that entry out or ask the publisher",
+                )
         if art.path in seen:
             other = seen[art.path]
             if other.pinned is not None and other.pinned == art.pinned and other.content == art.content:
