@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, README_NAME, SUMS_NAME, TOOL_DIR
+from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, README_NAME, SUMS_NAME
 from airgap.errors import BadInputError, IntegrityError
 from airgap.fsutil import write_atomic
 from airgap.lock import Lock, LockedArtifact
@@ -51,35 +51,133 @@ def format_sums(entries: dict[str, str]) -> bytes:
 
 
 def parse_sums(text: str, source: str = SUMS_NAME) -> dict[str, str]:
-    """Path -> sha256 from a SHA256SUMS file; a malformed line is reported, not guessed at."""
+    """Path -> sha256 from a SHA256SUMS file's text (see parse_sums_bytes)."""
+    return parse_sums_bytes(text.encode("utf-8", errors="surrogateescape"), source)
+
+
+def parse_sums_bytes(data: bytes, source: str = SUMS_NAME) -> dict[str, str]:
+    r"""Path -> sha256 from a SHA256SUMS file's bytes, read the way `sha256sum -c` reads them, so a line
+    names the same file for airgap and for coreutils; anything else is refused, never guessed at.
+
+    - Lines end at "\n" only. (str.splitlines would also end one at \x0c, \x1c, \x85 or U+2028: a name
+      holding one would be read as two lines by airgap and one by coreutils.)
+    - `<64 hex>  <path>` (text mode) or `<64 hex> *<path>` (binary mode); blank lines are skipped.
+    - A line starting with "\" is coreutils' escaped form: in its name "\\" is a backslash, "\n" a
+      newline and "\r" a carriage return. format_sums never writes one (collect refuses names that would
+      need it), but a hand-made list may hold one, and it must mean what it means to coreutils.
+    - Refused (IntegrityError naming every bad line): a malformed line, a path listed twice (the last
+      line would silently win), a path that is absolute, has an empty, `.` or `..` component, holds a
+      character safepaths refuses (controls, line separators, bidi overrides), is not UTF-8, or names
+      SHA256SUMS or its signature.
+    """
+    from airgap.bundle_layout import SIG_NAME
+    from airgap.safepaths import bad_name_char
+
     out: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    first_line: dict[str, int] = {}
+    bad: list[str] = []
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
             continue
-        digest, sep, rest = line.partition(" ")
-        if not sep or len(digest) != 64 or not rest or rest[0] not in " *":
-            raise IntegrityError(
-                f"{source}:{n}: not a sha256sum line: {line[:80]!r}.",
-                "The file was altered or damaged on the way; copy SHA256SUMS again from the original bundle.",
-            )
-        out[rest[1:]] = digest.lower()
+        shown = raw[:80].decode("utf-8", errors="backslashreplace")
+        escaped = raw.startswith(b"\\")
+        body = raw[1:] if escaped else raw
+        digest, sep, rest = body.partition(b" ")
+        if (
+            not sep
+            or len(digest) != 64
+            or not all(c in b"0123456789abcdefABCDEF" for c in digest)
+            or len(rest) < 2
+            or rest[:1] not in b" *"
+        ):
+            bad.append(f"{source}:{n}: not a sha256sum line: {shown!r}")
+            continue
+        name_bytes = rest[1:]
+        if escaped:
+            unescaped = _unescape(name_bytes)
+            if unescaped is None:
+                bad.append(f"{source}:{n}: a bad backslash escape in {shown!r}")
+                continue
+            name_bytes = unescaped
+        try:
+            name = name_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(f"{source}:{n}: the path is not UTF-8: {shown!r}")
+            continue
+        why = _unsafe_path(name, bad_name_char)
+        if why is None and name in (SUMS_NAME, SIG_NAME):
+            why = f"{SUMS_NAME} cannot list itself or its signature"
+        if why is not None:
+            bad.append(f"{source}:{n}: {name[:100]!r}: {why}")
+            continue
+        if name in out:
+            bad.append(f"{source}:{n}: {name!r} is listed twice (first on line {first_line[name]})")
+            continue
+        out[name] = digest.decode().lower()
+        first_line[name] = n
+    if bad:
+        more = f"\n(and {len(bad) - 20} more)" if len(bad) > 20 else ""
+        raise IntegrityError(
+            "\n".join(bad[:20]) + more + ".",
+            "The file was altered or damaged on the way; copy SHA256SUMS again from the original bundle.",
+        )
     return out
 
 
+def _unescape(name: bytes) -> bytes | None:
+    r"""coreutils' escaped file name (after a leading backslash on the line): \\ \n \r; None if malformed."""
+    out = bytearray()
+    i = 0
+    while i < len(name):
+        c = name[i : i + 1]
+        if c != b"\\":
+            out += c
+            i += 1
+            continue
+        nxt = name[i + 1 : i + 2]
+        if nxt == b"\\":
+            out += b"\\"
+        elif nxt == b"n":
+            out += b"\n"
+        elif nxt == b"r":
+            out += b"\r"
+        else:
+            return None
+        i += 2
+    return bytes(out)
+
+
+def _unsafe_path(name: str, bad_name_char: Callable[[str], str | None]) -> str | None:
+    """Why `name` cannot be a path inside a bundle, or None."""
+    if name.startswith("/"):
+        return "an absolute path, outside the bundle"
+    parts = name.split("/")
+    if ".." in parts:
+        return "a path with '..', outside the bundle"
+    if any(p in ("", ".") for p in parts):
+        return "not a plain relative path (an empty or '.' component)"
+    if bad := bad_name_char(name):
+        return f"the path holds {bad}"
+    return None
+
+
 def read_sums(bundle: Path) -> dict[str, str]:
-    path = bundle / SUMS_NAME
-    try:
-        return parse_sums(path.read_text(encoding="utf-8"), SUMS_NAME)
-    except FileNotFoundError:
+    """SHA256SUMS of `bundle`, parsed (one read, no link followed). Verify and install use
+    `airgap.custody.Snapshot`, which also keeps the bytes and judges the signature."""
+    from airgap.custody import MAX_SUMS_BYTES, read_bundle_file
+
+    data = read_bundle_file(bundle, SUMS_NAME, MAX_SUMS_BYTES)
+    if data is None:
         if (bundle / LOCK_NAME).exists():
             raise BadInputError(
                 f"{bundle}: {SUMS_NAME} is missing; the collection did not finish or the file was lost.",
                 "Run `airgap collect` again into the same directory: it resumes and writes it.",
-            ) from None
+            )
         raise BadInputError(
             f"{bundle}: no {SUMS_NAME} here; this is not an airgap bundle.",
             "Point at the bundle's top directory, the one holding SHA256SUMS and README.txt.",
-        ) from None
+        )
+    return parse_sums_bytes(data, SUMS_NAME)
 
 
 def finalize(bundle: Path, lock: Lock, by_hand: Sequence[str] = ()) -> None:
@@ -98,11 +196,6 @@ def finalize(bundle: Path, lock: Lock, by_hand: Sequence[str] = ()) -> None:
     entries[LOCK_NAME] = hashlib.sha256(lock_bytes).hexdigest()
     entries[README_NAME] = hashlib.sha256(readme).hexdigest()
     write_atomic(bundle / SUMS_NAME, format_sums(entries))
-
-
-def covered_dirs() -> tuple[str, ...]:
-    """Top-level directories in which every file must be listed in SHA256SUMS."""
-    return (LAYERS_DIR, TOOL_DIR)
 
 
 # --- README.txt ----------------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ buffer (or the caller's), so memory stays flat whatever the file's size.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 BUF = 1 << 20
@@ -32,3 +34,139 @@ def sha256_file(path: Path, buf: bytearray | None = None) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# --- reading inside a bundle without following links ---------------------------------------------------
+#
+# Whoever holds the drive can replace any file by a symbolic link (to /etc/shadow, to /dev/zero), a FIFO
+# (a read would wait forever) or a device. So below the bundle's top directory nothing is opened by name:
+# each component is opened with O_PATH|O_NOFOLLOW (which opens nothing for reading, has no side effect on
+# a FIFO or device, and gives a link itself rather than its target), checked with fstat, and only a regular
+# file is then opened for reading, through that very inode.
+
+_O_PATH: int = getattr(os, "O_PATH", 0)
+_O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK: int = getattr(os, "O_NONBLOCK", 0)
+_O_DIRECTORY: int = getattr(os, "O_DIRECTORY", 0)
+_O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
+_O_NOCTTY: int = getattr(os, "O_NOCTTY", 0)
+# Without O_PATH (not Linux) a component is opened for reading: O_NONBLOCK keeps a FIFO from hanging us.
+_PROBE = (_O_PATH or (os.O_RDONLY | _O_NONBLOCK | _O_NOCTTY)) | _O_NOFOLLOW | _O_CLOEXEC
+
+
+def file_kind(mode: int) -> str:
+    """What an lstat/fstat mode is, in the words a report uses."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a regular file"
+
+
+class NotRegularFile(OSError):
+    """`path` (relative to the root it was opened under) is not what it must be: `what` says what it is.
+    `within` is True when a directory on the way is the culprit, not the file itself."""
+
+    def __init__(self, path: str, what: str, within: bool = False) -> None:
+        super().__init__(errno.EINVAL, f"{path} is {what}")
+        self.path = path
+        self.what = what
+        self.within = within
+
+
+def open_beneath(root: Path, rel: str) -> int:
+    """A read-only fd of the regular file `rel` under the directory `root`, reached without following any
+    link below `root` (`root` itself is the caller's choice and may be one). Raises NotRegularFile when
+    `rel` or a directory on its way is a link, FIFO, socket, device (or, for `rel`, a directory), and
+    FileNotFoundError / other OSError as the system reports them. The caller closes the fd."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"not a plain relative path: {rel!r}")
+    cur = os.open(root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    try:
+        for i, name in enumerate(parts):
+            last = i == len(parts) - 1
+            try:
+                fd = os.open(name, _PROBE, dir_fd=cur)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:  # only without O_PATH: O_NOFOLLOW met a link
+                    raise NotRegularFile("/".join(parts[: i + 1]), "a symbolic link", within=not last) from None
+                raise
+            try:
+                st = os.fstat(fd)
+                if not last:
+                    if not stat.S_ISDIR(st.st_mode):
+                        raise NotRegularFile("/".join(parts[: i + 1]), file_kind(st.st_mode), within=True)
+                    os.close(cur)
+                    cur, fd = fd, -1
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    raise NotRegularFile(rel, file_kind(st.st_mode))
+                return _reopen_for_reading(fd, name, cur, st)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        raise AssertionError("unreachable")  # the loop returns or raises on its last component
+    finally:
+        os.close(cur)
+
+
+def _reopen_for_reading(fd: int, name: str, dir_fd: int, st: os.stat_result) -> int:
+    """An O_RDONLY fd of the same inode as the probe `fd` (a regular file)."""
+    if not _O_PATH:
+        return os.dup(fd)  # the probe was opened for reading already
+    try:
+        # The documented way to turn an O_PATH fd into a readable one: the inode already checked, not a name.
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | _O_CLOEXEC)
+    except FileNotFoundError:
+        pass  # no /proc (a minimal container): open the name again, without following, and compare inodes
+    new = os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_NOCTTY | _O_CLOEXEC, dir_fd=dir_fd)
+    again = os.fstat(new)
+    if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(again.st_mode):
+        os.close(new)
+        raise NotRegularFile(name, "replaced while it was being opened")
+    return new
+
+
+def read_beneath(root: Path, rel: str, limit: int) -> bytes:
+    """The bytes of the regular file `rel` under `root` (see open_beneath), at most `limit` + 1 of them, so a
+    caller can tell "exactly at the limit" from "over it" without ever holding more."""
+    fd = open_beneath(root, rel)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0 and (chunk := f.read(min(left, BUF))):
+            chunks.append(chunk)
+            left -= len(chunk)
+    return b"".join(chunks)
+
+
+def hash_fd(fd: int, algorithm: str = "sha256", buf: bytearray | None = None) -> str:
+    """Hex digest of what is left to read on `fd` (the caller closes it)."""
+    h = hashlib.new(algorithm)
+    buf = buf if buf is not None else bytearray(BUF)
+    view = memoryview(buf)
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    while n := os.readv(fd, [buf]):
+        h.update(view[:n])
+    return h.hexdigest()
+
+
+def sha256_beneath(root: Path, rel: str, buf: bytearray | None = None) -> str:
+    """sha256 of the regular file `rel` under `root`, opened without following links (see open_beneath)."""
+    fd = open_beneath(root, rel)
+    try:
+        return hash_fd(fd, "sha256", buf)
+    finally:
+        os.close(fd)

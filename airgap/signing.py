@@ -17,20 +17,25 @@ import base64
 import binascii
 import hashlib
 import os
+import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from airgap.digests import file_kind
 from airgap.errors import AirgapError, BadInputError
 
 PUBKEY_ALG = b"Ed"
 SIG_PREHASHED = b"ED"  # minisign >= 0.8 default: sign BLAKE2b-512 of the file, fine for huge files
 SIG_LEGACY = b"Ed"
 SECRET_TAG = "airgap secret key"
+# A minisign signature file is ~300 bytes (the trusted comment is one line); a key file ~100.
+MAX_SIG_BYTES = 64 << 10
+MAX_KEY_BYTES = 64 << 10
 
 
 class SignatureError(AirgapError):
@@ -41,6 +46,7 @@ class SignatureError(AirgapError):
 class PublicKey:
     key_id: bytes
     key: Ed25519PublicKey
+    source: str = field(default="", compare=False)  # the file it was loaded from, for reports
 
     @property
     def key_id_hex(self) -> str:
@@ -62,6 +68,21 @@ class SignatureInfo:
     key_id: str
     trusted_comment: str
     prehashed: bool
+
+
+@dataclass(frozen=True)
+class ParsedSignature:
+    """A minisign signature file, well formed but not yet checked against any key."""
+
+    key_id: bytes
+    sig: bytes
+    prehashed: bool
+    trusted_comment: bytes  # as signed: the global signature covers these exact bytes
+    global_sig: bytes
+
+    @property
+    def key_id_hex(self) -> str:
+        return self.key_id[::-1].hex().upper()
 
 
 def generate() -> SecretKey:
@@ -97,13 +118,26 @@ def write_keypair(sk: SecretKey, stem: Path) -> tuple[Path, Path]:
     return secret, public
 
 
-def _second_line(path: Path, what: str) -> bytes:
+def _read_key_file(path: Path, what: str) -> bytes:
+    """A key file's bytes, bounded, regular files only (a FIFO named *.pub must not hang a verify)."""
     try:
-        lines = path.read_text().splitlines()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such {what}.", "Give the path of the file `airgap keygen` wrote.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{path}: cannot read the {what}: {exc}.") from None
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read the {what}: {exc.strerror}.") from None
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BadInputError(f"{path}: is {file_kind(mode)}, not a {what} file.")
+        data = f.read(MAX_KEY_BYTES + 1)
+    if len(data) > MAX_KEY_BYTES:
+        raise BadInputError(f"{path}: far too large for a {what}.", "Give the .pub file from `airgap keygen`.")
+    return data
+
+
+def _second_line(data: bytes, path: Path, what: str) -> bytes:
+    lines = data.decode("utf-8", errors="replace").splitlines()
     try:
         return base64.b64decode(lines[1], validate=True)
     except (IndexError, binascii.Error):
@@ -113,8 +147,9 @@ def _second_line(path: Path, what: str) -> bytes:
 
 
 def load_public(path: Path) -> PublicKey:
-    blob = _second_line(path, "public key")
-    if SECRET_TAG in path.read_text(errors="replace").splitlines()[0]:
+    data = _read_key_file(path, "public key")
+    blob = _second_line(data, path, "public key")
+    if SECRET_TAG in data.decode("utf-8", errors="replace").splitlines()[0]:
         # Same length and tag as a public key: only the comment tells them apart. Never treat a seed as a key.
         raise BadInputError(
             f"{path}: this is a secret key, not an Ed25519 minisign public key.",
@@ -122,7 +157,7 @@ def load_public(path: Path) -> PublicKey:
         )
     if len(blob) != 42 or blob[:2] != PUBKEY_ALG:
         raise BadInputError(f"{path}: not an Ed25519 minisign public key.", "Use the .pub file from `airgap keygen`.")
-    return PublicKey(blob[2:10], Ed25519PublicKey.from_public_bytes(blob[10:]))
+    return PublicKey(blob[2:10], Ed25519PublicKey.from_public_bytes(blob[10:]), source=str(path))
 
 
 def load_secret(path: Path) -> SecretKey:
@@ -133,7 +168,7 @@ def load_secret(path: Path) -> SecretKey:
         raise BadInputError(f"{path}: this is a public key; signing needs the secret key (the .key file).")
     if not first or SECRET_TAG not in first[0]:
         raise BadInputError(f"{path}: not an airgap secret key.", "Create one with `airgap keygen -o NAME`.")
-    blob = _second_line(path, "secret key")
+    blob = _second_line(path.read_bytes(), path, "secret key")
     if len(blob) != 42 or blob[:2] != PUBKEY_ALG:
         raise BadInputError(f"{path}: damaged airgap secret key.", "Use a backup of the key, or make a new one.")
     return SecretKey(blob[2:10], Ed25519PrivateKey.from_private_bytes(blob[10:]))
@@ -153,9 +188,16 @@ def sign(sk: SecretKey, data: bytes, trusted_comment: str) -> str:
     )
 
 
-def verify(pk: PublicKey, data: bytes, sig_text: str, sig_name: str = "SHA256SUMS.sig") -> SignatureInfo:
-    lines = sig_text.splitlines()
-    if len(lines) < 4 or not lines[2].startswith("trusted comment: "):
+def parse_signature(sig_bytes: bytes, sig_name: str = "SHA256SUMS.sig") -> ParsedSignature:
+    """The parts of a minisign signature file; SignatureError when it is not one (damaged or replaced)."""
+    # Lines end at \n only (minisign's own reader; a trailing \r is dropped): the trusted comment is signed
+    # as bytes, so no other character may end a line.
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in sig_bytes.split(b"\n")]
+    if (
+        len(lines) < 4
+        or not lines[0].startswith(b"untrusted comment: ")
+        or not lines[2].startswith(b"trusted comment: ")
+    ):
         raise SignatureError(
             f"{sig_name}: not a minisign signature file.", "Sign the bundle again (airgap sign BUNDLE --key KEY)."
         )
@@ -164,19 +206,31 @@ def verify(pk: PublicKey, data: bytes, sig_text: str, sig_name: str = "SHA256SUM
         global_sig = base64.b64decode(lines[3], validate=True)
     except binascii.Error:
         raise SignatureError(f"{sig_name}: damaged (not base64).", "Copy it again from the original bundle.") from None
-    if len(blob) != 74 or blob[:2] not in (SIG_PREHASHED, SIG_LEGACY):
-        raise SignatureError(f"{sig_name}: not an Ed25519 minisign signature.")
-    key_id, sig = blob[2:10], blob[10:]
-    if key_id != pk.key_id:
+    if len(blob) != 74 or blob[:2] not in (SIG_PREHASHED, SIG_LEGACY) or len(global_sig) != 64:
         raise SignatureError(
-            f"{sig_name}: signed by key {key_id[::-1].hex().upper()}, not by the key given ({pk.key_id_hex}).",
+            f"{sig_name}: not an Ed25519 minisign signature.", "Copy it again from the original bundle."
+        )
+    return ParsedSignature(
+        key_id=blob[2:10],
+        sig=blob[10:],
+        prehashed=blob[:2] == SIG_PREHASHED,
+        trusted_comment=lines[2][len(b"trusted comment: ") :],
+        global_sig=global_sig,
+    )
+
+
+def check_parsed(
+    pk: PublicKey, data: bytes, parsed: ParsedSignature, sig_name: str = "SHA256SUMS.sig"
+) -> SignatureInfo:
+    """Check a parsed signature of `data` with `pk`; SignatureError says which part does not hold."""
+    if parsed.key_id != pk.key_id:
+        raise SignatureError(
+            f"{sig_name}: signed by key {parsed.key_id_hex}, not by the key given ({pk.key_id_hex}).",
             "Check you were given the right public key; a bundle signed by another key is not to be trusted.",
         )
-    prehashed = blob[:2] == SIG_PREHASHED
-    message = hashlib.blake2b(data, digest_size=64).digest() if prehashed else data
-    trusted = lines[2][len("trusted comment: ") :]
+    message = hashlib.blake2b(data, digest_size=64).digest() if parsed.prehashed else data
     try:
-        pk.key.verify(sig, message)
+        pk.key.verify(parsed.sig, message)
     except InvalidSignature:
         raise SignatureError(
             f"{sig_name}: the signature does not match SHA256SUMS: the sums (or the signature) were changed "
@@ -184,13 +238,18 @@ def verify(pk: PublicKey, data: bytes, sig_text: str, sig_name: str = "SHA256SUM
             "Do not install this bundle; get an intact copy from the collecting side.",
         ) from None
     try:
-        pk.key.verify(global_sig, sig + trusted.encode())
+        pk.key.verify(parsed.global_sig, parsed.sig + parsed.trusted_comment)
     except InvalidSignature:
         raise SignatureError(
             f"{sig_name}: the trusted comment was altered after signing.",
             "Do not install this bundle; get an intact copy from the collecting side.",
         ) from None
-    return SignatureInfo(pk.key_id_hex, trusted, prehashed)
+    return SignatureInfo(pk.key_id_hex, parsed.trusted_comment.decode("utf-8", errors="replace"), parsed.prehashed)
+
+
+def check_signature(pk: PublicKey, data: bytes, sig_bytes: bytes, sig_name: str = "SHA256SUMS.sig") -> SignatureInfo:
+    """Check the signature file's bytes `sig_bytes` over `data` (SHA256SUMS's bytes, read once) with `pk`."""
+    return check_parsed(pk, data, parse_signature(sig_bytes, sig_name), sig_name)
 
 
 def trusted_comment(bundle_name: str) -> str:
@@ -211,12 +270,18 @@ def sign_bundle(bundle: Path, sk: SecretKey, bundle_name: str) -> Path:
 
 
 def check_bundle_signature(bundle: Path, pk: PublicKey) -> SignatureInfo:
+    """Check `bundle`'s signature with `pk`, reading SHA256SUMS and its signature once each, without
+    following links. Prefer `airgap.custody.Snapshot`, which also keeps the bytes it judged."""
     from airgap.bundle_layout import SIG_NAME, SUMS_NAME
+    from airgap.custody import MAX_SUMS_BYTES, read_bundle_file
 
-    sig = bundle / SIG_NAME
-    if not sig.is_file():
+    sig = read_bundle_file(bundle, SIG_NAME, MAX_SIG_BYTES)
+    if sig is None:
         raise SignatureError(
             f"{bundle}: no {SIG_NAME}: the bundle is not signed, and a key was given.",
             "Ask for a signed bundle (airgap sign BUNDLE --key KEY on the collecting side).",
         )
-    return verify(pk, (bundle / SUMS_NAME).read_bytes(), sig.read_text(errors="replace"), SIG_NAME)
+    sums = read_bundle_file(bundle, SUMS_NAME, MAX_SUMS_BYTES)
+    if sums is None:
+        raise SignatureError(f"{bundle}: no {SUMS_NAME}: not a finished airgap bundle.")
+    return check_signature(pk, sums, sig, SIG_NAME)

@@ -62,6 +62,7 @@ def test_each_kind_of_damage_is_named(bundle: Path) -> None:
     }
     assert data["counts"] == {
         "signature": 0,
+        "not-a-file": 0,
         "missing": 1,
         "truncated": 1,
         "altered": 1,

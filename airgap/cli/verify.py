@@ -1,4 +1,5 @@
-"""`airgap verify`: re-hash a bundle and name every file that is not as collected."""
+"""`airgap verify`: re-hash a bundle, name every file that is not as collected, and say what the signature
+does (and does not) vouch for."""
 
 from __future__ import annotations
 
@@ -8,28 +9,53 @@ from pathlib import Path
 import click
 
 from airgap.cli.application import Application, exit_codes_help
+from airgap.custody import TRUSTED_KEYS_DIR
 from airgap.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 
 @click.command(
     epilog=exit_codes_help(),
-    help="""Re-hash every file of BUNDLE and name each one that is not as collected.
+    help=f"""Re-hash every file of BUNDLE and name each one that is not as collected.
 
-Problems are reported by path and kind: missing, truncated (shorter than recorded), altered (other
-bytes), unexpected (a file in layers/ that the bundle does not list), unreadable (an I/O error).
-Hashing runs on all cores. Exit 0 only when every file holds.
+SHA256SUMS, its signature and the lock are read once; every judgement is made on those bytes. Every
+file in the bundle must be listed in SHA256SUMS (only SHA256SUMS and SHA256SUMS.sig are not). Problems
+are reported by path and kind: signature, not-a-file (a listed path that is a symbolic link, FIFO,
+device or directory: never opened or followed), missing, truncated (shorter than recorded), altered
+(other bytes), unexpected (anything SHA256SUMS does not list, anywhere: an added install.sh is one),
+unreadable (an I/O error). Folders an operating system leaves on a drive (System Volume Information,
+.Trashes, lost+found, ._* files, ...) are named in a note, never read, and do not fail the check.
+
+Signatures are policy: the public keys in --trusted-keys (default {TRUSTED_KEYS_DIR}) and --key are
+trusted. With any trusted key, a valid signature by one of them is required. With none, a signature
+cannot be checked: the output says "signature NOT checked", and an OK then means only that the files
+match SHA256SUMS, not who made the bundle.
+
+Hashing runs on all cores. Exit 0 only when every file holds and the signature is acceptable.
 
 \b
   airgap verify /media/usb/bundle
+  airgap verify /media/usb/bundle --key site-a.pub --report report.json
   airgap verify bundle --json > report.json""",
 )
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--json", "json_mode", is_flag=True, help="Print one JSON object: files, bytes, problems, ok.")
+@click.option(
+    "--json", "json_mode", is_flag=True, help="Print one JSON object: files, bytes, problems, signature, notes, ok."
+)
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), help="Hashing threads (default: one per core).")
 @click.option(
     "--key",
     type=click.Path(path_type=Path),
-    help="Public key (.pub from `airgap keygen`): the bundle must carry a valid signature by it.",
+    help="Public key (.pub from `airgap keygen`) to trust besides --trusted-keys: the bundle must then carry "
+    "a valid signature by a trusted key.",
+)
+@click.option(
+    "--trusted-keys",
+    "trusted_dir",
+    metavar="DIR",
+    type=click.Path(path_type=Path),
+    default=Path(TRUSTED_KEYS_DIR),
+    show_default=True,
+    help="Directory of trusted public keys (*.pub). When it holds one, unsigned or otherwise signed bundles fail.",
 )
 @click.option(
     "--report",
@@ -39,35 +65,52 @@ Hashing runs on all cores. Exit 0 only when every file holds.
 )
 @click.pass_obj
 def verify(
-    app: Application, bundle: Path, json_mode: bool, jobs: int | None, key: Path | None, report_file: Path | None
+    app: Application,
+    bundle: Path,
+    json_mode: bool,
+    jobs: int | None,
+    key: Path | None,
+    trusted_dir: Path,
+    report_file: Path | None,
 ) -> int:
+    from airgap.bundle_walk import shown
+    from airgap.custody import Snapshot, trusted_keys
     from airgap.progress import Progress
     from airgap.signing import load_public
     from airgap.units import human_size
     from airgap.verify import verify_bundle, write_report
 
     out = app.output(json_mode)
-    public = load_public(key) if key else None
+    keys = trusted_keys(trusted_dir, [load_public(key)] if key else [])
+    snapshot = Snapshot.read(bundle, keys, keys_dir=str(trusted_dir))
     mode = "rich" if sys.stderr.isatty() and not app.quiet and not json_mode else "off"
     with Progress("verify", None, mode=mode) as progress:
-        report = verify_bundle(bundle, jobs=jobs, on_bytes=progress.advance, key=public, key_file=str(key or ""))
+        report = verify_bundle(snapshot, jobs=jobs, on_bytes=progress.advance)
     if report_file:
         write_report(report, report_file)
     if json_mode:
         out.emit_json(report.to_dict())
-    else:
-        for p in report.problems:
-            out.info(f"{p.kind.upper():<10} {p.path}: {p.detail}")
-        rate = report.bytes / report.seconds if report.seconds else 0
-        summary = (
-            f"{report.files} files, {human_size(report.bytes)} hashed in {report.seconds:.1f}s ({human_size(rate)}/s)"
-        )
-        if report.signature and report.signature.get("valid") == "yes":
-            out.info(
-                f"signature: valid, key {report.signature['key_id']} ({report.signature.get('trusted_comment', '')})"
-            )
-        if report.ok:
-            out.info(f"OK: {summary}; the bundle is complete and intact.")
+        return EXIT_OK if report.ok else EXIT_CHECK_FAILED
+    for p in report.problems:
+        out.info(f"{p.kind.upper():<10} {p.path}: {p.detail}")
+    rate = report.bytes / report.seconds if report.seconds else 0
+    summary = f"{report.files} files, {human_size(report.bytes)} hashed in {report.seconds:.1f}s ({human_size(rate)}/s)"
+    sig = snapshot.signature
+    if report.ok:
+        if sig.status == "valid":
+            out.info(f"OK: {summary}; the bundle is complete and intact, and signed by a trusted key.")
         else:
-            out.stderr(f"FAILED: {len(report.problems)} problem(s) in {report.files} files; {summary}.")
+            out.info(f"OK: {summary}; every file matches SHA256SUMS.")
+    else:
+        out.stderr(f"FAILED: {len(report.problems)} problem(s) in {report.files} files; {summary}.")
+    # Never "valid" unless a trusted key checked it; an unchecked signature says nothing about who made it.
+    if sig.status == "valid":
+        out.info(f"signature: valid, key {sig.key_id} ({shown(sig.trusted_comment.replace(chr(9), ' '))})")
+    elif sig.status == "unchecked":
+        out.info(f"signature NOT checked: {sig.detail}. Anyone who can change the bundle can change SHA256SUMS too.")
+    elif sig.status == "unsigned":
+        why = "; this check says the copy is complete, not who made it" if report.ok else ""
+        out.info(f"signature: none: {sig.detail}{why}.")
+    for note in report.notes:
+        out.info(f"note: {note}")
     return EXIT_OK if report.ok else EXIT_CHECK_FAILED

@@ -1,0 +1,302 @@
+"""Chain of custody: what a bundle says about itself, read once, and whether a trusted key vouches for it.
+
+Whoever holds the drive can change any byte of it, and a local user can swap files while airgap runs. So
+SHA256SUMS, its signature and the lock are each read exactly once, into memory (`Snapshot.read`), and every
+later decision (the signature, the lock, which files must exist with which digests) is made on those bytes:
+rewriting SHA256SUMS or the lock after the read changes nothing. The three files are opened without
+following links and must be regular files (a FIFO must not hang us, a link to /dev/zero must not be read),
+and each is size-bounded.
+
+Signatures are policy, not a flag: public keys installed on the server (`/etc/airgap/keys/*.pub`) and any
+`--key` are the trusted keys. When there is one, a valid signature by one of them is required. When there
+is none, a signature cannot be checked, and the verdict says exactly that ("unchecked"), never "valid".
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from airgap.bundle import parse_sums_bytes
+from airgap.bundle_layout import LOCK_NAME, SIG_NAME, SUMS_NAME
+from airgap.digests import NotRegularFile, read_beneath
+from airgap.errors import AirgapError, BadInputError, IntegrityError, VerifyFailed
+from airgap.lock import MAX_LOCK_BYTES, Lock
+from airgap.signing import (
+    MAX_SIG_BYTES,
+    ParsedSignature,
+    PublicKey,
+    SignatureError,
+    check_parsed,
+    load_public,
+    parse_signature,
+)
+
+TRUSTED_KEYS_DIR = "/etc/airgap/keys"  # a server path; under --root for install
+# SHA256SUMS holds ~100-200 bytes a file: 64 MiB is several hundred thousand files, far beyond any bundle.
+MAX_SUMS_BYTES = 64 << 20
+
+Status = Literal["valid", "invalid", "unchecked", "unsigned"]
+
+
+def trusted_keys(keys_dir: Path, extra: Sequence[PublicKey] = ()) -> list[PublicKey]:
+    """Every *.pub in keys_dir (minisign public key files; a missing dir = none) plus `extra` (--key).
+    A file there that is not a valid public key is a BadInputError naming it: a broken trust store must
+    not quietly become "no trusted key", which would turn mandatory signatures off."""
+    keys: list[PublicKey] = []
+    try:
+        names = sorted(e.name for e in os.scandir(keys_dir) if e.name.endswith(".pub"))
+    except FileNotFoundError:
+        names = []
+    except NotADirectoryError:
+        raise BadInputError(
+            f"{keys_dir}: not a directory; it should hold the trusted public keys (*.pub).",
+            "Make it a directory holding the .pub files of the keys bundles are signed with.",
+        ) from None
+    except OSError as exc:
+        raise BadInputError(
+            f"{keys_dir}: cannot list the trusted keys ({exc.strerror}).",
+            "Run as root (the directory is usually readable by root only), or point --trusted-keys elsewhere.",
+        ) from None
+    for name in names:
+        keys.append(load_public(keys_dir / name))
+    seen: set[tuple[bytes, bytes]] = set()
+    out: list[PublicKey] = []
+    for k in [*keys, *extra]:
+        ident = (k.key_id, _raw(k))
+        if ident not in seen:
+            seen.add(ident)
+            out.append(k)
+    return out
+
+
+def _raw(pk: PublicKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return pk.key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@dataclass(frozen=True)
+class SignatureVerdict:
+    """What can be said about SHA256SUMS.sig with the keys at hand.
+
+    valid      checked with a trusted key and it holds
+    invalid    damaged, not minisign, does not match SHA256SUMS, or its trusted comment was altered
+    unchecked  well formed, but by a key that is not trusted (or there is no trusted key): nothing is known
+    unsigned   there is no SHA256SUMS.sig
+    """
+
+    status: Status
+    key_id: str  # of the signature when known (minisign hex), else ""
+    trusted_comment: str  # only when valid: an unchecked comment is not trusted and is not shown as such
+    detail: str  # one sentence a human reads
+    required: bool  # trusted keys exist, so a valid signature is mandatory
+    key_file: str = ""  # the public key file that checked it, when valid
+
+    @property
+    def acceptable(self) -> bool:
+        return self.status == "valid" or (not self.required and self.status in ("unchecked", "unsigned"))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "status": self.status,
+            "key_id": self.key_id,
+            "trusted_comment": self.trusted_comment,
+            "detail": self.detail,
+            "required": self.required,
+            "public_key_file": self.key_file,
+            "acceptable": self.acceptable,
+        }
+
+
+def judge_signature(
+    sums_bytes: bytes, sig_bytes: bytes | None, keys: Sequence[PublicKey], keys_dir: str = TRUSTED_KEYS_DIR
+) -> SignatureVerdict:
+    """The verdict on a signature's bytes (None: no signature file) over SHA256SUMS's bytes."""
+    required = bool(keys)
+    ids = ", ".join(sorted({k.key_id_hex for k in keys}))
+    if sig_bytes is None:
+        if required:
+            detail = (
+                f"the bundle is not signed (no {SIG_NAME}), and a valid signature by a trusted key ({ids}) is required"
+            )
+        else:
+            detail = f"the bundle is not signed (no {SIG_NAME})"
+        return SignatureVerdict("unsigned", "", "", detail, required)
+    try:
+        parsed = parse_signature(sig_bytes, SIG_NAME)
+    except SignatureError as exc:
+        return SignatureVerdict("invalid", "", "", exc.message, required)
+    candidates = [k for k in keys if k.key_id == parsed.key_id]
+    if not candidates:
+        if required:
+            detail = (
+                f"signed by key ID {parsed.key_id_hex}, not by a trusted key ({ids}): the signature cannot be "
+                "checked, and a valid one is required"
+            )
+        else:
+            detail = f"signed by key ID {parsed.key_id_hex}; no trusted key: pass --key or install it in {keys_dir}"
+        return SignatureVerdict("unchecked", parsed.key_id_hex, "", detail, required)
+    return _check_with(sums_bytes, parsed, candidates, required)
+
+
+def _check_with(
+    sums_bytes: bytes, parsed: ParsedSignature, candidates: Sequence[PublicKey], required: bool
+) -> SignatureVerdict:
+    failure: SignatureError | None = None
+    for pk in candidates:  # two trusted keys with one key ID: either may be the signer
+        try:
+            info = check_parsed(pk, sums_bytes, parsed, SIG_NAME)
+        except SignatureError as exc:
+            failure = failure or exc
+            continue
+        where = f" ({pk.source})" if pk.source else ""
+        return SignatureVerdict(
+            "valid",
+            info.key_id,
+            info.trusted_comment,
+            f"valid signature by trusted key ID {info.key_id}{where}",
+            required,
+            key_file=pk.source,
+        )
+    assert failure is not None
+    return SignatureVerdict("invalid", parsed.key_id_hex, "", failure.message, required)
+
+
+def read_bundle_file(bundle: Path, name: str, limit: int) -> bytes | None:
+    """One read of a top-level bundle file: None when it does not exist; IntegrityError when it is not a
+    regular file (a link, FIFO, device, directory) or is over `limit` bytes."""
+    try:
+        data = read_beneath(bundle, name, limit)
+    except FileNotFoundError:
+        return None
+    except NotRegularFile as exc:
+        raise IntegrityError(
+            f"{bundle / name}: is {exc.what}, not a regular file; airgap does not follow or read it.",
+            "Someone replaced it on the medium: get an intact copy of the bundle from the collecting side.",
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            raise BadInputError(f"{bundle}: not a directory.", "Give the path of the bundle's top directory.") from None
+        raise IntegrityError(
+            f"{bundle / name}: cannot read it ({exc.strerror}).",
+            "Check that the medium is readable and that you may read the bundle's files.",
+        ) from None
+    if len(data) > limit:
+        raise IntegrityError(
+            f"{bundle / name}: larger than {limit} bytes, far larger than any airgap writes; not reading it.",
+            "The file was replaced or damaged: copy the bundle again from the original.",
+        )
+    return data
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """SHA256SUMS, its signature and the lock, each read exactly once (O_NOFOLLOW, regular files only,
+    size-bounded), everything later decided from these bytes."""
+
+    bundle: Path
+    sums_bytes: bytes
+    sums: dict[str, str]  # relative path -> sha256; duplicates / unsafe names refused in parse
+    signature: SignatureVerdict
+    lock: Lock | None  # parsed only after sha256(lock_bytes) == sums["airgap.lock.json"]
+    lock_problem: str  # why lock is None ("" when it is not)
+    lock_sha256: str  # of the bytes read ("" when they could not be read)
+    sums_sha256: str
+    lock_bytes: bytes = b""
+    # The error the lock's parse raised (e.g. "made by a newer airgap: upgrade"), re-raised by require_lock
+    # so its exit code and hint survive.
+    lock_error: AirgapError | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def read(cls, bundle: Path, keys: Sequence[PublicKey], *, keys_dir: str = TRUSTED_KEYS_DIR) -> Snapshot:
+        """Read the bundle's three files once. `keys` are the trusted keys (`trusted_keys`); `keys_dir` only
+        names where trusted keys go, in the verdict's words. BadInputError: not a directory, not a bundle;
+        IntegrityError: SHA256SUMS is not a regular file, too large, malformed, or lists a path twice or
+        one outside the bundle."""
+        if not bundle.is_dir():
+            if bundle.exists():
+                raise BadInputError(f"{bundle}: not a directory.", "Give the path of the bundle's top directory.")
+            raise BadInputError(f"{bundle}: no such directory.", "Give the path of the bundle's top directory.")
+        sums_bytes = read_bundle_file(bundle, SUMS_NAME, MAX_SUMS_BYTES)
+        if sums_bytes is None:
+            if os.path.lexists(bundle / LOCK_NAME):
+                raise BadInputError(
+                    f"{bundle}: {SUMS_NAME} is missing; the collection did not finish or the file was lost.",
+                    "Run `airgap collect` again into the same directory: it resumes and writes it.",
+                )
+            raise BadInputError(
+                f"{bundle}: no {SUMS_NAME} here; this is not an airgap bundle.",
+                "Point at the bundle's top directory, the one holding SHA256SUMS and README.txt.",
+            )
+        sums = parse_sums_bytes(sums_bytes, SUMS_NAME)
+        try:
+            sig_bytes = read_bundle_file(bundle, SIG_NAME, MAX_SIG_BYTES)
+        except IntegrityError as exc:
+            # A signature file that is a link or a FIFO is no signature anyone can vouch for: invalid.
+            verdict = SignatureVerdict("invalid", "", "", exc.message, bool(keys))
+        else:
+            verdict = judge_signature(sums_bytes, sig_bytes, keys, keys_dir)
+        lock, problem, lock_sha, lock_bytes, error = _read_lock(bundle, sums)
+        return cls(
+            bundle=bundle,
+            sums_bytes=sums_bytes,
+            sums=sums,
+            signature=verdict,
+            lock=lock,
+            lock_problem=problem,
+            lock_sha256=lock_sha,
+            sums_sha256=hashlib.sha256(sums_bytes).hexdigest(),
+            lock_bytes=lock_bytes,
+            lock_error=error,
+        )
+
+    def require_lock(self) -> Lock:
+        """The lock, when it may be acted on: the signature is acceptable and the lock's bytes are the ones
+        SHA256SUMS lists. Otherwise VerifyFailed naming why (or the lock's own error, e.g. a newer format)."""
+        if not self.signature.acceptable:
+            raise VerifyFailed(
+                f"{self.bundle}: signature: {self.signature.detail}; the bundle is not used.",
+                "Get an intact bundle signed by a trusted key, or check the right public key is installed.",
+            )
+        if self.lock is not None:
+            return self.lock
+        if self.lock_error is not None:
+            raise self.lock_error
+        raise VerifyFailed(
+            f"{self.bundle / LOCK_NAME}: {self.lock_problem}.",
+            "Run `airgap verify` on the bundle to see what was damaged; copy it again from the original.",
+        )
+
+
+def _read_lock(bundle: Path, sums: dict[str, str]) -> tuple[Lock | None, str, str, bytes, AirgapError | None]:
+    """(lock, problem, sha256, bytes, error): the lock parsed only once its bytes match SHA256SUMS."""
+    try:
+        data = read_beneath(bundle, LOCK_NAME, MAX_LOCK_BYTES)
+    except FileNotFoundError:
+        return None, f"{LOCK_NAME} is missing", "", b"", None
+    except NotRegularFile as exc:
+        return None, f"{LOCK_NAME} is {exc.what}, not a regular file; airgap does not follow or read it", "", b"", None
+    except OSError as exc:
+        return None, f"cannot read {LOCK_NAME} ({exc.strerror})", "", b"", None
+    digest = hashlib.sha256(data).hexdigest()
+    want = sums.get(LOCK_NAME)
+    if want is None:
+        return None, f"{SUMS_NAME} does not list {LOCK_NAME}, so nothing vouches for it", digest, data, None
+    if digest != want:
+        return (
+            None,
+            f"{LOCK_NAME} does not match its {SUMS_NAME} line (sha256 {digest}, expected {want})",
+            digest,
+            data,
+            None,
+        )
+    try:
+        return Lock.parse(data, str(bundle / LOCK_NAME)), "", digest, data, None
+    except BadInputError as exc:
+        return None, exc.message, digest, data, exc
