@@ -21,6 +21,7 @@ EXIT_UPSTREAM = 3
 EXIT_REBOOT = 4
 EXIT_INTERNAL = 70  # EX_SOFTWARE in sysexits.h: "an internal software error has been detected"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 
 # What each code means, in the words --help and the README use; the CLI renders its tables from this.
 EXIT_MEANINGS: dict[int, str] = {
@@ -31,6 +32,7 @@ EXIT_MEANINGS: dict[int, str] = {
     EXIT_REBOOT: "a reboot is due (nouveau was blacklisted): reboot, then run the same command",
     EXIT_INTERNAL: "an internal error: a bug in airgap; run again with -v and report the traceback",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); run the same command again to resume",
+    EXIT_TERMINATED: "stopped by SIGTERM or SIGHUP (kill, shutdown); run the same command again to resume",
 }
 
 
@@ -86,6 +88,18 @@ class Interrupted(AirgapError):
     exit_code = EXIT_INTERRUPTED
 
 
+class Terminated(Interrupted):
+    """SIGTERM or SIGHUP stopped the command (a shutdown, `kill`, a closed terminal); as for Ctrl-C, what was
+    finished is kept and the same command resumes. Its own code, as a shell reports a process SIGTERM ended."""
+
+    exit_code = EXIT_TERMINATED
+
+
+class InstallBusy(BadInputError):
+    """Another `airgap install` holds the server's install lock (or left an installer running): nothing was
+    done. Bad input in the sense that this command must not run now, not that anything is broken."""
+
+
 class CombinedError(AirgapError):
     """Several failures reported as one paragraph; it exits with the gravest of their codes."""
 
@@ -123,6 +137,12 @@ class InstallError(AirgapError):
     def __init__(self, message: str, hint: str | None = None, result: RunResult | None = None) -> None:
         super().__init__(message, hint)
         self.result = result
+
+
+class ChangedSinceVerify(InstallError):
+    """Bytes read to be installed are not the ones the verified lock lists: the bundle was changed after it
+    was verified (someone with write access to the drive or copy), or the medium returned other bytes on a
+    second read. Nothing of that artifact was installed."""
 
 
 class VerifyFailed(AirgapError):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from airgap.bundle_layout import LAYER_ORDER, SUMS_NAME
+from airgap.custody import TRUSTED_KEYS_DIR, Snapshot, trusted_keys
 from airgap.delta import check_base
 from airgap.errors import (
     EXIT_CHECK_FAILED,
@@ -29,11 +30,12 @@ from airgap.errors import (
 )
 from airgap.host import CommandFailed, Host
 from airgap.install_context import InstallContext, InstallOptions
+from airgap.install_lock import hold as hold_install_lock
 from airgap.layers import LAYERS, parse_layer_names
 from airgap.layers.base import Layer
 from airgap.lock import Lock
 from airgap.preflight import ALWAYS, run_preflight
-from airgap.signing import PublicKey, check_bundle_signature
+from airgap.signing import PublicKey
 from airgap.units import now_utc
 from airgap.verdict import Check, Status
 from airgap.verify import verify_bundle
@@ -148,37 +150,59 @@ def install_bundle(
             f"{bundle}: not an airgap bundle (no SHA256SUMS, no airgap.lock.json).",
             "Point at the bundle's top directory, the one holding README.txt.",
         )
-    if key is not None and not verify:
-        check_bundle_signature(bundle, key)  # cheap, and never skipped when a key is given
-    if verify:
-        say(f"verifying {bundle} ...")
-        v = verify_bundle(bundle, key=key)
-        if not v.ok:
-            lines = [f"  {p.kind.upper():<10} {p.path}: {p.detail}" for p in v.problems]
-            raise VerifyFailed(
-                "The bundle failed verification; nothing was installed:\n" + "\n".join(lines),
-                "Copy the named files again from the original bundle (airgap verify BUNDLE lists them).",
+    # One install at a time, refused at once: taken before verifying, so a second run neither waits
+    # minutes to be told nor verifies a bundle that a running `--move` install is emptying. Released
+    # with nothing left behind, so a refused bundle still leaves no trace on the server.
+    with hold_install_lock(host):
+        # Read once: SHA256SUMS, its signature and the lock come into memory here and every later decision
+        # is made on these bytes; artifacts are hashed again on the read that installs them.
+        keys = trusted_keys(host.path(TRUSTED_KEYS_DIR), [key] if key is not None else [])
+        snapshot = Snapshot.read(bundle, keys)
+        _check_signature(snapshot, warn)
+        lock = snapshot.require_lock()
+        if verify:
+            say(f"verifying {bundle} ...")
+            v = verify_bundle(snapshot)
+            if not v.ok:
+                lines = [f"  {p.kind.upper():<10} {p.path}: {p.detail}" for p in v.problems]
+                raise VerifyFailed(
+                    "The bundle failed verification; nothing was installed:\n" + "\n".join(lines),
+                    "Copy the named files again from the original bundle (airgap verify BUNDLE lists them).",
+                )
+            say(f"verified {v.files} files in {v.seconds:.1f}s")
+        else:
+            warn(
+                "--no-verify: the bundle was not re-hashed up front; each file is still hashed as it is "
+                "installed, so a damaged one stops its layer part-way instead of before anything starts"
             )
-        say(f"verified {v.files} files in {v.seconds:.1f}s")
-    else:
-        warn(
-            "--no-verify: installing from a bundle that was NOT checked; a corrupt file will fail late or "
-            "install wrong bytes"
+        base_lock = check_base(lock, base)
+        if base_lock is not None:
+            say(f"base bundle {base}: every artifact this delta references is there, intact")
+        # The log starts once the bundle is known good: a refused bundle leaves no trace on the server.
+        log, report.log = open_log(host)
+        host.log = log
+        try:
+            host.note(f"airgap install {bundle} ({lock.name}), verified: {verify}")
+            host.note(f"signature: {snapshot.signature.status}: {snapshot.signature.detail}")
+            return _install(bundle, host, lock, report, only, skip, from_step, options, base, base_lock)
+        finally:
+            host.log = None
+            if log is not None:
+                log.close()
+
+
+def _check_signature(snapshot: Snapshot, warn: Say) -> None:
+    """Signatures are policy: with a trusted key on this server (or --key), a valid signature by one of
+    them is required, with or without --no-verify; without one, a signed bundle is said to be unchecked."""
+    sig = snapshot.signature
+    if not sig.acceptable:
+        raise VerifyFailed(
+            f"signature: {sig.detail}; nothing was installed.",
+            "Get an intact bundle signed by a key this server trusts (see /etc/airgap/keys), or check whether "
+            "the right public key was installed there.",
         )
-    lock = Lock.read(bundle)
-    base_lock = check_base(lock, base)
-    if base_lock is not None:
-        say(f"base bundle {base}: every artifact this delta references is there, intact")
-    # The log starts once the bundle is known good: a refused bundle leaves no trace on the server.
-    log, report.log = open_log(host)
-    host.log = log
-    try:
-        host.note(f"airgap install {bundle} ({lock.name}), verified: {verify}")
-        return _install(bundle, host, lock, report, only, skip, from_step, options, base, base_lock)
-    finally:
-        host.log = None
-        if log is not None:
-            log.close()
+    if sig.status == "unchecked":
+        warn(f"signature NOT checked: {sig.detail}")
 
 
 def _install(
@@ -241,7 +265,10 @@ def _install_steps(
 
     state.bundle = lock.name
     for i, step in enumerate(steps):
-        outcome = _run_step(ctx, step, state)
+        try:
+            outcome = _run_step(ctx, step, state)
+        finally:
+            ctx.release_staged()  # a layer's private copies go when it is done: a CUDA runfile is 4 GB
         report.steps.append(outcome)
         if outcome.status in ("failed", "reboot"):
             report.steps += [StepOutcome(s, "not-run") for s in steps[i + 1 :]]
@@ -251,6 +278,9 @@ def _install_steps(
 
 
 def _run_step(ctx: InstallContext, step: str, state: State) -> StepOutcome:
+    from airgap.errors import Interrupted
+    from airgap.signals import interrupted_by
+
     host = ctx.host
     start = time.monotonic()
     if step == "smoke":
@@ -279,6 +309,15 @@ def _run_step(ctx: InstallContext, step: str, state: State) -> StepOutcome:
     host.note(f"--- {step}")
     try:
         summary = layer.install(ctx)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        # Ctrl-C, SIGTERM or SIGHUP, in a command (passed on to it, and waited for) or in airgap itself: the
+        # state says where the install stopped, and the next run asks the layer what is left (installed()).
+        stop = exc if isinstance(exc, Interrupted) else interrupted_by(exc, f" during the {step} layer")
+        host.note(f"{step}: {stop.message}")
+        _record(ctx, state, step, "interrupted", fingerprint, stop.message)
+        if stop is exc:
+            raise
+        raise stop from None
     except RebootRequired as exc:
         state.reboot = {"layer": step, "reason": exc.message, "boot_id": boot_id(host), "at": now_utc()}
         _record(ctx, state, step, "reboot", fingerprint, exc.message)

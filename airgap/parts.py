@@ -13,6 +13,7 @@ import io
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +44,7 @@ class PartsReader(io.RawIOBase):
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         while self._index < len(self._files):
             if self._current is None:
-                self._current = open(self._files[self._index], "rb")  # noqa: SIM115 - closed below
+                self._current = open_regular(self._files[self._index])
             n = self._current.readinto(b)
             if n:
                 return n
@@ -56,6 +57,30 @@ class PartsReader(io.RawIOBase):
         if self._current is not None:
             self._current.close()
         super().close()
+
+
+def open_regular(path: Path) -> io.BufferedReader:
+    """Open a bundle file for reading only if it is a regular file itself: never through a symbolic link
+    (O_NOFOLLOW), never blocking on a FIFO or a device (O_NONBLOCK, then fstat), so a planted link or pipe
+    is refused instead of followed or waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IntegrityError(
+                f"{path} is a symbolic link, not a file of the bundle; airgap does not follow it.",
+                "Copy the bundle again from the original; run `airgap verify` on it first.",
+            ) from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise IntegrityError(
+            f"{path} is not a regular file (a FIFO, a device or a directory); airgap does not read it.",
+            "Copy the bundle again from the original; run `airgap verify` on it first.",
+        )
+    os.set_blocking(fd, True)
+    return io.BufferedReader(io.FileIO(fd, "rb"), buffer_size=BUF)
 
 
 def source_files(bundle: Path, art: LockedArtifact) -> list[Path]:
@@ -137,30 +162,12 @@ def remove_stale_parts(bundle: Path, path: str, keep: set[str]) -> None:
             candidate.unlink()
 
 
-def join_files(files: list[Path], art: LockedArtifact, dest: Path) -> Path:
-    """Join parts into `dest` (for installers that need a real file, like a `.run`), checked as it goes."""
-    h = hashlib.sha256()
-    tmp = dest.with_name(dest.name + ".tmp")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with io.BufferedReader(PartsReader(files), buffer_size=BUF) as src, open(tmp, "wb") as out:
-        while chunk := src.read(BUF):
-            h.update(chunk)
-            out.write(chunk)
-    if h.hexdigest() != art.sha256:
-        tmp.unlink()
-        raise IntegrityError(
-            f"{art.path}: the joined parts do not match the lock's sha256.",
-            "Run `airgap verify` on the bundle to find the bad part.",
-        )
-    os.replace(tmp, dest)
-    return dest
-
-
 def roomy_dir(candidates: list[Path], need: int) -> Path:
     for c in candidates:
         if c.is_dir() and shutil.disk_usage(c).free > need:
             return c
     raise DiskFullError(
-        f"no directory with {need >> 20} MiB free to join a split file (tried {', '.join(map(str, candidates))}).",
+        f"no directory with {need >> 20} MiB free for a private copy of a file to install "
+        f"(tried {', '.join(map(str, candidates))}).",
         "Free space on one of them and run again.",
     )

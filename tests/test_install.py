@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -101,6 +102,16 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 def state(root: Path) -> dict:  # type: ignore[type-arg]
     return json.loads((root / "var/lib/airgap/state.json").read_text())
+
+
+def running_child(root: Path, needle: str) -> int | None:
+    """The process group of the command a running install runs, if its command line holds `needle`: the
+    install writes it into its lock file (airgap/install_lock.py)."""
+    try:
+        child = json.loads((root / "var/lib/airgap/install.lock").read_text()).get("child") or {}
+    except (OSError, ValueError):  # not there yet, or being rewritten
+        return None
+    return child["pid"] if any(needle in a for a in child.get("argv", [])) else None
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +224,7 @@ def test_a_corrupt_bundle_is_refused_before_anything_changes(gpu_bundle: Path, t
     assert f"ALTERED    layers/03-cuda/{victim.name}" in r.stderr
     assert snapshot(root) == before
     loud = run_airgap("install", str(bundle), "--root", str(root), "--only", "driver", "--no-verify")
-    assert "--no-verify: installing from a bundle that was NOT checked" in loud.stderr
+    assert "--no-verify: the bundle was not re-hashed up front" in loud.stderr
 
 
 def test_dkms_is_used_when_the_server_has_it_and_from_starts_later(gpu_bundle: Path, tmp_path: Path) -> None:
@@ -397,16 +408,20 @@ def test_whole_install_without_network_killed_part_way_resumes(docker_root: Path
     ]
     env = dict(os.environ, AIRGAP_TEST_CUDA_SLEEP="30", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    state_file = docker_root / "var/lib/airgap/state.json"
     deadline = time.monotonic() + 60
+    child = None
     try:
-        while not (state_file.exists() and "driver" in state(docker_root)["layers"]):
+        while child is None:  # until the (sleeping) CUDA installer runs: the lock file names it
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
             assert time.monotonic() < deadline
+            child = running_child(docker_root, "--toolkit")
             time.sleep(0.1)
-        time.sleep(0.5)  # now inside the (sleeping) CUDA installer
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # power cut: the installer dies with it
+        # Power cut: airgap and the installer, which runs in a process group of its own, die together.
+        for group in (child, proc.pid):
+            if group is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
         proc.wait()
     assert state(docker_root)["layers"].keys() == {"driver"}
     assert not (docker_root / "usr/local/cuda-12.4/bin/nvcc").exists()

@@ -8,19 +8,22 @@ from pathlib import Path
 import click
 
 from airgap.cli.application import Application, exit_codes_help
-from airgap.errors import EXIT_REBOOT
+from airgap.errors import EXIT_REBOOT, EXIT_TERMINATED
 
 
 @click.command(
-    epilog=exit_codes_help(EXIT_REBOOT),
+    epilog=exit_codes_help(EXIT_REBOOT, EXIT_TERMINATED),
     help="""Install BUNDLE on this server, layer by layer, without touching the network.
 
-Verifies the bundle first (refuses a bad one), runs preflight checks (root, OS, GPU on PCI, nouveau,
+Verifies the bundle first (refuses a bad one, and an unsigned or badly signed one when this server
+trusts a key in /etc/airgap/keys), runs preflight checks (root, OS, GPU on PCI, nouveau,
 Secure Boot, kernel headers, disk space) for the layers chosen, then installs in order:
 prereqs, driver, cuda, cudnn, docker, container_toolkit, images, python, models, files, and ends with
 the GPU smoke test. A layer already at the bundle's version is skipped. Progress is kept in
 /var/lib/airgap/state.json, so after a failure, Ctrl-C, power loss or the reboot the driver asks for,
-the same command picks up where it stopped. The full log is in /var/log/airgap/.
+the same command picks up where it stopped. The full log is in /var/log/airgap/. Every file is hashed
+again on the read that installs it (installers run from a private copy), so a bundle changed after
+verification stops the layer instead of running other bytes. One install runs at a time.
 
 \b
   sudo airgap install /media/usb/bundle
@@ -41,11 +44,17 @@ the same command picks up where it stopped. The full log is in /var/log/airgap/.
     help="Install under this directory instead of / (staging, tests). NVIDIA's installers still act "
     "on the running system.",
 )
-@click.option("--no-verify", is_flag=True, help="Skip verifying the bundle first. Not recommended.")
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Skip re-hashing the whole bundle up front. The signature policy still applies and every file is "
+    "still hashed as it is installed; a damaged one then stops its layer part-way.",
+)
 @click.option(
     "--key",
     type=click.Path(path_type=Path),
-    help="Public key: refuse the bundle unless SHA256SUMS.sig is a valid signature by it.",
+    help="A public key to trust besides those in /etc/airgap/keys (under --root): with any trusted key, "
+    "the bundle is refused unless SHA256SUMS.sig is a valid signature by one of them.",
 )
 @click.option(
     "--base",

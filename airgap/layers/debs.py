@@ -171,7 +171,7 @@ class AptLayer(Layer):
     # --- install ----------------------------------------------------------------------------------------
 
     def installed(self, ctx: InstallContext) -> str | None:
-        debs = bundled_debs(ctx, self.name)
+        debs = bundled_debs(ctx, self.name, staged=False)
         if not debs:
             return "the bundle holds no packages for this layer"
         have = dpkg_installed(ctx.host)
@@ -214,9 +214,12 @@ def _needed(deb: Deb, have: dict[str, Have]) -> bool:
     return got is None or version_compare(got.version, deb.version) < 0
 
 
-def bundled_debs(ctx: InstallContext, layer: str) -> list[Deb]:
+def bundled_debs(ctx: InstallContext, layer: str, *, staged: bool = True) -> list[Deb]:
+    """The layer's packages; with `staged`, each `path` is a private copy hashed on the way (what dpkg is
+    given), else the bundle's path, for questions that read no package bytes."""
     debs = []
-    for art, path in ctx.artifacts(layer):
+    for art in ctx.entries(layer):
+        path = ctx.staged(art) if staged else ctx.bundle / art.path
         try:
             m = read_meta(DebMeta, art.meta, art.path)
         except BadInputError as exc:

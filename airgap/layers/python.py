@@ -135,7 +135,9 @@ class PythonLayer(Layer):
                 [w.url],
                 ("python", "requirements"),
                 upstream=Digest("sha256", w.sha256, w.index),
-                meta=WheelMeta(project=w.project, version=w.version, requested=w.requested).to_meta(),
+                meta=WheelMeta(
+                    project=w.project, version=w.version, requested=w.requested, requires=w.requires
+                ).to_meta(),
             )
             for w in ws.wheels
         ]
@@ -283,7 +285,7 @@ def _venv(ctx: InstallContext) -> str:
 
 
 def _pins(ctx: InstallContext) -> dict[str, str]:
-    wheels = [read_meta(WheelMeta, a.meta, a.path) for a, _ in ctx.artifacts("python") if a.name != LOCK_NAME]
+    wheels = [read_meta(WheelMeta, a.meta, a.path) for a in ctx.entries("python") if a.name != LOCK_NAME]
     return {canonicalize_name(w.project): w.version for w in wheels}
 
 
