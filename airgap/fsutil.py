@@ -6,12 +6,16 @@ the old file or the new one, never half of one, even after a power cut or a full
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
+import stat
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from airgap.errors import DiskFullError
+from airgap.errors import DiskFullError, InstallError
 
 
 def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -55,3 +59,141 @@ def fsync_tree(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+# --- writing as root into trees other users can write ---------------------------------------------------
+#
+# After the first install a model directory belongs to the serving user (uid 1000), who may plant symbolic
+# links in it between two installs. Root therefore walks every directory one component at a time through
+# file descriptors opened O_NOFOLLOW, creates files only exclusively (O_CREAT|O_EXCL|O_NOFOLLOW) under random
+# names inside a directory it holds open, and renames them into place relative to that same descriptor: a
+# link swapped in after a check is never followed, because nothing is looked up by path twice.
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_LINKS = 40  # as the kernel's own limit on links followed in one lookup
+
+
+class SymlinkRefused(InstallError):
+    """A directory on the way to a file root writes is a symbolic link root did not make."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} is a symbolic link (planted by another user?); airgap will not write through it; "
+            "remove it and run again.",
+            f"See who made it (`ls -l {path}`), remove it (`rm {path}`), then run the same install again: "
+            "airgap recreates what belongs there.",
+        )
+        self.path = path
+
+
+def _trusted_link(link: os.stat_result, parent_fd: int) -> bool:
+    """A link root may follow: made by root (or by whoever runs airgap) in a directory only they own, as
+    the system's own `/bin -> usr/bin` or an administrator's `/data -> /mnt/disk`. A link made by anyone
+    else, or sitting in a directory someone else owns (who could have moved it there), is never followed."""
+    trusted = {0, os.geteuid()}
+    return link.st_uid in trusted and os.fstat(parent_fd).st_uid in trusted
+
+
+def open_dir(
+    root: Path,
+    parts: Sequence[str],
+    *,
+    create: bool = False,
+    mode: int = 0o755,
+    owner: tuple[int, int] | None = None,
+    shown: Callable[[Sequence[str]], str] | None = None,
+) -> int:
+    """A descriptor of the directory `root/parts[0]/parts[1]/...`, walked one component at a time without
+    following a link root cannot trust (SymlinkRefused). With `create`, missing directories are made one by
+    one with `mode`, each given to `owner` through its own descriptor before anything is put in it. `root`
+    itself is the operator's choice (`/` or --root) and is opened as given. `shown` turns the components
+    walked so far into the path named in errors. The caller closes the descriptor."""
+
+    def name_of(done: Sequence[str]) -> str:
+        return shown(done) if shown else str(root.joinpath(*done))
+
+    stack = [os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+    done: list[str] = []
+    todo = list(parts)
+    links = 0
+    made = ""  # the component just made, to be given to `owner` once opened
+    try:
+        while todo:
+            name = todo.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":  # only from a link's target: never above the root, as in a chroot
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                    done.pop()
+                continue
+            here = stack[-1]
+            try:
+                fd = os.open(name, DIR_FLAGS, dir_fd=here)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(name, mode, dir_fd=here)
+                    made = name
+                except FileExistsError:
+                    pass  # someone made it meanwhile
+                todo.insert(0, name)  # open it like any other: what is there now may be a planted link
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                made = ""
+                st = os.stat(name, dir_fd=here, follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    where = name_of([*done, name])
+                    raise InstallError(
+                        f"{where} is not a directory; airgap will not replace it.",
+                        f"See what it is (`ls -l {where}`), move it away, then run the same command again.",
+                    ) from None
+                if not _trusted_link(st, here):
+                    raise SymlinkRefused(name_of([*done, name])) from None
+                links += 1
+                if links > MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links", name_of(done)) from None
+                target = os.readlink(name, dir_fd=here)
+                if target.startswith("/"):  # a server path: from the root, as the server sees it
+                    for extra in stack[1:]:
+                        os.close(extra)
+                    del stack[1:]
+                    done.clear()
+                todo[:0] = target.split("/")
+                continue
+            stack.append(fd)
+            done.append(name)
+            if made == name and owner is not None:
+                os.fchown(fd, *owner)
+            made = ""
+        return os.dup(stack[-1])
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def create_temp(dir_fd: int, name: str, mode: int = 0o600) -> tuple[int, str]:
+    """A new, empty file beside `name` in the directory `dir_fd`: a random name, created exclusively and
+    without following a link, so nothing another user planted can be opened in its place."""
+    for _ in range(100):
+        tmp = temp_name(name)
+        try:
+            return os.open(tmp, NEW_FILE_FLAGS, mode, dir_fd=dir_fd), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", name)
+
+
+def temp_name(name: str) -> str:
+    """A random name beside `name`, unguessable: a link or file made under it is made exclusively (EEXIST)
+    and renamed into place, so a planted name is never written through."""
+    return f".{name[:180]}.{secrets.token_hex(8)}.airgap-tmp"
+
+
+def unlink_quietly(name: str, dir_fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(name, dir_fd=dir_fd)

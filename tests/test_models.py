@@ -427,10 +427,12 @@ def test_install_move_takes_the_files_out_of_the_bundle(hub: HubServer, tmp_path
     bundle = make_bundle(hub, tmp_path, ", dest: /srv/llm, owner: '1234:2345'")
     root = tmp_path / "root"
     layer = ModelsLayer()
+    inodes = {path: (bundle / FOLDER / path).stat().st_ino for path in repo_files()}
     layer.install(context(bundle, root, move=True))
     for path, data in repo_files().items():
         placed = root / "srv/llm" / path
         assert placed.read_bytes() == data
+        assert placed.stat().st_ino == inodes[path]  # renamed, not copied
         assert (placed.stat().st_uid, placed.stat().st_gid) == (1234, 2345)
         assert not (bundle / FOLDER / path).exists()
     assert ModelsLayer().installed(context(bundle, root, move=True))
@@ -446,7 +448,7 @@ def test_install_streams_a_shard_split_for_fat32_from_its_parts(hub: HubServer, 
     ModelsLayer().install(InstallContext(Host(root=root), bundle, lock, InstallOptions(move=True)))
     assert (root / "data/models/tiny-llm" / SHARD1).read_bytes() == repo_files()[SHARD1]
     assert not any((bundle / p.path).exists() for p in shard.parts)  # moved: the parts are spent
-    assert not list(root.rglob("*airgap-joined*"))  # streamed, never joined into a temp copy
+    assert not list(root.rglob("*airgap-staging*"))  # streamed, never copied privately first
 
 
 def test_install_dry_run_changes_nothing(hub: HubServer, tmp_path: Path) -> None:
@@ -472,14 +474,18 @@ def test_dry_run_and_the_log_show_every_change_to_the_server(hub: HubServer, tmp
         assert any(a.startswith(f"copy: {FOLDER}/{path} -> /data/models/tiny-llm/{path}") for a in actions), path
     assert f"link: {shard_blob} = /data/models/tiny-llm/{SHARD1}" in actions
     assert f"symlink: {storage}/snapshots/{commit}/onnx/model.onnx -> ../../../blobs/" in "\n".join(actions)
-    assert "chown -R: 1000:1000 /data/models/tiny-llm" in actions and f"chown -R: 1000:1000 {storage}" in actions
+    # Ownership is given as each thing is made, never by a recursive chown a planted link could redirect.
+    assert "mkdir: /data/models/tiny-llm (owner 1000:1000)" in actions and "mkdir: /data/models" in actions
+    assert f"mkdir: {storage}/blobs (owner 1000:1000)" in actions
+    assert f"write: {storage}/refs/main (40 bytes, mode 644, owner 1000:1000)" in actions
+    assert not [a for a in actions if a.startswith("chown")]
 
     # What a dry run says would be done is what a real install does, in the same order, and logs.
     real = InstallContext(Host(root=root, log=io.StringIO()), bundle, Lock.read(bundle))
     ModelsLayer().install(real)
     assert real.host.actions == actions
     log = real.host.log.getvalue()  # type: ignore[union-attr]
-    assert f"> link: {shard_blob}" in log and "> chown -R: 1000:1000 /data/models/tiny-llm" in log
+    assert f"> link: {shard_blob}" in log and "> mkdir: /data/models/tiny-llm (owner 1000:1000)" in log
 
 
 def test_hashes_are_believed_only_within_one_install_run(hub: HubServer, tmp_path: Path) -> None:

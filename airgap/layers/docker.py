@@ -6,6 +6,7 @@ import json
 import re
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +27,22 @@ PLUGIN_DIR = "/usr/libexec/docker/cli-plugins"
 BIN_DIR = "/usr/bin"
 DAEMON_JSON = "/etc/docker/daemon.json"
 DOCKERD_LOG = "/var/log/airgap/dockerd.log"
+# What Docker's static tgz holds in docker/ (19.03 to 28.x; containerd-shim only up to 20.10): the only
+# names the layer puts in /usr/bin. Anything else in a tampered tgz (`docker/ld.so.preload`, a second
+# `sudo`) is left out, named in the log.
+STATIC_BINARIES = frozenset(
+    {
+        "docker",
+        "dockerd",
+        "containerd",
+        "containerd-shim",
+        "containerd-shim-runc-v2",
+        "ctr",
+        "runc",
+        "docker-init",
+        "docker-proxy",
+    }
+)
 
 # Units as Docker's own packages ship them, adapted to binaries in /usr/bin (the static tgz has none).
 CONTAINERD_SERVICE = """[Unit]
@@ -89,7 +106,10 @@ WantedBy=multi-user.target
 class DockerLayer(Layer):
     name = "docker"
     section = "docker"
-    by_hand_file = "tar -xzf {path} && cp docker/* /usr/bin/ && dockerd &"
+    by_hand_file = (
+        "tar -xzf {path} && for b in " + " ".join(sorted(STATIC_BINARIES)) + "; do "
+        '[ -f "docker/$b" ] && install -m 755 "docker/$b" /usr/bin/; done; dockerd &'
+    )
 
     def by_hand(self, artifacts: list[LockedArtifact]) -> list[str]:
         return [
@@ -143,7 +163,7 @@ class DockerLayer(Layer):
             return f"Docker {running} already running; Compose plugin installed to {PLUGIN_DIR}"
         (art,) = [a for a in ctx.lock.artifacts if a.layer == self.name and a.name.endswith(".tgz")]
         with ctx.open_artifact(art) as stream:  # streamed: a split tgz needs no joined copy
-            binaries = _read_safe_tgz(stream, art.name)
+            binaries = _read_safe_tgz(stream, art.name, host.note)
         for name, data in binaries.items():
             host.write_file(f"{BIN_DIR}/{name}", data, mode=0o755)
         _install_compose(ctx)
@@ -180,27 +200,31 @@ def _vtuple(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
 
-def _read_safe_tgz(stream: BinaryIO, name: str) -> dict[str, bytes]:
+def _read_safe_tgz(stream: BinaryIO, name: str, note: Callable[[str], None]) -> dict[str, bytes]:
     """The binaries of a docker-VERSION.tgz, refusing anything that is not a plain file in docker/ (a path
-    that escapes with '..' or '/', a link, a device): a tampered tgz must not write outside /usr/bin."""
+    that escapes with '..' or '/', a link, a device): a tampered tgz must not write outside /usr/bin. Of the
+    plain files, only STATIC_BINARIES are kept; others are named to `note` and never installed."""
     out: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=stream, mode="r|gz") as tar:
             for member in tar:
-                parts = Path(member.name).parts
-                if member.isdir() and parts == ("docker",):
+                parts = member.name.split("/")
+                if member.isdir() and member.name.rstrip("/") == "docker":
                     continue
                 if (
-                    not member.isfile()
+                    not member.isreg()
                     or len(parts) != 2
                     or parts[0] != "docker"
-                    or parts[1] in ("..", ".")
-                    or member.name.startswith("/")
+                    or parts[1] in ("", "..", ".")
+                    or parts[1] in out
                 ):
                     raise InstallError(
                         f"{name}: unexpected entry {member.name!r}; a Docker static tgz holds only files in docker/.",
                         "Collect the bundle again from download.docker.com or your mirror.",
                     )
+                if parts[1] not in STATIC_BINARIES:
+                    note(f"{name}: {member.name!r} is not one of Docker's binaries; left out, not installed")
+                    continue
                 f = tar.extractfile(member)
                 assert f is not None
                 out[parts[1]] = f.read()

@@ -20,8 +20,10 @@ import os
 import posixpath
 import re
 import shutil
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -30,12 +32,13 @@ from airgap.artifact_meta import ModelFileMeta, ModelInfo, read_meta
 from airgap.artifacts import Artifact, Digest
 from airgap.digests import sha256_file
 from airgap.errors import BadInputError, DiskFullError, InstallError, IntegrityError
-from airgap.host import Host
+from airgap.host import Owner
 from airgap.install_context import InstallContext
 from airgap.layers.base import Layer, ResolveContext
 from airgap.lock import LockedArtifact
-from airgap.manifest import Manifest, ModelSpec, safe_file_name
+from airgap.manifest import HF_REPO_RE, Manifest, ModelSpec, safe_file_name
 from airgap.parts import source_files
+from airgap.safepaths import bad_name_char, install_dir_problem, is_commit, normalise
 from airgap.sources.huggingface import DTYPE_BITS, HubClient, HubFile, Snapshot, cache_folder_name, hub_token
 from airgap.units import human_size
 
@@ -183,7 +186,7 @@ class ModelsLayer(Layer):
             return "the bundle holds no model"
         for m in models:
             todo = self._todo(ctx, m)
-            if todo.files or todo.blobs or todo.links or todo.ref or todo.chown:
+            if todo.files or todo.blobs or todo.links or todo.ref or todo.owned:
                 return None
         names = ", ".join(f"{m.repo} in {m.dest}" for m in models)
         return f"already in place with the right sha256: {names}"
@@ -194,7 +197,8 @@ class ModelsLayer(Layer):
         self._check_space(ctx, plans)
         lines = []
         for m, todo in plans:
-            lines.append(self._install_one(ctx, m, todo))
+            with _install_errors(m):
+                lines.append(self._install_one(ctx, m, todo))
         return "; ".join(lines) if lines else "no model in the bundle"
 
     def _models(self, ctx: InstallContext) -> list[_Model]:
@@ -215,15 +219,8 @@ class ModelsLayer(Layer):
                 )
             m = models.get(repo)
             if m is None:
-                spec = specs.get(repo)
-                dest = (spec.dest if spec else None) or default_dest(repo)
-                _check_server_path(dest, f"{repo}: dest")
-                hf_home = spec.hf_home if spec else None
-                if hf_home:
-                    _check_server_path(hf_home, f"{repo}: hf_home")
-                uid, gid = (int(x) for x in ((spec.owner if spec else None) or DEFAULT_OWNER).split(":"))
-                m = models[repo] = _Model(repo, meta.revision, meta.commit, dest, uid, gid, hf_home)
-            m.files.append(_File(art, *_sources(ctx, art), rel, _etag(art)))
+                m = models[repo] = _checked_model(repo, specs.get(repo), meta)
+            m.files.append(_File(art, *_sources(ctx, art), rel, _checked_etag(repo, art)))
         return list(models.values())
 
     # What is missing, decided up front so the disk check knows the sizes and a re-run does only the rest.
@@ -231,26 +228,44 @@ class ModelsLayer(Layer):
         host = ctx.host
         hashes = _hashes(ctx)
         todo = _Todo()
+
+        def mine(server_path: str) -> None:
+            """Something of this model already there, to be given to its owner: named one by one, never a
+            tree to walk (a directory the serving user owns may be a link by now)."""
+            if _owner_differs(host.path(server_path), m.uid, m.gid):
+                todo.owned.append(server_path)
+
         dests = [(f, host.path(f"{m.dest}/{f.rel}")) for f in m.files]
         ok = hashes.in_place_many([(p, f.art.size, f.art.sha256) for f, p in dests])
+        mine(m.dest)
+        for d in _subdirs(f.rel for f in m.files):
+            mine(f"{m.dest}/{d}")
         for f, p in dests:
             if not ok[p]:
                 todo.files.append(f)
-            elif _owner_differs(p, m.uid, m.gid):
-                todo.chown = True
-        if _owner_differs(host.path(m.dest), m.uid, m.gid):
-            todo.chown = True
+            else:
+                mine(f"{m.dest}/{f.rel}")
         if m.hf_home:
             storage = host.path(m.storage)
+            for d in ("", "/blobs", "/snapshots", f"/snapshots/{m.commit}", "/refs"):
+                mine(m.storage + d)
+            for d in _subdirs(f.rel for f in m.files):
+                mine(f"{m.storage}/snapshots/{m.commit}/{d}")
             if m.revision != m.commit:
+                for d in _subdirs([m.revision]):
+                    mine(f"{m.storage}/refs/{d}")
                 ref = storage / "refs" / m.revision
                 todo.ref = not ref.is_file() or ref.read_text(errors="replace") != m.commit
+                if not todo.ref:
+                    mine(f"{m.storage}/refs/{m.revision}")
             blobs = []
             for f, dest_file in dests:
                 blob = storage / "blobs" / f.etag
                 link = storage / "snapshots" / m.commit / f.rel
                 if not (link.is_symlink() and os.path.realpath(link) == os.path.realpath(blob)):
                     todo.links.append(f)
+                else:
+                    mine(f"{m.storage}/snapshots/{m.commit}/{f.rel}")
                 if _same_inode(blob, dest_file):
                     # A hard link to the dest file, hashed above; if that file is replaced, so must this be.
                     if not ok[dest_file]:
@@ -259,6 +274,9 @@ class ModelsLayer(Layer):
                     blobs.append((f, blob))
             blob_ok = hashes.in_place_many([(b, f.art.size, f.art.sha256) for f, b in blobs])
             todo.blobs += [f for f, b in blobs if not blob_ok[b]]
+            todo.owned += [
+                f"{m.storage}/blobs/{f.etag}" for f, b in blobs if blob_ok[b] and _owner_differs(b, m.uid, m.gid)
+            ]
         return todo
 
     def _check_space(self, ctx: InstallContext, plans: list[tuple[_Model, _Todo]]) -> None:
@@ -273,7 +291,7 @@ class ModelsLayer(Layer):
             where.setdefault(dev, (dest_dir, m.dest))
             for f in todo.files:
                 # A move of a whole file within one filesystem is a rename and takes no room.
-                if not (ctx.options.move and f.movable and _device(f.sources[0]) == dev):
+                if not (ctx.options.move and f.movable and _movable(f.sources[0]) and _device(f.sources[0]) == dev):
                     need[dev] = need.get(dev, 0) + f.art.size
             if m.hf_home:
                 cache_dir = host.path(m.storage)
@@ -297,26 +315,26 @@ class ModelsLayer(Layer):
         host = ctx.host
         done = 0
         moved = ctx.options.move
-        made = {m.dest}
-        host.makedirs(m.dest)
+        # The parents of an install directory stay root's; the directory and all below it are the owner's,
+        # given as each file and directory is made (no chown -R afterwards, which a link could redirect).
+        _makedirs(ctx, posixpath.dirname(m.dest))
+        _makedirs(ctx, m.dest, m.owner)
         for f in todo.files:
             target = f"{m.dest}/{f.rel}"
-            parent = posixpath.dirname(target)
-            if parent not in made:  # in a dry run nothing is created, so makedirs would announce it per file
-                made.add(parent)
-                host.makedirs(parent)
+            _makedirs(ctx, posixpath.dirname(target), m.owner)
             if not host.dry_run and not all(p.is_file() for p in f.sources):
                 raise InstallError(
                     f"{m.repo}: {f.art.path} is not in the bundle and {target} is not in place.",
                     "Copy the bundle again from the original (an earlier --move install spends the bundle's "
                     "copy of each file it places), then run the install again.",
                 )
-            how = self._place(ctx, f, target, move=moved)
+            how = self._place(ctx, m, f, target, move=moved)
             if not host.dry_run:
                 host.note(f"{how} {f.art.path} -> {target} ({f.art.size} bytes, sha256 ok)")
                 done += f.art.size
-        _chown(host, m.dest, m.uid, m.gid, recursive=True)
         cache = self._install_cache(ctx, m, todo) if m.hf_home else ""
+        for path in todo.owned:  # what was already in place, owned by someone else (e.g. a new `owner:`)
+            host.chown(path, m.uid, m.gid)
         kept = len(m.files) - len(todo.files)
         verb = "moved" if moved else "copied"
         return (
@@ -329,56 +347,55 @@ class ModelsLayer(Layer):
         snapshots/<commit>/<path> as relative links to the blobs, refs/<revision> holding the commit."""
         host = ctx.host
         assert m.hf_home is not None
-        created = [d for d in (m.hf_home, f"{m.hf_home}/hub") if not host.exists(d)]
+        # HF_HOME's parents stay root's; HF_HOME and what airgap makes in it are the owner's, as they are made.
+        if todo.blobs or todo.links or todo.ref:
+            _makedirs(ctx, posixpath.dirname(m.hf_home))
         if todo.blobs:
-            host.makedirs(f"{m.storage}/blobs")
+            _makedirs(ctx, f"{m.storage}/blobs", m.owner)
         for f in todo.blobs:
             blob = f"{m.storage}/blobs/{f.etag}"
             src = f"{m.dest}/{f.rel}"
             if _device(host.path(src)) == _device(host.path(blob).parent):
                 host.hardlink(src, blob)  # same bytes, no second copy of a 16 GB file
             else:
-                self._copy(ctx, _opener(host.path(src)), blob, f)
-        made: set[str] = set()
+                self._copy(ctx, m, _opener(host.path(src)), blob, f)
         for f in todo.links:
             link = f"{m.storage}/snapshots/{m.commit}/{f.rel}"
             parent = posixpath.dirname(link)
-            if parent not in made:
-                made.add(parent)
-                host.makedirs(parent)
+            _makedirs(ctx, parent, m.owner)
             # Relative, as huggingface_hub makes them: valid under --root and inside a container mount.
-            host.symlink(posixpath.relpath(f"{m.storage}/blobs/{f.etag}", parent), link)
+            host.symlink(posixpath.relpath(f"{m.storage}/blobs/{f.etag}", parent), link, owner=m.owner)
         if todo.ref:
+            ref = f"{m.storage}/refs/{m.revision}"  # the revision is a checked ref name (_ref_problem)
+            _makedirs(ctx, posixpath.dirname(ref), m.owner)
             # No trailing newline: huggingface_hub compares the file's whole text with the commit.
-            host.write_file(f"{m.storage}/refs/{m.revision}", m.commit)
-        for d in created:
-            _chown(host, d, m.uid, m.gid)
-        _chown(host, m.storage, m.uid, m.gid, recursive=True)
+            host.write_file(ref, m.commit, owner=m.owner)
         host.note(f"{m.repo}: Hugging Face cache at {m.hf_home}/hub ({cache_folder_name(m.repo)})")
         return f"; HF cache in {m.hf_home} (HF_HOME={m.hf_home} HF_HUB_OFFLINE=1)"
 
-    def _place(self, ctx: InstallContext, f: _File, target: str, move: bool) -> str:
+    def _place(self, ctx: InstallContext, m: _Model, f: _File, target: str, move: bool) -> str:
         """Put one file of the bundle at `target` (a server path); says whether it was moved or copied."""
         host = ctx.host
-        if move and f.movable and _device(f.sources[0]) == _device(host.path(target).parent):
-            # The bundle was verified before install began; a rename does not change a byte.
-            host.move_file(f.sources[0], target)
+        src = f.sources[0]
+        if move and f.movable and _movable(src) and _device(src) == _device(host.path(target).parent):
+            # Renamed to a temp name beside the target and hashed there before it takes its name: the bundle
+            # may have changed since it was verified.
+            host.move_file(src, target, sha256=f.art.sha256, what=f.art.path, owner=m.owner)
+            if not host.dry_run:
+                _hashes(ctx).remember(host.path(target), f.art.sha256)
             return "moved"
         # A file split into parts (FAT32, DVDs) is streamed from them: no joined copy on the way.
-        self._copy(ctx, lambda: ctx.open_artifact(f.art), target, f)
+        self._copy(ctx, m, lambda: ctx.open_artifact(f.art), target, f)
         if move and not f.in_base:
             for part in f.sources:
                 host.discard(part)
             return "moved"
         return "copied"
 
-    def _copy(self, ctx: InstallContext, open_source: Callable[[], BinaryIO], target: str, f: _File) -> None:
+    def _copy(self, ctx: InstallContext, m: _Model, open_source: Callable[[], BinaryIO], target: str, f: _File) -> None:
         """Copy through the host, which checks the sha256 before the file takes its real name."""
         host = ctx.host
-        try:
-            host.copy_stream(open_source, target, sha256=f.art.sha256, what=f.art.path)
-        except (DiskFullError, IntegrityError) as exc:
-            raise InstallError(f"models: {exc.message}", exc.hint) from None
+        host.copy_stream(open_source, target, sha256=f.art.sha256, what=f.art.path, owner=m.owner)
         if not host.dry_run:
             _hashes(ctx).remember(host.path(target), f.art.sha256)
 
@@ -462,8 +479,8 @@ class _File:
 
     @property
     def movable(self) -> bool:
-        """--move renames only a whole file of the bundle being installed."""
-        return not self.in_base and len(self.sources) == 1 and self.sources[0].name == self.art.name
+        """--move renames only a whole file (not split into parts) of the bundle being installed."""
+        return not self.in_base and not self.art.parts and len(self.sources) == 1
 
 
 @dataclass
@@ -478,6 +495,10 @@ class _Model:
     files: list[_File] = field(default_factory=list)
 
     @property
+    def owner(self) -> Owner:
+        return (self.uid, self.gid)
+
+    @property
     def storage(self) -> str:
         return f"{self.hf_home}/hub/{cache_folder_name(self.repo)}"
 
@@ -488,7 +509,7 @@ class _Todo:
     blobs: list[_File] = field(default_factory=list)  # to put in the cache's blobs/
     links: list[_File] = field(default_factory=list)  # snapshot links to (re)make
     ref: bool = False
-    chown: bool = False
+    owned: list[str] = field(default_factory=list)  # server paths in place but owned by someone else
 
 
 class _Hashes:
@@ -528,6 +549,18 @@ class _Hashes:
             return dict(pool.map(check, items))
 
 
+def _makedirs(ctx: InstallContext, server_path: str, owner: Owner | None = None) -> None:
+    """host.makedirs once per directory per run: a dry run makes nothing, so without this it would announce
+    a directory again for every file in it, and a parent the real run finds already made."""
+    made: set[str] = ctx.memo((ModelsLayer.name, "made"), set)
+    if server_path in made:
+        return
+    ctx.host.makedirs(server_path, owner=owner)
+    while server_path not in made and server_path != "/":
+        made.add(server_path)
+        server_path = posixpath.dirname(server_path)
+
+
 def _hashes(ctx: InstallContext) -> _Hashes:
     return ctx.memo((ModelsLayer.name, "sha256"), _Hashes)
 
@@ -555,12 +588,90 @@ def _sources(ctx: InstallContext, art: LockedArtifact) -> tuple[list[Path], bool
     return source_files(ctx.bundle, art), False
 
 
-def _check_server_path(path: str, what: str) -> None:
-    if not path.startswith("/") or ".." in path.split("/"):
-        raise BadInputError(
-            f"{what}: {path!r} is not an absolute path.",
-            "Collect the bundle again with an absolute path in the manifest (e.g. /data/models/NAME).",
-        )
+# What the lock may say, checked at install: root makes directories and files from these names, and the
+# lock may have been edited on the way (whoever holds the drive can rewrite SHA256SUMS too).
+REF_PART_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+ETAG_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+def _refused(repo: str, field: str, value: str, why: str) -> BadInputError:
+    return BadInputError(
+        f"models: {repo}: {field} {value!r} is refused: {why}. Nothing was installed.",
+        "The bundle's lock was edited after collect, or its manifest names a system location: fix the manifest "
+        "(dest like /data/models/NAME, hf_home like /data/hf) and collect the bundle again.",
+    )
+
+
+def _ref_problem(revision: str) -> str | None:
+    """Why a revision cannot name a file under the cache's refs/ (`main`, `v1.0` and `refs/pr/1` can)."""
+    parts = revision.split("/")
+    if len(parts) > 4 or not all(REF_PART_RE.match(p) and p not in (".", "..") for p in parts):
+        return "a ref is made of letters, digits, '.', '_' and '-' (parts joined by '/', like refs/pr/1)"
+    return None
+
+
+def _checked_model(repo: str, spec: ModelSpec | None, meta: ModelFileMeta) -> _Model:
+    """The model as the lock describes it, every name root will make a path from checked first."""
+    if not HF_REPO_RE.match(repo) or bad_name_char(repo):
+        raise _refused(repo, "repo", repo, "not a Hugging Face repo id (owner/name)")
+    dest = (spec.dest if spec else None) or default_dest(repo)
+    if why := install_dir_problem(dest):
+        raise _refused(repo, "models[].dest", dest, why)
+    hf_home = spec.hf_home if spec else None
+    if hf_home is not None:
+        if why := install_dir_problem(hf_home):
+            raise _refused(repo, "models[].hf_home", hf_home, why)
+        hf_home = normalise(hf_home)
+    if not is_commit(meta.commit):
+        raise _refused(repo, "commit", meta.commit, "a commit is 40 lower-case hex digits")
+    if meta.revision != meta.commit and (why := _ref_problem(meta.revision)):
+        raise _refused(repo, "revision", meta.revision, why)
+    uid, gid = (int(x) for x in ((spec.owner if spec else None) or DEFAULT_OWNER).split(":"))
+    return _Model(repo, meta.revision, meta.commit, normalise(dest), uid, gid, hf_home)
+
+
+def _checked_etag(repo: str, art: LockedArtifact) -> str:
+    etag = _etag(art)
+    if not ETAG_RE.match(etag):
+        raise _refused(repo, f"{art.path}: digest", etag, "a blob name is a sha256 or git sha1 in hex")
+    return etag
+
+
+def _subdirs(rels: Iterable[str]) -> list[str]:
+    """Every directory on the way to these relative paths (`a/b/c` gives `a` and `a/b`), parents first."""
+    out: set[str] = set()
+    for rel in rels:
+        parts = rel.split("/")[:-1]
+        out.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return sorted(out, key=lambda d: (d.count("/"), d))
+
+
+def _movable(path: Path) -> bool:
+    """`--move` renames only a plain file that root owns, has one name and only root may write: anyone
+    else could write to it after it is hashed (through an open descriptor or another name). Others are
+    copied, hashed on the way, and then removed from the bundle."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1 and not st.st_mode & 0o022
+
+
+@contextmanager
+def _install_errors(m: _Model) -> Iterator[None]:
+    """What the host refuses (a changed file, a full disk, a planted link is an InstallError already), as
+    this layer's failure, named, with its fix."""
+    try:
+        yield
+    except (DiskFullError, IntegrityError) as exc:
+        raise InstallError(f"models: {exc.message}", exc.hint) from None
+    except PermissionError as exc:
+        # Containers serving the model run as its owner (1000 for vLLM's and most images): files left to
+        # root are the "Permission denied on mounted models" of FIELD.md, so ownership is not optional.
+        raise InstallError(
+            f"models: {m.repo}: cannot make {exc.filename or 'a file'} for {m.uid}:{m.gid} (permission denied).",
+            "Run the install as root (sudo).",
+        ) from None
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -587,15 +698,3 @@ def _owner_differs(path: Path, uid: int, gid: int) -> bool:
     except OSError:
         return False  # a missing path is counted as missing, not as mis-owned
     return (st.st_uid, st.st_gid) != (uid, gid)
-
-
-def _chown(host: Host, server_path: str, uid: int, gid: int, *, recursive: bool = False) -> None:
-    """Containers serving the model run as `uid` (1000 for vLLM's and most images): files owned by root
-    are the "Permission denied on mounted models" of FIELD.md."""
-    try:
-        host.chown(server_path, uid, gid, recursive=recursive)
-    except PermissionError:
-        raise InstallError(
-            f"models: cannot give {host.path(server_path)} to {uid}:{gid} (permission denied).",
-            "Run the install as root (sudo).",
-        ) from None
