@@ -14,9 +14,23 @@ from airgap.errors import EXIT_OK
     epilog=exit_codes_help(),
     help="""Make an Ed25519 key pair for signing bundles: NAME.key (secret, mode 0600) and NAME.pub.
 
-The public key is in minisign's format: the gate can check a bundle with the stock minisign tool,
-`minisign -Vm SHA256SUMS -x SHA256SUMS.sig -p NAME.pub`, as well as with `airgap verify --key NAME.pub`.
-Keep NAME.key on the collecting side; carry NAME.pub to the gate and the server separately from bundles.
+NAME.key signs (`collect --sign NAME.key`, `airgap sign BUNDLE --key NAME.key`). It is not encrypted: keep it
+on the collecting side only, never on a drive or a server, and back it up; keygen never overwrites a key.
+
+NAME.pub is in minisign's format. Carry it to the gate and the servers separately from bundles. The gate
+checks a bundle with `minisign -Vm SHA256SUMS -x SHA256SUMS.sig -p NAME.pub`, with OpenSSL 3
+(docs/signing.md) or with `airgap verify --key NAME.pub`.
+
+On each server, install it once as root; from then on a valid signature by one of the keys there is
+mandatory for `airgap verify`, `airgap install` and the bundle's install.sh:
+
+\b
+  install -d -m 0755 /etc/airgap/keys
+  install -m 0644 NAME.pub /etc/airgap/keys/NAME.pub
+
+install.sh checks the signature, then the sha256 of everything in tool/, before it runs any of it: with
+`openssl pkeyutl -rawin` (OpenSSL 3.0 or later), else with minisign; with neither it refuses (OpenSSL 1.1.1
+cannot verify Ed25519: install minisign, or check the bundle elsewhere). See docs/signing.md.
 
 \b
   airgap keygen -o ~/.airgap/site-a""",
