@@ -76,8 +76,11 @@ class ModelFileMeta(Meta):
 
 class WheelMeta(Meta):
     project: str
-    version: str
+    version: str  # as resolved, local label included (2.5.1+cu124)
     requested: bool = False
+    # Its Requires-Dist: who pulled in what, for the compatibility checks' messages. None in locks made
+    # before airgap recorded it.
+    requires: list[str] | None = None
 
 
 class WheelLockMeta(Meta):

@@ -205,7 +205,7 @@ def check_ram_vram(ctx: InstallContext, layers: list[str], nvml: NvmlSession | N
 def check_compat(ctx: InstallContext, layers: list[str]) -> list[Check]:
     """The connected side's version checks once more, on the lock: a bundle collected with
     --allow-mismatch keeps those as warnings; anything else wrong stops the install before it starts."""
-    from airgap.compat.rules import check_lock
+    from airgap.compat.rules import check_lock, summary
 
     try:
         findings = check_lock(ctx.lock)
@@ -214,9 +214,21 @@ def check_compat(ctx: InstallContext, layers: list[str]) -> list[Check]:
     results = [
         Check(f"compat:{f.code}", f.status, f.message, f.fix)
         for f in findings
-        if f.status in (Status.FAIL, Status.WARN)
+        if f.status in (Status.FAIL, Status.WARN, Status.SKIP)
     ]
-    return results or [Check("compat", Status.PASS, "driver, CUDA, torch, vLLM and GPU versions fit together")]
+    if any(c.status in (Status.FAIL, Status.WARN) for c in results):
+        return results
+    # Name only what was checked: a bundle of plain files has no torch to vouch for.
+    checked = summary(findings)
+    if not checked:
+        return results or [
+            Check(
+                "compat",
+                Status.SKIP,
+                "nothing to check: the bundle has no driver, CUDA, Python wheels, target GPUs, models or CUDA images",
+            )
+        ]
+    return [Check("compat", Status.PASS, f"these versions fit together: {checked}"), *results]
 
 
 # In the order they run and print; the names are what layers list in their `preflight`.

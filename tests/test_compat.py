@@ -435,7 +435,10 @@ def test_plan_json_carries_findings_and_resolved_versions() -> None:
     assert data["ok"] is True
     assert data["resolved"]["vllm"] == "0.6.4.post1 (pins torch 2.5.1)"
     assert {f["code"] for f in data["findings"]} >= {"driver-cuda", "torch-cuda"}
-    assert all(f["level"] == "ok" for f in data["findings"])
+    # --no-head resolves no wheels: their CUDA builds are said to be unchecked, not passed
+    assert all(f["level"] == "ok" for f in data["findings"] if f["code"] != "wheels")
+    (wheels,) = [f for f in data["findings"] if f["code"] == "wheels"]
+    assert wheels["level"] == "skipped" and "--no-head" in wheels["message"]
     assert data["findings"][0]["where"].startswith("llm-ubuntu2204-cuda124.yaml:")
 
 

@@ -16,8 +16,10 @@ from airgap.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_UPSTREAM, BadInputErr
     help="""Show what `collect` would fetch, without downloading, and whether the stack fits together.
 
 First the resolved versions and the compatibility verdict, one line per check (ok, warn, ERROR with
-the fix): driver vs CUDA's minimum, torch's CUDA build vs cuda.version, vLLM's torch pin, the target GPUs'
-architectures vs CUDA and torch, each model's memory vs the GPUs' VRAM, CUDA images vs the driver. Then
+the fix, skip for what cannot be known yet): driver vs CUDA's minimum, torch's CUDA build vs cuda.version,
+vLLM's torch pin, every torch, vLLM and nvidia-* CUDA wheel pip resolved (a torch a dependency pulls in
+included) vs the driver, cuda.version and the GPUs, the target GPUs' architectures vs CUDA and torch, each
+model's memory vs the GPUs' VRAM, CUDA images vs the driver. Then
 each artifact: its layer, its path in the bundle, the URL it comes from (after `mirrors:`), its size
 (from an HTTP HEAD, unless --no-head) and what it will be checked against; the total, and with --media
 whether it fits the drive (decimal units as drives are sold: 128G = 128 x 10^9 bytes; GiB for binary).
@@ -88,7 +90,7 @@ def plan(
             out.info(f"  {key:<{width}}  {value}")
         out.info("")
         out.heading("Compatibility")
-        labels = {"ok": "ok", "warning": "warn", "error": "ERROR"}
+        labels = {"ok": "ok", "warning": "warn", "error": "ERROR", "skipped": "skip"}
         for f in report.findings:
             label = "warn*" if f.allowed else labels.get(f.level, f.level)
             out.info(f"  {label:<5}  {f.field_path}: {f.message}")

@@ -1,9 +1,11 @@
 """Compatibility rules on a manifest: the "version hell" caught before a single byte is downloaded.
 
 `check_manifest` combines the tables of `airgap/compat/tables.py` with what a manifest asks for (driver, CUDA,
-torch, vLLM, target GPUs, models, CUDA images) and returns one Finding per check: `ok` lines make the
-verdict `airgap plan` prints, `warning`s never stop anything, `error`s stop `plan`, `collect` and
-`install` (exit 2) unless `--allow-mismatch` turns them into warnings, which the lock then records.
+torch, vLLM, target GPUs, models, CUDA images) and, once resolved, with the wheels pip chose
+(`airgap/compat/closure.py`: a torch pulled in by a dependency is checked like one asked for). It returns
+one Finding per check: `ok` lines make the verdict `airgap plan` prints, `warning`s never stop anything,
+`skipped` says what could not be checked yet, `error`s stop `plan`, `collect` and `install` (exit 2)
+unless `--allow-mismatch` turns them into warnings, which the lock then records.
 
 The checks need no network and do not depend on artifact planning, so a manifest whose CUDA release
 airgap cannot even name a runfile for (CUDA 11.7 with a pinned `cuda.url`) still gets its verdict.
@@ -23,14 +25,15 @@ from packaging.version import InvalidVersion, Version
 
 from airgap.artifact_meta import ModelFileMeta, ModelInfo, read_meta
 from airgap.compat import tables
+from airgap.compat.closure import Closure, CudaGroup, owner_fix, read_closure, requirement_fields, torch_for_gpu
 from airgap.errors import ManifestError
 from airgap.manifest import Manifest
 from airgap.verdict import Check, Status
 
 # A Finding's level: its status in the words the lock's allowed_mismatches and `plan --json` have always
 # carried (and plan/collect compare with).
-OK, WARNING, ERROR = "ok", "warning", "error"
-_LEVEL_OF = {Status.PASS: OK, Status.WARN: WARNING, Status.FAIL: ERROR}
+OK, WARNING, ERROR, SKIPPED = "ok", "warning", "error", "skipped"
+_LEVEL_OF = {Status.PASS: OK, Status.WARN: WARNING, Status.FAIL: ERROR, Status.SKIP: SKIPPED}
 _STATUS_OF = {level: status for status, level in _LEVEL_OF.items()}
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 _INDEX_BUILD_RE = re.compile(r"/whl/(cu\d{3}|cpu|rocm[\d.]+)/?$")
@@ -42,7 +45,8 @@ FieldPath = tuple[str | int, ...]
 @dataclass
 class Finding(Check):
     """A Check about one manifest field. `name` is the rule's stable code ("driver-cuda"), also `code`;
-    the status is PASS, WARN or FAIL (a rule never skips), also `level` in the lock's words."""
+    the status is PASS, WARN, FAIL, or SKIP (only for what cannot be known yet: the wheels under
+    `plan --no-head`), also `level` in the lock's words."""
 
     field: FieldPath = ()  # the manifest field it is about, e.g. ("cuda", "version")
     where: str = ""  # manifest.yaml:LINE, filled in by check_manifest
@@ -746,13 +750,284 @@ def _check_images(st: Stack) -> None:
             )
 
 
+# --- the resolved wheels ------------------------------------------------------------------------------------
+
+_WHEELS_FIELD: FieldPath = ("python", "requirements")
+
+
+def _closure(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None) -> Closure | None:
+    if artifacts is None or manifest.python is None:
+        return None
+    return read_closure(manifest, artifacts)
+
+
+def _check_wheels(st: Stack, artifacts: Sequence[ArtifactLike] | None) -> None:
+    """Every torch-like and nvidia-* CUDA wheel pip resolved, against the driver, cuda.version and the GPUs."""
+    m = st.manifest
+    if artifacts is None or m.python is None:
+        return  # before resolution: the rules above judged what the manifest asks for
+    closure = read_closure(m, artifacts)
+    if closure is None:
+        st.add(
+            Status.SKIP,
+            "wheels",
+            _WHEELS_FIELD,
+            "the python layer was left out (--skip python), so the CUDA builds of its wheels were not checked",
+        )
+        return
+    if closure.unresolved:
+        st.add(
+            Status.SKIP,
+            "wheels",
+            _WHEELS_FIELD,
+            "pip resolves the wheels at collect time and plan --no-head resolved nothing, so the torch, vLLM "
+            "and nvidia-* CUDA builds the requirements bring were not checked",
+            "run plan without --no-head (or collect): every wheel of the closure is checked then",
+        )
+        return
+    if not closure.groups:
+        st.add(
+            Status.PASS,
+            "wheels",
+            _WHEELS_FIELD,
+            f"none of the {len(closure.wheels)} resolved wheels needs CUDA (no torch, vLLM, xformers, "
+            "flash-attn or nvidia-* CUDA wheel)",
+        )
+        return
+    for group in closure.groups:
+        _check_group(st, closure, group)
+
+
+def _group_field(st: Stack, closure: Closure, group: CudaGroup) -> FieldPath:
+    """The requirement that brought the group in: its owner's, or the first of its chain."""
+    chain = group.owner.chain or [group.owner.name]
+    for name in (group.owner.name, chain[0]):
+        hits = requirement_fields(st.manifest, name)
+        if hits:
+            return ("python", "requirements", hits[0][0])
+    return _WHEELS_FIELD
+
+
+def _server_cuda(m: Manifest) -> str | None:
+    """The CUDA a wheel should be built for: cuda.version, else the newest the driver runs."""
+    if m.cuda is not None:
+        return m.cuda.version
+    if m.driver is not None:
+        return tables.driver_max_cuda(m.driver.version)
+    return None
+
+
+def _check_group(st: Stack, closure: Closure, group: CudaGroup) -> None:
+    m = st.manifest
+    owner, need, evidence = group.owner, group.need, group.evidence
+    where = _group_field(st, closure, group)
+    subject = f"{owner.label} ({closure.pulled_in(owner)})"
+    gpu_stack = m.driver is not None or m.cuda is not None or bool(st.gpus)
+    target_cuda = _server_cuda(m)
+    if need is None or evidence is None:
+        if owner.name != "torch" or not gpu_stack:
+            return  # torchvision & co. take torch's CUDA; vLLM's kernels follow its torch
+        local = owner.version.partition("+")[2]
+        if local and not local.lower().startswith("cu"):
+            st.add(
+                Status.FAIL,
+                "wheel-build",
+                where,
+                f"{subject} is a {local} build: no CUDA at all, torch.cuda.is_available() would be False on the "
+                "GPU server",
+                owner_fix(group, target_cuda),
+            )
+        else:
+            st.add(
+                Status.WARN,
+                "wheel-build",
+                where,
+                f"{subject} brings no CUDA libraries (no +cuXYZ build, no nvidia-* CUDA wheel in the closure): "
+                "it looks like a CPU build",
+                owner_fix(group, target_cuda),
+            )
+        return
+    family = owner.name in tables.CUDA_BUILD_FAMILY
+    built = f"is a CUDA {need.label} build" if family or evidence is owner else f"brings CUDA {need.label} libraries"
+    if evidence is owner:
+        proof = f" ({need.how})"
+    else:
+        others = [w.label for w in group.members if w is not evidence and w is not owner]
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        proof = f" ({', '.join([evidence.label, *others[:3]])}{more})"
+    what = f"{subject} {built}{proof}"
+    public = owner.version.partition("+")[0]
+    st_torch = st.torch
+    if (
+        owner.name == "torch"
+        and st_torch is not None
+        and st_torch.version == public
+        and need.minor is not None
+        and st_torch.build == f"cu{need.major}{need.minor}"
+    ):
+        st.add(Status.PASS, "wheels", where, f"the resolved torch is the build judged above: {what}")
+        return
+    ok: list[str] = []
+    failed = False
+    if m.driver is not None:
+        failed |= _wheel_driver(st, group, what, where, target_cuda, ok)
+    else:
+        floor = tables.CUDA_MINOR_COMPAT_DRIVER.get(need.major)
+        if floor:
+            ok.append(f"needs driver >= {floor} on the server (no driver: section)")
+    if m.cuda is not None:
+        have = tables.cuda_minor(m.cuda.version)
+        h_major, h_minor = (int(x) for x in have.split("."))
+        if need.major != h_major or (family and need.minor is not None and need.minor != h_minor):
+            why = (
+                f"{owner.project} must be built for the same CUDA as the toolkit"
+                if family
+                else f"its libraries are CUDA {need.major} ones"
+            )
+            st.add(
+                Status.FAIL,
+                "wheel-cuda",
+                where,
+                f"{what}, and the manifest installs CUDA {m.cuda.version}: {why}",
+                f"{owner_fix(group, m.cuda.version)}; or set cuda.version to a CUDA {need.label} release",
+            )
+            failed = True
+        else:
+            ok.append(f"fits cuda.version {m.cuda.version}")
+    for entry in st.gpus:
+        if entry.gpu is not None:
+            failed |= _wheel_gpu(st, group, what, where, entry.gpu, ok)
+    if not failed:
+        against = "; ".join(ok) if ok else "the manifest names no driver, CUDA or GPU to check it against"
+        st.add(Status.PASS, "wheels", where, f"{what}: {against}")
+
+
+def _wheel_driver(
+    st: Stack, group: CudaGroup, what: str, where: FieldPath, target_cuda: str | None, ok: list[str]
+) -> bool:
+    m = st.manifest
+    need = group.need
+    assert m.driver is not None and need is not None
+    driver = m.driver.version
+    floor = tables.CUDA_MINOR_COMPAT_DRIVER.get(need.major)
+    top = tables.driver_max_cuda(driver)
+    top_text = f" (CUDA up to {tables.cuda_minor(top)})" if top else ""
+    if floor is None:
+        st.add(
+            Status.WARN,
+            "wheel-driver",
+            where,
+            f"{what}: CUDA {need.major} is not in airgap's table of drivers, so driver {driver} was not checked "
+            "against it",
+            "check NVIDIA's CUDA release notes (table 3) by hand",
+        )
+        return False
+    exact = tables.cuda_min_driver(f"{need.major}.{need.minor}.0") if need.minor is not None else None
+    minimum = exact.driver if exact is not None else floor
+    if tables.version_tuple(driver) < tables.version_tuple(floor):
+        torch_note = " (torch.cuda.is_available() would be False)" if group.owner.name.startswith("torch") else ""
+        st.add(
+            Status.FAIL,
+            "wheel-driver",
+            where,
+            f"{what}: CUDA {need.major}.x needs driver >= {floor}, and driver.version is {driver}{top_text}: CUDA "
+            f'calls would fail with "CUDA driver version is insufficient for CUDA runtime version"{torch_note}',
+            f"{owner_fix(group, target_cuda)}; or set driver.version to {minimum} or newer",
+        )
+        return True
+    if need.minor is not None and top is not None:
+        top_major, top_minor = tables.version_tuple(top)[:2]
+        if (need.major, need.minor) > (top_major, top_minor):
+            st.add(
+                Status.WARN,
+                "wheel-driver",
+                where,
+                f"{what}, newer than driver {driver}{top_text}: it runs through CUDA's minor-version "
+                'compatibility, but code it must JIT-compile from PTX fails ("the provided PTX was compiled '
+                'with an unsupported toolchain")',
+                f"set driver.version to {minimum} or newer, or {owner_fix(group, target_cuda)}",
+            )
+            return False
+    ok.append(f"driver {driver} runs CUDA {need.label}")
+    return False
+
+
+def _wheel_gpu(st: Stack, group: CudaGroup, what: str, where: FieldPath, gpu: tables.Gpu, ok: list[str]) -> bool:
+    need = group.need
+    owner = group.owner
+    assert need is not None
+    first, last = tables.CC_CUDA_RANGE.get(gpu.cc, (None, None))
+    arches = None
+    if owner.name == "torch" and need.minor is not None:
+        arches = tables.torch_arches(owner.version, f"cu{need.major}{need.minor}")
+    if arches is not None:
+        if tables.arches_cover(arches, gpu.cc):
+            ok.append(f"has kernels for the {gpu.name}")
+            return False
+        fix = torch_for_gpu(gpu.cc, None)
+        st.add(
+            Status.FAIL,
+            "wheel-gpu",
+            where,
+            f"{what}: no kernels for the {gpu.name} ({gpu.sm}); it is built for "
+            f'{", ".join("sm_" + a.replace(".", "") for a in arches)}: "no kernel image is available for '
+            'execution on the device"',
+            f"pin {fix}" if fix else "no torch build in airgap's table supports this GPU",
+        )
+        return True
+    if need.minor is not None:
+        supported = tables.cuda_supports_cc(f"{need.major}.{need.minor}", gpu.cc)
+    else:  # only the major is known: only a GPU every release of that major dropped is certain
+        supported = None if last is None or int(last.split(".")[0]) >= need.major else False
+    if supported is False:
+        span = f"CUDA {first} to {last}" if last else f"CUDA {first} and newer"
+        fix = torch_for_gpu(gpu.cc, last) if owner.name == "torch" else ""
+        st.add(
+            Status.FAIL,
+            "wheel-gpu",
+            where,
+            f"{what}, and CUDA {need.label} does not support the {gpu.name} ({gpu.sm}; {span} do): "
+            '"no kernel image is available for execution on the device"',
+            f"pin {fix}" if fix else f"use a {owner.project} build for a CUDA release that supports {gpu.sm}",
+        )
+        return True
+    if supported:
+        ok.append(f"CUDA {need.label} supports the {gpu.name}")
+    return False
+
+
+def summary(findings: Sequence[Finding]) -> str:
+    """What the checks looked at, in words, from the codes of those that ran: for a one-line verdict that
+    names only what was checked."""
+    parts = {
+        "driver-cuda": "driver and CUDA",
+        "cuda-unknown": "driver and CUDA",
+        "torch": "torch",
+        "vllm": "vLLM",
+        "wheel": "the Python wheels' CUDA builds",
+        "gpu": "GPUs",
+        "model": "models' memory",
+        "image": "CUDA images",
+    }
+    seen: list[str] = []
+    for f in findings:
+        if f.status is Status.SKIP:
+            continue
+        word = parts.get(f.code) or parts.get(f.code.split("-")[0].removesuffix("s"))
+        if word and word not in seen:
+            seen.append(word)
+    return ", ".join(seen)
+
+
 def check_manifest(manifest: Manifest, artifacts: Sequence[ArtifactLike] | None = None) -> list[Finding]:
     """Every compatibility check on the manifest, in the order a person reads a stack: driver and CUDA,
-    torch, vLLM, GPUs, models, images. `artifacts` (when resolved) give models' hub metadata."""
+    torch, vLLM, the resolved wheels, GPUs, models, images. `artifacts` (when resolved) give models' hub
+    metadata and the python closure; without them the wheels are not checked (the early check)."""
     st = _stack(manifest, artifacts)
     _check_driver_cuda(st)
     _check_torch(st)
     _check_vllm(st)
+    _check_wheels(st, artifacts)
     _check_gpus(st)
     _check_models(st)
     _check_images(st)
@@ -789,6 +1064,13 @@ def resolved_versions(manifest: Manifest, artifacts: Sequence[ArtifactLike] | No
         how = "vLLM's pin" if st.torch.from_vllm else ""
         src = "; ".join(x for x in (how, st.torch.source) if x)
         out["torch"] = st.torch.label + (f" ({src})" if src else "")
+    closure = _closure(manifest, artifacts)
+    resolved_torch = closure.wheels.get("torch") if closure is not None else None
+    if closure is not None and resolved_torch is not None:
+        group = next(g for g in closure.groups if g.owner is resolved_torch)
+        cuda = f"a CUDA {group.need.label} build" if group.need else "no CUDA wheels"
+        what = f"{resolved_torch.version}: {cuda}, {closure.pulled_in(resolved_torch)}"
+        out["torch"] = f"{out['torch']}; resolved {what}" if "torch" in out else what
     vllm = st.pins.get("vllm")
     if vllm is not None:
         pin = tables.vllm_torch_pin(vllm.version) if vllm.version else None

@@ -272,6 +272,86 @@ def arches_cover(arches: tuple[str, ...], cc: str) -> bool:
     return False
 
 
+# --- CUDA wheels in a Python closure --------------------------------------------------------------------
+# NVIDIA ships the CUDA libraries as wheels that torch & co. depend on. Up to CUDA 12 every name ends in the
+# CUDA major (nvidia-cuda-runtime-cu12 12.4.127, nvidia-cudnn-cu12 9.1.0.70). From CUDA 13 the toolkit's own
+# libraries drop the suffix (nvidia-cuda-runtime 13.0.96, nvidia-cublas 13.1.0.3, nvidia-cufft 12.0.0.61)
+# while the ones released apart keep it (nvidia-cudnn-cu13, nvidia-nccl-cu13, nvidia-cusparselt-cu13,
+# nvidia-nvshmem-cu13); torch from PyPI reaches them through NVIDIA's meta-package cuda-toolkit (13.0.2, its
+# version is the CUDA release). Sources: pypi.org/project/nvidia-cuda-runtime (13.x files), the cu130 index
+# of download.pytorch.org, and pip's "Collecting nvidia-cuda-runtime==13.0.96.* (from cuda-toolkit[...]==13.0.2
+# ... ->torch)" for torch 2.11/2.12 from PyPI. Only some versions follow the CUDA release X.Y: the runtime,
+# NVRTC, CUPTI, nvJitLink, NVTX, nvcc, CCCL, NVVM and CRT (12.4.127 for CUDA 12.4; 13.0.96, 13.0.88, 13.0.85
+# for 13.0). The math libraries number themselves (cuFFT 12.0 and cuSPARSE 12.6 belong to CUDA 13.0, cuBLAS
+# 13.1.0.3 to 13.0 Update 2), so only a -cuNN suffix says anything about them.
+CUDA_VERSIONED_WHEELS = frozenset(
+    {
+        "nvidia-cuda-runtime",
+        "nvidia-cuda-nvrtc",
+        "nvidia-cuda-cupti",
+        "nvidia-nvjitlink",
+        "nvidia-nvtx",
+        "nvidia-cuda-nvcc",
+        "nvidia-cuda-cccl",
+        "nvidia-nvvm",
+        "nvidia-cuda-crt",
+        "cuda-toolkit",
+    }
+)
+# Distributions whose own build decides the CUDA they need; a CUDA wheel pulled in below one of them is
+# reported as that package's (torch -> cuda-toolkit -> nvidia-cuda-runtime is torch's CUDA). Their CUDA
+# builds carry it in the local version: 2.5.1+cu124, 0.20.1+cu124, flash-attn's 2.7.4+cu12torch2.5...
+CUDA_BUILD_FAMILY = ("torch", "torchvision", "torchaudio", "vllm", "xformers", "flash-attn")
+_CU_SUFFIX_RE = re.compile(r"^(?P<base>.+)-cu(?P<major>\d{2})$")
+_LOCAL_CU_RE = re.compile(r"^cu(\d{2,3})(?!\d)")
+
+
+@dataclass(frozen=True)
+class CudaNeed:
+    """The CUDA a wheel was built for: `minor` None when only the major is known (nvidia-cudnn-cu12)."""
+
+    major: int
+    minor: int | None
+    how: str  # what says so, for messages: "+cu124", "-cu12 in its name", "its version 13.0.96"
+
+    @property
+    def label(self) -> str:
+        return f"{self.major}.{self.minor}" if self.minor is not None else f"{self.major}.x"
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.major, -1 if self.minor is None else self.minor
+
+
+def wheel_cuda(name: str, version: str) -> CudaNeed | None:
+    """The CUDA a resolved wheel needs, from its name and version; None when they say nothing about it.
+
+    `name` is canonical (nvidia-cuda-runtime-cu12), `version` as resolved, local label included."""
+    public, _, local = version.partition("+")
+    if name in CUDA_BUILD_FAMILY:
+        m = _LOCAL_CU_RE.match(local.lower())
+        if m is None:
+            return None
+        digits = m.group(1)
+        if len(digits) == 2:
+            return CudaNeed(int(digits), None, f"+{local}")
+        return CudaNeed(int(digits[:-1]), int(digits[-1]), f"+{local}")
+    if not (name.startswith("nvidia-") or name == "cuda-toolkit"):
+        return None
+    suffix = _CU_SUFFIX_RE.match(name)
+    base = suffix.group("base") if suffix else name
+    parts = [int(p) for p in re.findall(r"\d+", public)[:2]]
+    tracked = base in CUDA_VERSIONED_WHEELS and len(parts) == 2 and parts[0] >= 11
+    if suffix is not None:
+        major = int(suffix.group("major"))
+        if tracked and parts[0] == major:
+            return CudaNeed(major, parts[1], f"its version {public}")
+        return CudaNeed(major, None, f"-cu{major} in its name")
+    if tracked:
+        return CudaNeed(parts[0], parts[1], f"its version {public}")
+    return None
+
+
 # --- vLLM -------------------------------------------------------------------------------------------------
 # vLLM pins torch exactly (requirements/cuda.txt, formerly requirements-cuda.txt); versions in
 # [first, next_first) share a pin. Sources: FACTS.md; pip resolver errors quoted in public issues
