@@ -164,7 +164,8 @@ def _unsafe_path(name: str, bad_name_char: Callable[[str], str | None]) -> str |
 def read_sums(bundle: Path) -> dict[str, str]:
     """SHA256SUMS of `bundle`, parsed (one read, no link followed). Verify and install use
     `airgap.custody.Snapshot`, which also keeps the bytes and judges the signature."""
-    from airgap.custody import MAX_SUMS_BYTES, read_bundle_file
+    from airgap.bundle_layout import MAX_SUMS_BYTES
+    from airgap.digests import read_bundle_file
 
     data = read_bundle_file(bundle, SUMS_NAME, MAX_SUMS_BYTES)
     if data is None:

@@ -28,3 +28,7 @@ PART_SUFFIX = ".part"
 
 def layer_dir(layer: str) -> str:
     return f"{LAYER_ORDER.index(layer) + 1:02d}-{layer}"
+
+
+# SHA256SUMS of a bundle of a million files is about 100 MB; airgap refuses to read more than this.
+MAX_SUMS_BYTES = 64 << 20

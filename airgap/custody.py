@@ -14,7 +14,6 @@ is none, a signature cannot be checked, and the verdict says exactly that ("unch
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 from collections.abc import Sequence
@@ -23,8 +22,8 @@ from pathlib import Path
 from typing import Literal
 
 from airgap.bundle import parse_sums_bytes
-from airgap.bundle_layout import LOCK_NAME, SIG_NAME, SUMS_NAME
-from airgap.digests import NotRegularFile, read_beneath
+from airgap.bundle_layout import LOCK_NAME, MAX_SUMS_BYTES, SIG_NAME, SUMS_NAME
+from airgap.digests import NotRegularFile, read_beneath, read_bundle_file
 from airgap.errors import AirgapError, BadInputError, IntegrityError, VerifyFailed
 from airgap.lock import MAX_LOCK_BYTES, Lock
 from airgap.signing import (
@@ -39,7 +38,6 @@ from airgap.signing import (
 
 TRUSTED_KEYS_DIR = "/etc/airgap/keys"  # a server path; under --root for install
 # SHA256SUMS holds ~100-200 bytes a file: 64 MiB is several hundred thousand files, far beyond any bundle.
-MAX_SUMS_BYTES = 64 << 20
 
 Status = Literal["valid", "invalid", "unchecked", "unsigned"]
 
@@ -166,33 +164,6 @@ def _check_with(
         )
     assert failure is not None
     return SignatureVerdict("invalid", parsed.key_id_hex, "", failure.message, required)
-
-
-def read_bundle_file(bundle: Path, name: str, limit: int) -> bytes | None:
-    """One read of a top-level bundle file: None when it does not exist; IntegrityError when it is not a
-    regular file (a link, FIFO, device, directory) or is over `limit` bytes."""
-    try:
-        data = read_beneath(bundle, name, limit)
-    except FileNotFoundError:
-        return None
-    except NotRegularFile as exc:
-        raise IntegrityError(
-            f"{bundle / name}: is {exc.what}, not a regular file; airgap does not follow or read it.",
-            "Someone replaced it on the medium: get an intact copy of the bundle from the collecting side.",
-        ) from None
-    except OSError as exc:
-        if exc.errno == errno.ENOTDIR:
-            raise BadInputError(f"{bundle}: not a directory.", "Give the path of the bundle's top directory.") from None
-        raise IntegrityError(
-            f"{bundle / name}: cannot read it ({exc.strerror}).",
-            "Check that the medium is readable and that you may read the bundle's files.",
-        ) from None
-    if len(data) > limit:
-        raise IntegrityError(
-            f"{bundle / name}: larger than {limit} bytes, far larger than any airgap writes; not reading it.",
-            "The file was replaced or damaged: copy the bundle again from the original.",
-        )
-    return data
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import os
 import stat
 from pathlib import Path
 
+from airgap.errors import BadInputError, IntegrityError
+
 BUF = 1 << 20
 
 
@@ -170,3 +172,30 @@ def sha256_beneath(root: Path, rel: str, buf: bytearray | None = None) -> str:
         return hash_fd(fd, "sha256", buf)
     finally:
         os.close(fd)
+
+
+def read_bundle_file(bundle: Path, name: str, limit: int) -> bytes | None:
+    """One read of a top-level bundle file: None when it does not exist; IntegrityError when it is not a
+    regular file (a link, FIFO, device, directory) or is over `limit` bytes."""
+    try:
+        data = read_beneath(bundle, name, limit)
+    except FileNotFoundError:
+        return None
+    except NotRegularFile as exc:
+        raise IntegrityError(
+            f"{bundle / name}: is {exc.what}, not a regular file; airgap does not follow or read it.",
+            "Someone replaced it on the medium: get an intact copy of the bundle from the collecting side.",
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            raise BadInputError(f"{bundle}: not a directory.", "Give the path of the bundle's top directory.") from None
+        raise IntegrityError(
+            f"{bundle / name}: cannot read it ({exc.strerror}).",
+            "Check that the medium is readable and that you may read the bundle's files.",
+        ) from None
+    if len(data) > limit:
+        raise IntegrityError(
+            f"{bundle / name}: larger than {limit} bytes, far larger than any airgap writes; not reading it.",
+            "The file was replaced or damaged: copy the bundle again from the original.",
+        )
+    return data

@@ -48,6 +48,9 @@ class Host:
         self.dry_run = dry_run
         self.log = log  # the install log: every command, its output, every file written
         self.echo = echo  # where --dry-run prints its plan
+        # Told of each command `run` starts in its own process group (pid, argv) and of its end (None, ()):
+        # the install lock records it. True when recorded.
+        self.on_child: Callable[[int | None, Sequence[str]], bool] | None = None
         self.base_env = dict(env if env is not None else os.environ)
         self.actions: list[str] = []  # what was (or, in a dry run, would be) done, in order
 
@@ -108,7 +111,7 @@ class Host:
         SIGINT, SIGTERM and SIGHUP received meanwhile are passed on to the command (its own process group),
         and airgap waits for it to exit (killing it only after a long grace), then raises Interrupted (SIGINT)
         or Terminated: an installer is never killed mid-way, nor left running. See airgap/signals.py."""
-        from airgap import install_lock, signals  # here: the rest of the Host needs neither
+        from airgap import signals  # here: the rest of the Host does not need it
 
         text = shlex.join(argv)
         if changes:
@@ -125,9 +128,9 @@ class Host:
 
         def started(pid: int) -> None:
             # The install's lock file names the command while it runs: if airgap is killed outright, the
-            # next install sees it still running and waits for it (airgap/install_lock.py).
+            # next install sees it still running and waits for it (airgap/install_lock.py sets the hook).
             nonlocal noted
-            noted = install_lock.note_child(self, pid, argv)
+            noted = self.on_child(pid, argv) if self.on_child is not None else False
 
         start = time.monotonic()
         done: signals.Finished | None = None
@@ -138,8 +141,8 @@ class Host:
         except FileNotFoundError:
             result = RunResult(argv, 127, f"{argv[0]}: command not found", time.monotonic() - start)
         finally:
-            if noted:
-                install_lock.note_child(self, None)
+            if noted and self.on_child is not None:
+                self.on_child(None, ())
         stopped = f"; stopped by {signals.signal_name(done.stopped_by)}" if done and done.stopped_by else ""
         self._log(result.output.rstrip() + f"\n[exit {result.returncode} after {result.seconds:.1f}s{stopped}]")
         if done is not None and done.stopped_by is not None:

@@ -62,12 +62,14 @@ def hold(host: Host) -> Iterator[None]:
         yield
         return
     held = _acquire(host)
+    host.on_child = lambda pid, argv: note_child(host, pid, argv)
     try:
         with stops_raise():
             yield
     except StopRequested as exc:
         raise stop_error(exc.signum) from None
     finally:
+        host.on_child = None
         _release(host, held)
 
 

@@ -272,8 +272,8 @@ def sign_bundle(bundle: Path, sk: SecretKey, bundle_name: str) -> Path:
 def check_bundle_signature(bundle: Path, pk: PublicKey) -> SignatureInfo:
     """Check `bundle`'s signature with `pk`, reading SHA256SUMS and its signature once each, without
     following links. Prefer `airgap.custody.Snapshot`, which also keeps the bytes it judged."""
-    from airgap.bundle_layout import SIG_NAME, SUMS_NAME
-    from airgap.custody import MAX_SUMS_BYTES, read_bundle_file
+    from airgap.bundle_layout import MAX_SUMS_BYTES, SIG_NAME, SUMS_NAME
+    from airgap.digests import read_bundle_file
 
     sig = read_bundle_file(bundle, SIG_NAME, MAX_SIG_BYTES)
     if sig is None:
