@@ -217,7 +217,7 @@ def check_listing(walk: Walk, listed: Mapping[str, str]) -> tuple[list[Finding],
     for rel, e in walk.entries.items():
         if rel in listed or e.is_dir or rel in (SUMS_NAME, SIG_NAME):
             continue
-        if e.is_file and rel.endswith(PART_SUFFIX):
+        if e.is_file and rel.endswith((PART_SUFFIX, PART_SUFFIX + ".meta")):
             why = "leftover of an interrupted download; re-run collect, or delete it"
             findings.append(Finding(shown(rel), "unexpected", why, says_what_to_do=True))
             continue

@@ -96,9 +96,10 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
 def upstream(tmp_path: Path) -> Iterator[Upstream]:
     root = tmp_path / "upstream"
     files = {
-        DRIVER: payload(3 * MiB + 17, 1),
-        CUDA: payload(4 * MiB + 5, 2),
-        DOCKER: payload(1 * MiB + 3, 3),
+        # Unpinned downloads must start like their format (a makeself shell script, a gzip stream).
+        DRIVER: b"#!/bin/sh\n" + payload(3 * MiB + 7, 1),
+        CUDA: b"#!/bin/sh\n" + payload(4 * MiB - 5, 2),
+        DOCKER: b"\x1f\x8b" + payload(1 * MiB + 1, 3),
         SCRIPT: b"#!/bin/sh\nnvidia-smi\n",
     }
     files[CUDA_MD5] = (

@@ -7,6 +7,7 @@ fault changed mid-body never half-applies.
 
 from __future__ import annotations
 
+import gzip
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,12 @@ class _PathFaults:
     corrupt: set[int] = field(default_factory=set)
     bytes_per_second: float | None = None
     not_found: bool = False
+    page: tuple[bytes, str] | None = None
+    gzip: str | None = None
+    extra_length: int = 0
+    ignore_if_range: bool = False
+    content_range_shift: tuple[int, int] = (0, 0)
+    stall_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -50,10 +57,19 @@ class RequestFaults:
     ignore_range: bool = False
     corrupt: frozenset[int] = frozenset()
     bytes_per_second: float | None = None
+    extra_length: int = 0  # added to the Content-Length announced; the body stays the file's
+    ignore_if_range: bool = False
+    content_range_shift: tuple[int, int] = (0, 0)  # added to the (start, total) a 206 announces
+    stall_after: int | None = None
 
     @property
     def touches_body(self) -> bool:
-        return self.drop_after is not None or bool(self.corrupt) or self.bytes_per_second is not None
+        return (
+            self.drop_after is not None
+            or bool(self.corrupt)
+            or self.bytes_per_second is not None
+            or self.stall_after is not None
+        )
 
 
 def _consume(fault: _Counted | None, method: str) -> tuple[_Counted | None, _Counted | None]:
@@ -73,7 +89,48 @@ class FaultyHandler(StaticFileHandler):
         self.faults = cast(FaultyHTTPServer, self.owner).take_faults(path, self.command)
         if self.faults.ignore_range:
             self.honour_range = False
+        if self.faults.ignore_if_range:
+            # A server (or cache) that answers a Range as if the file never changed.
+            del self.headers["If-Range"]
         return self.faults.status
+
+    def send_header(self, keyword: str, value: str) -> None:
+        fx = getattr(self, "faults", None)
+        if fx is not None and keyword == "Content-Length" and fx.extra_length:
+            value = str(int(value) + fx.extra_length)
+        if fx is not None and keyword == "Content-Range" and fx.content_range_shift != (0, 0):
+            span, total = value.split(" ", 1)[1].split("/")
+            first, last = (int(x) for x in span.split("-"))
+            start, grow = fx.content_range_shift
+            value = f"bytes {first + start}-{last + start}/{int(total) + grow}"
+        super().send_header(keyword, value)
+
+    def _respond(self, path: str, range_header: str | None) -> None:
+        special = cast(FaultyHTTPServer, self.owner).special(path)
+        if special is None:
+            super()._respond(path, range_header)
+            return
+        file = self._resolve(path)
+        page, gz = special
+        if page is not None:
+            body, content_type = page
+            extra: list[tuple[str, str]] = []
+        elif file is not None and gz:
+            # The whole file, gzip-encoded on the way although the client asked for identity.
+            body, content_type = gzip.compress(file.read_bytes(), mtime=0), "application/octet-stream"
+            extra = [("Content-Encoding", gz)]
+        else:
+            self.send_short(404, "not found")
+            return
+        self.faults = RequestFaults()
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in extra:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command == "GET":
+            self.write_body(body)
 
     # One handler serves every request of a kept-alive connection: no request may see the last one's faults.
     def do_GET(self) -> None:
@@ -100,8 +157,20 @@ class FaultyHandler(StaticFileHandler):
 
     def send_body(self, f: BinaryIO, offset: int, length: int) -> None:
         fx = self.faults
+        if fx.extra_length:
+            # The promise is larger than the body: the base class sees the full body sent, so the
+            # connection must be closed here for the client to see the body end early.
+            self.close_connection = True
         if not fx.touches_body:
             super().send_body(f, offset, length)
+            return
+        if fx.stall_after is not None:
+            f.seek(offset)
+            self.write_body(f.read(min(length, fx.stall_after)))
+            self.wfile.flush()
+            # Stalled for good: only the server's stop ends it, long after any client deadline.
+            cast(FaultyHTTPServer, self.owner).stopping.wait()
+            self.close_connection = True
             return
         # A cut is just a shorter body: the base class sees fewer bytes than Content-Length promised
         # and closes the connection, which the client reads as an incomplete response.
@@ -186,6 +255,46 @@ class FaultyHTTPServer(LocalHTTPServer):
         with self._faults_lock:
             self._edit(path).not_found = True
 
+    def serve_page(self, path: str, body: bytes, content_type: str = "text/html; charset=utf-8") -> None:
+        """Answer every GET and HEAD of `path` with 200 and `body` (a login page, a captive portal)."""
+        with self._faults_lock:
+            self._edit(path).page = (body, content_type)
+
+    def gzip_encode(self, path: str, header: str = "gzip") -> None:
+        """Send `path` whole, gzipped, with `Content-Encoding: HEADER` whatever Accept-Encoding says (Range
+        ignored). Another `header` than gzip labels the body with an encoding it is not in."""
+        with self._faults_lock:
+            self._edit(path).gzip = header
+
+    def lie_length(self, path: str, extra: int) -> None:
+        """Announce a Content-Length `extra` bytes longer than the body sent, then close the connection."""
+        with self._faults_lock:
+            self._edit(path).extra_length = extra
+
+    def ignore_if_range(self, path: str) -> None:
+        """Honour Range even when If-Range no longer matches: the rest of the *new* file, as a 206."""
+        with self._faults_lock:
+            self._edit(path).ignore_if_range = True
+
+    def shift_content_range(self, path: str, start: int = 0, total: int = 0) -> None:
+        """Announce a 206's Content-Range moved by `start` and with a total off by `total` (bytes sent
+        are those of the range asked for)."""
+        with self._faults_lock:
+            self._edit(path).content_range_shift = (start, total)
+
+    def stall_after(self, path: str, nbytes: int) -> None:
+        """Send the headers and `nbytes` of the body of `path`, then nothing until the server stops."""
+        with self._faults_lock:
+            self._edit(path).stall_after = nbytes
+
+    def special(self, path: str) -> tuple[tuple[bytes, str] | None, str | None] | None:
+        """The page or encoding `path` is answered with instead of its file, if any."""
+        with self._faults_lock:
+            pf = self._faults.get(path)
+            if pf is None or (pf.page is None and pf.gzip is None):
+                return None
+            return pf.page, pf.gzip
+
     def clear(self) -> None:
         with self._faults_lock:
             self._faults.clear()
@@ -208,6 +317,10 @@ class FaultyHTTPServer(LocalHTTPServer):
                 ignore_range=pf.ignore_range,
                 corrupt=frozenset(pf.corrupt),
                 bytes_per_second=pf.bytes_per_second,
+                extra_length=pf.extra_length,
+                ignore_if_range=pf.ignore_if_range,
+                content_range_shift=pf.content_range_shift,
+                stall_after=pf.stall_after,
             )
 
     def start(self) -> FaultyHTTPServer:

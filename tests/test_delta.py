@@ -83,7 +83,7 @@ def test_a_delta_installs_on_top_of_its_base(tmp_path: Path) -> None:
 def test_a_base_that_lacks_or_altered_an_artifact_is_refused(upstream: Upstream, tmp_path: Path) -> None:
     old = tmp_path / "old"
     assert collect(upstream, tmp_path, old).returncode == 0
-    (upstream.root / DOCKER).write_bytes(payload(MiB, 55))
+    (upstream.root / DOCKER).write_bytes(b"\x1f\x8b" + payload(MiB, 55))
     new = tmp_path / "new"
     assert collect(upstream, tmp_path, new, "--since", str(old / "airgap.lock.json")).returncode == 0
     broken = tmp_path / "broken"
@@ -108,7 +108,7 @@ def test_a_base_that_lacks_or_altered_an_artifact_is_refused(upstream: Upstream,
 def test_since_a_delta_is_refused(upstream: Upstream, tmp_path: Path) -> None:
     old = tmp_path / "old"
     assert collect(upstream, tmp_path, old).returncode == 0
-    (upstream.root / DOCKER).write_bytes(payload(MiB, 56))
+    (upstream.root / DOCKER).write_bytes(b"\x1f\x8b" + payload(MiB, 56))
     assert collect(upstream, tmp_path, tmp_path / "d1", "--since", str(old)).returncode == 0
     r = collect(upstream, tmp_path, tmp_path / "d2", "--since", str(tmp_path / "d1"))
     assert r.returncode == 2 and "is itself a delta bundle" in r.stderr

@@ -138,7 +138,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 class RetryPolicy:
     """How hard to try: `retries` after the first attempt, waits of `backoff * 2**n` seconds (at most
     `max_wait`) scaled by a random factor in [0.5, 1), or what `Retry-After` asks (at most
-    `max_retry_after`); `timeout` bounds each connect and each read. `cancel` ends any wait at once."""
+    `max_retry_after`); `timeout` bounds each connect, and each read unless `idle_timeout` is given: the
+    longest a response may go without sending a byte. `cancel` ends any wait at once."""
 
     retries: int = 5
     backoff: float = 1.0
@@ -147,6 +148,13 @@ class RetryPolicy:
     max_wait: float = 30.0
     max_retry_after: float = 120.0
     statuses: frozenset[int] = RETRY_STATUSES
+    idle_timeout: float | None = None
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) as requests takes them; the read timeout applies to every socket read, so a
+        server that stops sending mid-body fails that read after `idle_timeout` seconds."""
+        return self.timeout, self.idle_timeout if self.idle_timeout is not None else self.timeout
 
     def delay(self, failures: int, retry_after: float | None = None) -> float:
         """The wait before attempt `failures + 1` (`failures` >= 1)."""
@@ -224,7 +232,7 @@ def send(
             headers=dict(headers or {}),
             auth=auth,
             stream=stream,
-            timeout=policy.timeout,
+            timeout=policy.timeouts,
             allow_redirects=True,
         )
     except requests.exceptions.SSLError as exc:
@@ -237,7 +245,17 @@ def send(
         ) from None
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
         raise Retry(f"connection failed: {first_line(exc)}") from None
-    except requests.RequestException as exc:  # a malformed URL, a redirect loop: no retry mends those
+    except requests.exceptions.TooManyRedirects:
+        raise kinds.failed(
+            f"{what}: {redact(url)} redirects in a loop (more than {session.max_redirects} redirects).",
+            "The server (or the `mirrors:` entry for it) is misconfigured: ask its operator, or use another mirror.",
+        ) from None
+    except requests.exceptions.InvalidSchema as exc:  # a redirect to file://, ftp://: never followed
+        raise kinds.failed(
+            f"{what}: {redact(url)} redirected to a URL that is not http(s) ({first_line(exc)}); not followed.",
+            "airgap fetches only over HTTP(S): give the file's http(s) URL in the manifest, or another mirror.",
+        ) from None
+    except requests.RequestException as exc:  # a malformed URL: no retry mends those
         raise kinds.failed(
             f"{what}: {redact(url)} could not be asked ({first_line(exc)}).", kinds.failed_hint
         ) from None
