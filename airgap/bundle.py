@@ -6,15 +6,17 @@ README.txt explains it, and files keep the names their publishers gave them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, README_NAME, SUMS_NAME
+from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, README_NAME, SIG_NAME, SUMS_NAME
 from airgap.errors import BadInputError, IntegrityError
-from airgap.fsutil import write_atomic
+from airgap.fsutil import fsync_dir, write_atomic
+from airgap.journal import JOURNAL_NAME, Journal, read_journal
 from airgap.lock import Lock, LockedArtifact
 from airgap.units import human_size
 
@@ -181,9 +183,11 @@ def read_sums(bundle: Path) -> dict[str, str]:
     return parse_sums_bytes(data, SUMS_NAME)
 
 
-def finalize(bundle: Path, lock: Lock, by_hand: Sequence[str] = ()) -> None:
+def finalize(bundle: Path, lock: Lock, by_hand: Sequence[str] = (), journal: Journal | None = None) -> None:
     """Write README, the complete lock, then SHA256SUMS last: its presence marks a finished bundle.
-    `by_hand` are the layers' own lines for installing without airgap (`layers.by_hand_lines`)."""
+    `by_hand` are the layers' own lines for installing without airgap (`layers.by_hand_lines`). The run's
+    `journal` is removed just before SHA256SUMS: the complete lock now holds all it did, and a finished
+    bundle must not hold it."""
     lock.status = "complete"
     lock_bytes = write_lock(bundle, lock)
     readme = render_readme(lock, by_hand).encode()
@@ -196,6 +200,8 @@ def finalize(bundle: Path, lock: Lock, by_hand: Sequence[str] = ()) -> None:
     entries.update({f.path: f.sha256 for f in lock.tool_files()})
     entries[LOCK_NAME] = hashlib.sha256(lock_bytes).hexdigest()
     entries[README_NAME] = hashlib.sha256(readme).hexdigest()
+    if journal is not None:
+        journal.remove()
     write_atomic(bundle / SUMS_NAME, format_sums(entries))
 
 
@@ -267,60 +273,104 @@ def render_readme(lock: Lock, by_hand: Sequence[str] = ()) -> str:
 # --- writing a bundle ----------------------------------------------------------------------------------
 
 
-def prepare_output(out: Path) -> None:
-    """Refuse to write into anything that is not a new, empty or earlier bundle directory."""
+def prepare_output(out: Path) -> bool:
+    """Refuse to write into anything that is not a new, empty or earlier bundle directory (finished, or in
+    progress: a journal, or a lock). Makes the directory; True when it made it."""
     if out.exists() and not out.is_dir():
         raise BadInputError(f"{out}: exists and is not a directory.", "Choose another output with -o.")
-    if out.is_dir() and any(out.iterdir()) and not (out / LOCK_NAME).exists():
+    if out.is_dir() and any(out.iterdir()) and not (out / LOCK_NAME).exists() and not (out / JOURNAL_NAME).exists():
         raise BadInputError(
             f"{out}: the directory is not empty and is not an airgap bundle; collect will not write into it.",
             "Choose a new or empty directory with -o (an existing bundle is fine: it is updated in place).",
         )
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def existing_name(out: Path) -> str | None:
+    """The name of the bundle (finished or in progress) in `out`, None when there is none or it is unreadable."""
+    state = read_journal(out)
+    if state is not None and state.name is not None:
+        return state.name
+    if not (out / LOCK_NAME).exists():
+        return None
+    try:
+        return Lock.read(out).name
+    except BadInputError:
+        return None
 
 
 def previous_entries(out: Path) -> dict[str, LockedArtifact]:
-    """What an earlier (possibly interrupted) run recorded, by path; a damaged lock only costs re-hashing."""
-    if not (out / LOCK_NAME).exists():
-        return {}
-    try:
-        return Lock.read(out).by_path()
-    except BadInputError:
-        return {}
+    """What earlier (possibly interrupted) runs recorded, by path: the lock of the last finished run, then
+    the journal of unfinished ones over it. A damaged lock or journal line only costs re-hashing."""
+    entries: dict[str, LockedArtifact] = {}
+    if (out / LOCK_NAME).exists():
+        with contextlib.suppress(BadInputError):
+            entries.update(Lock.read(out).by_path())
+    state = read_journal(out)
+    if state is not None:
+        entries.update(state.entries)
+    return entries
+
+
+def mark_in_progress(out: Path, on_remove: Callable[[str, str], None]) -> None:
+    """A run is about to change the bundle: its SHA256SUMS (and signature) go first, so a bundle half
+    changed is never presented as finished (verify then says the collection did not finish, not that
+    something was altered). The journal must exist before this: it is what says "in progress"."""
+    for name in (SIG_NAME, SUMS_NAME):
+        path = out / name
+        if os.path.lexists(path):
+            path.unlink()
+            on_remove(name, "the bundle is being changed; it is written again when this run finishes")
+    fsync_dir(out)
 
 
 class BundleWriter:
-    """The bundle protocol on the collect side, in one place: the lock is kept current as files finish
-    (so an interrupted run loses nothing), and `finalize` writes README, the complete lock and SHA256SUMS
-    last. Thread-safe: downloads finish in parallel."""
+    """The bundle protocol on the collect side, in one place: each finished file is appended to the
+    run's journal (so an interrupted run loses nothing, at a cost that does not grow with the bundle), and
+    `finalize` writes README, the complete lock and SHA256SUMS once, at the end. Thread-safe: downloads
+    finish in parallel."""
 
-    def __init__(self, out: Path, lock: Lock) -> None:
+    def __init__(self, out: Path, lock: Lock, journal: Journal) -> None:
         self.out = out
         self.lock = lock
+        self.journal = journal
         self._mutex = threading.Lock()
+        # By path: replacing an entry is O(1), where a list search made a run of n files cost n².
+        self._entries: dict[str, LockedArtifact] = {a.path: a for a in lock.artifacts}
 
     def record(self, entry: LockedArtifact) -> None:
         """`entry` is finished and verified: it replaces any earlier entry for its path."""
         with self._mutex:
-            self.lock.artifacts = [a for a in self.lock.artifacts if a.path != entry.path] + [entry]
-            write_lock(self.out, self.lock)
+            self._entries.pop(entry.path, None)
+            self._entries[entry.path] = entry
+            self.journal.append(entry)
 
     def save(self) -> None:
+        """Make what was recorded so far durable (the journal's pending batch)."""
         with self._mutex:
-            write_lock(self.out, self.lock)
+            self.journal.sync()
 
     def order(self, paths: Sequence[str]) -> None:
         """Artifacts in plan order (parallel downloads finish in any order)."""
         rank = {p: i for i, p in enumerate(paths)}
-        self.lock.artifacts.sort(key=lambda a: rank.get(a.path, len(rank)))
+        with self._mutex:
+            self.lock.artifacts = sorted(self._entries.values(), key=lambda a: rank.get(a.path, len(rank)))
 
     def finalize(self, by_hand: Sequence[str] = ()) -> None:
-        finalize(self.out, self.lock, by_hand)
+        finalize(self.out, self.lock, by_hand, self.journal)
 
 
-def remove_unlisted(out: Path, keep: set[str], is_part_of_kept: Callable[[str], bool]) -> list[str]:
+def remove_unlisted(
+    out: Path,
+    keep: set[str],
+    is_part_of_kept: Callable[[str], bool],
+    on_remove: Callable[[str, str], None] | None = None,
+) -> list[str]:
     """Delete files under layers/ that the bundle no longer lists (an earlier manifest's), so verify does
-    not fail on them; empty directories go too. Returns what was removed, for the user to see."""
+    not fail on them; empty directories go too. Each removal is told to `on_remove` as it happens (so it
+    is shown even when the run fails later); returns what was removed."""
     removed: list[str] = []
     root = out / LAYERS_DIR
     if not root.is_dir():
@@ -332,6 +382,8 @@ def remove_unlisted(out: Path, keep: set[str], is_part_of_kept: Callable[[str], 
                 continue
             Path(dirpath, name).unlink()
             removed.append(rel)
+            if on_remove is not None:
+                on_remove(rel, "no longer in the manifest")
         if dirpath != str(root) and not os.listdir(dirpath):
             os.rmdir(dirpath)
     return sorted(removed)

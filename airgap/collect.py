@@ -1,8 +1,11 @@
 """`airgap collect`: turn a manifest into a checksummed, self-describing bundle.
 
-The bundle writer (airgap/bundle.py) rewrites the lock atomically after every finished file, so an
-interrupted run loses nothing: the next run skips what is already verified, resumes what is partial, and
-fetches the rest. SHA256SUMS is written last; its presence marks a finished bundle.
+A run holds an flock on the bundle directory (a second collect into it is refused at once) and keeps a
+journal there from before the first download (airgap/journal.py): each finished file is one appended
+line, so an interrupted run, even one killed before any file finished, loses nothing: the next run reuses
+what the journal and the last lock record once it hashes right, resumes what is partial, and fetches the
+rest. A run that changes a finished bundle removes its SHA256SUMS first; the complete lock, README.txt
+and SHA256SUMS are written once, at the end, SHA256SUMS last: its presence marks a finished bundle.
 """
 
 from __future__ import annotations
@@ -17,13 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airgap.artifacts import Artifact, Digest
-from airgap.bundle import BundleWriter, prepare_output, previous_entries, remove_unlisted
-from airgap.bundle_layout import PART_SUFFIX
-from airgap.compat.rules import WARNING, allowed, check_manifest, enforce
+from airgap.bundle import (
+    BundleWriter,
+    existing_name,
+    mark_in_progress,
+    prepare_output,
+    previous_entries,
+    remove_unlisted,
+)
+from airgap.bundle_layout import LOCK_NAME, PART_SUFFIX
+from airgap.compat.rules import WARNING, Finding, allowed, check_manifest, enforce
 from airgap.digests import sha256_bytes, sha256_file
-from airgap.errors import AirgapError, CombinedError, Interrupted, UpstreamError
-from airgap.fsutil import write_atomic
-from airgap.layers import LAYERS, ResolveContext, by_hand_lines, plan_artifacts
+from airgap.errors import AirgapError, BadInputError, CombinedError, Interrupted, UpstreamError
+from airgap.fsutil import current_umask, write_atomic
+from airgap.journal import DirectoryLock, Journal, RunInfo, clean_temp_files
+from airgap.layers import LAYERS, ResolveContext, by_hand_lines, plan_artifacts, wanted_layers
 from airgap.lock import BaseRecord, Lock, LockedArtifact, Part, ToolRecord, UpstreamDigest
 from airgap.manifest import Manifest
 from airgap.parts import PART_RE, resplit
@@ -35,6 +46,8 @@ from airgap.target import Target
 from airgap.units import now_utc
 
 Warn = Callable[[str], None]
+# (path in the bundle, why): told as each removal happens, so it is shown whether the run succeeds or not.
+OnRemove = Callable[[str, str], None]
 
 
 @dataclass
@@ -50,7 +63,8 @@ class CollectedFile:
 class CollectReport:
     bundle: str
     files: list[CollectedFile] = field(default_factory=list)
-    removed_stale: list[str] = field(default_factory=list)
+    removed_stale: list[str] = field(default_factory=list)  # files of layers no longer in the manifest
+    removed: list[str] = field(default_factory=list)  # every removal this run made, "PATH (why)"
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -96,11 +110,20 @@ def collect(
     since: tuple[Lock, str] | None = None,
     tool: bool = False,
     target_status: Path | None = None,
+    force: bool = False,
+    on_remove: OnRemove | None = None,
+    allow_unverified: bool = False,
+    status: Warn | None = None,
 ) -> CollectReport:
+    """`force`: collect into a bundle made from a manifest of another name (its files not in this manifest
+    are removed). `on_remove` hears of every file removed from the bundle, as it goes. `allow_unverified`:
+    collect a file whose publisher digest cannot be had, warned about and recorded, instead of stopping.
+    `status` hears one line as each phase starts (resolving, tool/, checking, downloading, writing), so a
+    phase that takes minutes is never a blank screen."""
     if target_status is not None:
         read_status_file(target_status)  # a wrong file is refused before any download
     # The context lives as long as the downloads: an image exported from a local daemon is served from it.
-    with ResolveContext(source, target_status=target_status) as ctx:
+    with ResolveContext(source, target_status=target_status, say=status) as ctx:
         return _collect(
             manifest,
             out,
@@ -114,6 +137,9 @@ def collect(
             max_file_size,
             since,
             tool,
+            force,
+            on_remove,
+            allow_unverified,
         )
 
 
@@ -130,11 +156,56 @@ def _collect(
     max_file_size: int | None,
     since: tuple[Lock, str] | None,
     tool: bool,
+    force: bool,
+    on_remove: OnRemove | None,
+    allow_unverified: bool,
 ) -> CollectReport:
     started = time.monotonic()
     # Version mismatches first, before any network: a driver too old for the CUDA asked for is found here,
     # not on the isolated server. (ManifestError, exit 2, unless --allow-mismatch.)
     enforce(manifest, check_manifest(manifest), allow_mismatch)
+    made = prepare_output(out)
+    try:
+        with DirectoryLock(out):
+            return _collect_locked(
+                manifest, out, ctx, source, jobs, skip, progress_mode, warn, allow_mismatch, max_file_size, since,
+                tool, force, on_remove, started, allow_unverified,
+            )  # fmt: skip
+    finally:
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when still empty: a run that failed before writing anything leaves nothing
+
+
+def _collect_locked(
+    manifest: Manifest,
+    out: Path,
+    ctx: ResolveContext,
+    source: HttpSource,
+    jobs: int,
+    skip: set[str],
+    progress_mode: str,
+    warn: Warn | None,
+    allow_mismatch: bool,
+    max_file_size: int | None,
+    since: tuple[Lock, str] | None,
+    tool: bool,
+    force: bool,
+    on_remove: OnRemove | None,
+    started: float,
+    allow_unverified: bool,
+) -> CollectReport:
+    # Never turn one bundle into another unasked: its files not in this manifest would be deleted.
+    name = existing_name(out)
+    if name is not None and name != manifest.name and not force:
+        raise BadInputError(
+            f"{out}: holds the bundle '{name}', and the manifest makes '{manifest.name}'; collecting would "
+            f"replace it, removing its files that '{manifest.name}' does not list.",
+            f"Choose another output with -o, or add --force to turn '{name}' into '{manifest.name}'.",
+        )
+    layers = [layer.name for layer in wanted_layers(manifest, skip)]
+    if layers:
+        ctx.say(f"resolving {', '.join(layers)} ...")
     artifacts = plan_artifacts(manifest, skip, ctx)
     # Again with the resolved artifacts: the models layer adds each model's parameter count and dtype.
     findings = enforce(manifest, check_manifest(manifest, artifacts), allow_mismatch)
@@ -150,15 +221,55 @@ def _collect(
         if finding.level == WARNING:
             note(("accepted with --allow-mismatch: " if finding.allowed else "") + finding.text())
 
-    prepare_output(out)
+    def removed(path: str, why: str) -> None:
+        report.removed.append(f"{path} ({why})")
+        if on_remove is not None:
+            on_remove(path, why)
+
     previous = previous_entries(out)
-    _resolve_published_digests(artifacts, source, note)
+    # From here on the directory is a bundle in progress: the journal says so before anything changes.
+    journal = Journal(out, RunInfo(manifest.name, os.getpid(), now_utc()))
+    try:
+        return _run(
+            manifest, out, source, jobs, skip, progress_mode, max_file_size, since, tool, started,
+            artifacts, findings, report, note, removed, previous, journal, allow_unverified, ctx.say,
+        )  # fmt: skip
+    finally:
+        journal.close()
+
+
+def _run(
+    manifest: Manifest,
+    out: Path,
+    source: HttpSource,
+    jobs: int,
+    skip: set[str],
+    progress_mode: str,
+    max_file_size: int | None,
+    since: tuple[Lock, str] | None,
+    tool: bool,
+    started: float,
+    artifacts: list[Artifact],
+    findings: list[Finding],
+    report: CollectReport,
+    note: Warn,
+    removed: OnRemove,
+    previous: dict[str, LockedArtifact],
+    journal: Journal,
+    allow_unverified: bool,
+    say: Warn,
+) -> CollectReport:
+    for leftover in clean_temp_files(out):
+        removed(leftover, "a temporary file an interrupted run left")
+    mark_in_progress(out, removed)
+    _resolve_published_digests(artifacts, source, note, allow_unverified)
     planned = {a.path for a in artifacts}
     report.removed_stale = remove_unlisted(
         out,
-        planned | {a.path + PART_SUFFIX for a in artifacts},
+        planned | {a.path + suffix for a in artifacts for suffix in (PART_SUFFIX, PART_SUFFIX + ".meta")},
         # a numbered part of a planned file: resplit() decides whether it stays
         lambda rel: bool(PART_RE.search(rel)) and rel[:-4] in planned,
+        removed,
     )
 
     lock = Lock(
@@ -171,14 +282,19 @@ def _collect(
     )
     # airgap itself for the server first: a target python with no wheels fails now, not after 60 GB.
     if tool:
-        lock.tool = _build_tool(out, manifest)
+        lock.tool = _build_tool(out, manifest, say)
     else:
-        _remove_tool(out)
+        _remove_tool(out, removed)
     if since:
         lock.base = BaseRecord(name=since[0].name, created=since[0].created, lock_sha256=since[1])
-    run = _Collector(out, BundleWriter(out, lock), source, report, since[0].by_path() if since else {})
+    run = _Collector(
+        out, BundleWriter(out, lock, journal), source, report, since[0].by_path() if since else {}, removed
+    )
 
     # Files already in place and verified (an earlier, possibly interrupted run) cost no transfer.
+    on_disk = sum(1 for a in artifacts if a.content is None and (out / a.path).is_file())
+    if on_disk:
+        say(f"checking {on_disk} files already in the bundle ...")
     present = _already_present(out, artifacts, previous, jobs)
     todo = []
     for art in artifacts:
@@ -192,7 +308,13 @@ def _collect(
         else:
             todo.append(art)
 
-    sizes = _head_sizes(todo, source, jobs)
+    # The sizes only feed the progress total: with no progress shown, a HEAD per file is a wasted round trip.
+    fetches = sum(1 for a in todo if a.content is None)
+    if progress_mode != "off" and any(a.content is None and a.size is None for a in todo):
+        say(f"asking the size of {fetches} files ...")
+    sizes = _head_sizes(todo, source, jobs) if progress_mode != "off" else {}
+    if fetches:
+        say(f"downloading {fetches} files ...")
     total = sum(sizes.values()) if todo and all(sizes.get(a.path) for a in todo) else None
     with Progress("collect", total, mode=progress_mode) as progress:
         pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="collect")
@@ -212,14 +334,18 @@ def _collect(
 
     order = [a.path for a in artifacts]
     run.writer.order(order)
-    report.files.sort(key=lambda f: order.index(f.path))
+    rank = {path: i for i, path in enumerate(order)}
+    report.files.sort(key=lambda f: rank[f.path])
     if run.failures:
         run.writer.save()
         raise CollectFailed(run.failures)
     # Split (or join back) files so none is larger than the medium allows; a no-op for files already right.
+    # A changed entry goes to the journal again: a run killed now finds the file in its new form.
     for entry in lock.artifacts:
         if not entry.in_base and resplit(out, entry, max_file_size):
-            run.writer.save()
+            run.writer.record(entry)
+    run.writer.order(order)
+    say("writing the lock and SHA256SUMS ...")
     run.writer.finalize(by_hand_lines(lock))
     report.seconds = time.monotonic() - started
     return report
@@ -236,7 +362,9 @@ class _Collector:
         source: HttpSource,
         report: CollectReport,
         base: dict[str, LockedArtifact],
+        removed: OnRemove,
     ) -> None:
+        self.removed = removed
         self.out = out
         self.writer = writer
         self.source = source
@@ -266,7 +394,9 @@ class _Collector:
     def in_base(self, art: Artifact, old: LockedArtifact) -> None:
         """Delta bundles carry only what changed: reference the base's copy by its digest."""
         dest = self.out / art.path
-        dest.unlink(missing_ok=True)
+        if dest.is_file():
+            dest.unlink()
+            self.removed(art.path, "unchanged since the base bundle, which holds it")
         with contextlib.suppress(OSError):
             dest.parent.rmdir()  # only when empty: a layer the delta carries nothing of leaves no directory
         self.writer.record(
@@ -336,9 +466,17 @@ def _redacted_digest(d: UpstreamDigest | None) -> UpstreamDigest | None:
     return None if d is None else d.model_copy(update={"source": redact(d.source)})
 
 
-def _resolve_published_digests(artifacts: list[Artifact], source: HttpSource, note: Warn) -> None:
-    """Look up publisher checksum lists (CUDA's md5sum.txt) once each, for files with no pinned sha256."""
-    lists: dict[str, dict[str, str] | None] = {}
+def _resolve_published_digests(
+    artifacts: list[Artifact], source: HttpSource, note: Warn, allow_unverified: bool = False
+) -> None:
+    """Look up publisher checksum lists (CUDA's md5sum.txt) once each, for files with no pinned sha256.
+
+    A file whose publisher digest cannot be had (the list cannot be read, or does not name the file) would
+    travel checked against nothing but its own sha256: that stops the collection (UpstreamError, exit 3,
+    naming the list and the cause) unless `allow_unverified`, which collects it with a loud warning and
+    records why in the lock."""
+    lists: dict[str, dict[str, str] | str] = {}  # list URL -> its table, or why it could not be read
+    unverified: list[Artifact] = []
     for art in artifacts:
         pub = art.published
         if pub is None or art.pinned is not None:
@@ -347,24 +485,35 @@ def _resolve_published_digests(artifacts: list[Artifact], source: HttpSource, no
             try:
                 lists[pub.list_url] = _parse_checksum_list(source.get_text(pub.list_url, art.path))
             except UpstreamError as exc:
-                note(
-                    f"{art.path}: could not read the publisher's checksum list: {exc.message} "
-                    "It will be recorded with its sha256 only; pin a sha256 in the manifest to check it."
-                )
-                lists[pub.list_url] = None
+                lists[pub.list_url] = scrub(exc.message).removeprefix(f"{art.path}: ").rstrip(".")
         table = lists[pub.list_url]
-        if table is None:
-            art.no_digest_reason = f"publisher checksum list {redact(pub.list_url)} could not be read"
+        if isinstance(table, str):
+            why = f"the publisher's checksum list {redact(pub.list_url)} could not be read ({table})"
+        elif (value := table.get(pub.file_name)) is None:
+            why = f"{pub.file_name} is not listed in the publisher's checksum list {redact(pub.list_url)}"
+        else:
+            art.upstream = Digest(pub.algorithm, value, pub.list_url)
             continue
-        value = table.get(pub.file_name)
-        if value is None:
+        if allow_unverified:
+            art.no_digest_reason = f"{why}; collected unverified (--allow-unverified)"
             note(
-                f"{art.path}: {pub.file_name} is not listed in {redact(pub.list_url)}; "
-                "nothing to check it against but its own sha256."
+                f"UNVERIFIED: {art.path}: {why}. Collected anyway (--allow-unverified): nothing checks these "
+                "bytes but their own sha256, and the lock says so."
             )
-            art.no_digest_reason = f"not listed in {redact(pub.list_url)}"
-            continue
-        art.upstream = Digest(pub.algorithm, value, pub.list_url)
+        else:
+            art.no_digest_reason = why
+            unverified.append(art)
+    if unverified:
+        pin = [f"`{a.field[0]}.sha256:`" for a in unverified if a.layer == "cuda"]
+        raise UpstreamError(
+            "; ".join(f"{a.path}: {a.no_digest_reason}" for a in unverified)
+            + ". Without the publisher's digest the download could be checked against nothing but its own "
+            "sha256, so the collection stopped before downloading.",
+            "Fix the cause and run the same command again (a mirror must carry the publisher's checksum list "
+            "too)"
+            + (f"; or pin the file's sha256 in the manifest ({', '.join(pin)}) from a copy you trust" if pin else "")
+            + "; or add --allow-unverified to collect it unchecked (the lock records why).",
+        )
 
 
 def _parse_checksum_list(text: str) -> dict[str, str]:
@@ -415,20 +564,61 @@ def _already_present(
         return {path: hit for path, hit in pool.map(check, artifacts) if hit is not None}
 
 
-def _build_tool(out: Path, manifest: Manifest) -> ToolRecord:
-    from airgap.selfinstall.tool import build_tool
+def _build_tool(out: Path, manifest: Manifest, say: Warn) -> ToolRecord:
+    from airgap.bundle_layout import TOOL_DIR
+    from airgap.selfinstall.tool import build_tool, reuse_tool, tool_target
 
-    return build_tool(out, Target.of(manifest))
+    target = Target.of(manifest)
+    # Rebuilding costs a `pip download` round (20 s and more) for the very same wheels: an unchanged tool/
+    # (same airgap, same python/machine/glibc, every file hashing as recorded) is kept as it is.
+    record = reuse_tool(out, target, _previous_tool(out))
+    if record is not None:
+        say(f"tool/ unchanged: reused ({len(record.files) - 1} files)")
+        return record
+    t = tool_target(target)
+    say(f"building tool/ for python {t.python} {t.machine} (glibc {t.glibc}) ...")
+    record = build_tool(out, target, log=say)
+    _follow_umask(out / TOOL_DIR)
+    return record
 
 
-def _remove_tool(out: Path) -> None:
+def _previous_tool(out: Path) -> ToolRecord | None:
+    """What the last lock written here says tool/ holds; a missing or damaged lock means: build it."""
+    with contextlib.suppress(BadInputError):
+        if (out / LOCK_NAME).is_file():
+            return Lock.read(out).tool
+    return None
+
+
+def _follow_umask(root: Path) -> None:
+    """tool/ is built in a mkdtemp directory (0700): give it, and what is in it, the modes the umask gives,
+    so the person at the gate can read and check what they carry."""
+    if not root.is_dir():
+        return
+    mask = current_umask()
+    os.chmod(root, 0o777 & ~mask)
+    for dirpath, dirs, files in os.walk(root):
+        for d in dirs:
+            os.chmod(os.path.join(dirpath, d), 0o777 & ~mask)
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if not os.path.islink(p):
+                os.chmod(p, 0o666 & ~mask)
+
+
+def _remove_tool(out: Path, removed: OnRemove) -> None:
     """--no-tool: a tool/ from an earlier run would no longer be covered by SHA256SUMS."""
     import shutil
 
     from airgap.bundle_layout import TOOL_DIR
 
-    shutil.rmtree(out / TOOL_DIR, ignore_errors=True)
-    (out / "install.sh").unlink(missing_ok=True)
+    why = "--no-tool: airgap itself is left out of this bundle"
+    if (out / TOOL_DIR).exists():
+        shutil.rmtree(out / TOOL_DIR, ignore_errors=True)
+        removed(f"{TOOL_DIR}/", why)
+    if (out / "install.sh").exists():
+        (out / "install.sh").unlink()
+        removed("install.sh", why)
 
 
 def _known_unchanged(art: Artifact, old: LockedArtifact) -> bool:

@@ -12,6 +12,7 @@ import os
 import secrets
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,16 +21,16 @@ from airgap.errors import DiskFullError, InstallError
 
 def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write via a temp file in the same directory and rename, with fsync before the rename and of the
-    directory after it. `mode` None keeps what the umask gives a new file."""
+    directory after it. `mode` None gives what the umask gives a new file (0644 under umask 022): mkstemp
+    makes 0600, which would keep README.txt and SHA256SUMS from the person checking the bundle."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask() if mode is None else mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -40,6 +41,25 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
             ) from None
         raise
     fsync_dir(path.parent)
+
+
+_umask_mutex = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the kernel tells it (Linux 4.7+); elsewhere by
+    setting and restoring it under a lock (os.umask has no read-only form)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_mutex:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def fsync_dir(path: Path) -> None:

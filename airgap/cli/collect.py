@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from airgap.cli.application import Application, exit_codes_help
-from airgap.cli.options import allow_mismatch_option, http_source, skip_option, target_status_option
+from airgap.cli.options import (
+    allow_mismatch_option,
+    http_source,
+    require_writable,
+    skip_option,
+    target_status_option,
+)
 from airgap.errors import EXIT_OK
 
 
@@ -17,8 +23,10 @@ from airgap.errors import EXIT_OK
     help="""Download everything MANIFEST names into a bundle directory.
 
 Every file is hashed while it downloads, checked against a pinned sha256 or the publisher's digest where
-one exists, and renamed from *.part only once it matches. Interrupted? Run the same command again: files
-already verified are not transferred again, partial ones resume with HTTP Range. The bundle gets
+one exists, and renamed from *.part only once it matches. A publisher's digest that cannot be had (CUDA's
+md5sum.txt unreadable, or not naming the runfile) stops the collection (exit 3) unless --allow-unverified.
+Interrupted? Run the same command again: files already verified are not transferred again, partial ones
+resume with HTTP Range. The bundle gets
 airgap.lock.json, SHA256SUMS (`sha256sum -c` works) and a README.txt for the person carrying it, and
 (unless --no-tool) airgap itself under tool/ with install.sh: on the server, `sudo sh install.sh`.
 
@@ -68,6 +76,18 @@ Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach
     help="Put airgap itself in the bundle (tool/: its wheels for the target's python, fetched from "
     "PyPI) with install.sh, so `sudo sh install.sh` is all the server needs.",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Collect into an existing bundle made from a manifest of another name, removing its files this "
+    "manifest does not list.",
+)
+@click.option(
+    "--allow-unverified",
+    is_flag=True,
+    help="Collect a file whose publisher digest cannot be had (CUDA's md5sum.txt unreadable, or not naming "
+    "it) with nothing but its own sha256: warned about loudly, and the lock records why.",
+)
 @allow_mismatch_option
 @target_status_option
 @skip_option
@@ -84,6 +104,8 @@ def collect(
     sign_key: Path | None,
     since: Path | None,
     tool: bool,
+    force: bool,
+    allow_unverified: bool,
     allow_mismatch: bool,
     target_status: Path | None,
     skip: str | None,
@@ -99,12 +121,22 @@ def collect(
 
     out = app.output(json_mode)
     m = manifest_mod.load(manifest)
+    if tool:
+        manifest_mod.check_tool_python(m)  # airgap itself must run on the server's python: refused before any download
     # Options are checked before any download: a wrong key path found after 60 GB is a wasted hour.
     limit = parse_part_size(max_file_size) if max_file_size else None
     secret = load_secret(sign_key) if sign_key else None
     base = load_base(since) if since else None
     dest = output or Path(f"bundle-{m.name}")
+    require_writable(dest, "-o", directory=True)
     mode = "off" if (app.quiet or json_mode) and not sys.stderr.isatty() else "auto"
+    # Every removal is shown as it happens, so it is seen even when the run fails afterwards; with --json
+    # or -q on stderr, where it neither corrupts the JSON nor is silenced.
+    say = out.stderr if json_mode or app.quiet else out.info
+
+    def removed(path: str, why: str) -> None:
+        say(f"removed {path} ({why})")
+
     report = do_collect(
         m,
         dest,
@@ -118,6 +150,10 @@ def collect(
         since=base,
         tool=tool,
         target_status=target_status,
+        force=force,
+        on_remove=removed,
+        allow_unverified=allow_unverified,
+        status=None if json_mode or app.quiet else out.info,  # a line per phase; -q silences
     )
     if secret is not None:
         sign_bundle(dest, secret, m.name)
@@ -134,8 +170,6 @@ def collect(
         return EXIT_OK
     rows = [[f.layer, f.path, human_size(f.size), f.status] for f in report.files]
     out.table(["layer", "file", "size", "status"], rows, right={2})
-    for path in report.removed_stale:
-        out.info(f"removed {path} (no longer in the manifest)")
     out.info(
         f"bundle {dest}: {len(report.files)} files, {human_size(report.total_size)}; "
         f"transferred {human_size(report.transferred)} in {report.seconds:.1f}s"

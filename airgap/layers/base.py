@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def _silent(_msg: str) -> None:
+    pass
+
+
 class ResolveContext:
     """What one `plan` or `collect` run shares between its layers, created by that command in a `with`
     block and closed at its end: the HTTP source (None when no network may be used, `plan --no-head`),
@@ -26,9 +30,13 @@ class ResolveContext:
     index, an image exported from a local daemon), and what must be stopped when the run ends. Nothing
     of it outlives the run: two runs in one process (tests, the demo) never see each other's state."""
 
-    def __init__(self, source: HttpSource | None, *, target_status: Path | None = None) -> None:
+    def __init__(
+        self, source: HttpSource | None, *, target_status: Path | None = None, say: Callable[[str], None] | None = None
+    ) -> None:
         self.source = source
         self.target_status = target_status
+        # A phase that takes a while says so (collect's status lines); silent unless the command asks.
+        self.say: Callable[[str], None] = say or _silent
         self._memo: dict[Hashable, Any] = {}
         self._closers: list[Callable[[], None]] = []
 

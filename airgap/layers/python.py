@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TypedDict
 
@@ -127,7 +128,11 @@ class PythonLayer(Layer):
         spec = manifest.python
         assert spec is not None
         target = self.target(manifest)
-        ws = resolve_wheels(spec.requirements, spec.index_urls, target, manifest.mirrors, source)
+        # pip is silent for as long as it takes (minutes for a large closure): say what runs.
+        ctx.say(f"resolving wheels for {target.abi} {target.platform_tags()[0]} (pip) ...")
+        started = time.monotonic()
+        ws = resolve_wheels(spec.requirements, spec.index_urls, target, manifest.mirrors, source, say=ctx.say)
+        ctx.say(f"resolved {len(ws.wheels)} wheels in {time.monotonic() - started:.1f} s")
         arts = [
             Artifact(
                 self.name,
@@ -193,7 +198,7 @@ class PythonLayer(Layer):
         if lock is None or pip_wheel is None:
             raise InstallError(
                 f"the bundle's python layer lacks {LOCK_NAME} or pip's wheel.",
-                "Collect the bundle again with this version of airgap.",
+                "Get a new bundle collected on the connected PC with this version of airgap.",
             )
         vpy = host.path(venv) / "bin" / "python"
         if vpy.exists():
@@ -201,7 +206,8 @@ class PythonLayer(Layer):
             if got != want:
                 raise InstallError(
                     f"{venv} exists with Python {got or 'unknown'}, and the wheels are for {want}.",
-                    f"Remove {venv} (or set python.venv to another path and collect again).",
+                    f"Remove {venv}, or get a bundle collected on the connected PC with python.venv set to "
+                    "another path.",
                 )
         else:
             server_py = _server_python(host, want)
@@ -311,6 +317,6 @@ def _server_python(host: Host, want: str) -> str:
     found = "; ".join(seen) if seen else "no python3 on the PATH"
     raise InstallError(
         f"the bundle's wheels are for Python {want}, and this server has no such python ({found}).",
-        f"Collect again with target.python set to the server's version, or install python{want} "
-        "first (its .deb can come in apt.packages).",
+        f"Install python{want} first (its .deb can come in the bundle's apt.packages), or get a bundle "
+        "collected on the connected PC with target.python set to this server's version.",
     )

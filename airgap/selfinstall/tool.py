@@ -34,7 +34,7 @@ from airgap.fsutil import fsync_tree
 from airgap.lock import ToolFile, ToolRecord
 from airgap.selfinstall.imports import check_imports
 from airgap.selfinstall.install_sh import write_install_sh
-from airgap.selfinstall.own_wheel import build_wheel, package_dir, project_metadata
+from airgap.selfinstall.own_wheel import build_wheel, package_dir, project_metadata, wheel_name
 from airgap.target import Target, platform_tags
 from airgap.wheels import WheelInfo, read_wheel, requirement_spec, resolve_closure
 
@@ -173,6 +173,47 @@ def build_tool(bundle: Path, target: Target, log: Log = _noop) -> ToolRecord:
     files = build_tool_dir(bundle, t, log=log)
     files.append(write_install_sh(bundle, airgap.__version__, t.python))
     return ToolRecord(python=t.python, arch=t.arch, glibc=t.glibc or FALLBACK_GLIBC, files=files)
+
+
+def reuse_tool(bundle: Path, target: Target, previous: ToolRecord | None) -> ToolRecord | None:
+    """The previous run's tool/ when nothing it depends on changed, else None (build it again).
+
+    Unchanged means: the same python, machine and glibc, airgap's own wheel built now has the same bytes
+    as the recorded one (same version, code and requirements: the wheel is deterministic), and every
+    recorded file is in tool/ with its recorded size and sha256, and nothing else is. install.sh is
+    written again (it costs nothing). This is what spares a re-collect the 20 s of `pip download`.
+    """
+    import airgap
+
+    if previous is None:
+        return None
+    t = tool_target(target)
+    glibc = t.glibc or FALLBACK_GLIBC
+    if (previous.python, previous.arch, previous.glibc) != (t.python, t.arch, glibc):
+        return None
+    root = bundle / TOOL_DIR
+    recorded = {f.path: f for f in previous.files if f.path.startswith(f"{TOOL_DIR}/")}
+    if not root.is_dir() or {f"{TOOL_DIR}/{p.name}" for p in root.iterdir()} != set(recorded):
+        return None
+    package = package_dir()
+    meta = project_metadata(package)
+    own = recorded.get(f"{TOOL_DIR}/{wheel_name(meta)}")
+    if own is None:
+        return None
+    _clean_leftovers(bundle)
+    scratch = Path(tempfile.mkdtemp(dir=bundle, prefix=".tool.check-"))
+    try:
+        if sha256_file(build_wheel(scratch, package, meta)) != own.sha256:
+            return None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for f in recorded.values():
+        path = bundle / f.path
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != f.size or sha256_file(path) != f.sha256:
+            return None
+    files = sorted(recorded.values(), key=lambda f: f.path)
+    files.append(write_install_sh(bundle, airgap.__version__, t.python))
+    return ToolRecord(python=t.python, arch=t.arch, glibc=glibc, files=files)
 
 
 def build_tool_dir(

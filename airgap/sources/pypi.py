@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ from airgap.target import Target
 from airgap.wheels import Dist, parse_requirements, requirement_spec, resolve_closure
 
 MIN_PIP = (22, 2)  # `pip install --dry-run --report`
+# From 23.3 `install --dry-run` downloads no wheel whose metadata it could read apart (PEP 658 or fast-deps).
+FAST_DEPS_PIP = (23, 3)
 LOCK_NAME = "requirements.lock.txt"
 # pip's own config files may name indexes or find-links dirs of this PC; the manifest alone decides.
 _PIP_INDEX_ENV = (
@@ -135,6 +138,7 @@ def resolve_wheels(
     mirrors: dict[str, str],
     source: HttpSource | None = None,
     extra: tuple[str, ...] = ("pip",),
+    say: Callable[[str], None] | None = None,
 ) -> WheelSet:
     """The closure of `requirements` (plus `extra`: pip itself, to bootstrap the venv offline) as wheels for
     `target`. Raises with the package, the tags tried and what the index has when a wheel is missing."""
@@ -166,6 +170,8 @@ def resolve_wheels(
         missing, unneeded = target_gaps(data.get("install", []), reqs, target)
         if not missing:
             break
+        if say is not None:
+            say(scrub(f"the target's python also needs {', '.join(missing)}: resolving again ..."))
         reqs += missing
     else:
         raise UpstreamError(
@@ -205,6 +211,30 @@ def target_gaps(items: list[dict[str, Any]], roots: list[str], target: Target) -
 def _pip_report(
     reqs: list[str], indexes: list[str], index_urls: list[str], target: Target, mirrors: dict[str, str]
 ) -> dict[str, Any]:
+    # An index without PEP 658 metadata makes pip download each wheel it considers, whole, just to read its
+    # requirements (gigabytes for torch and its CUDA wheels), and collect then downloads the same wheels
+    # again. With fast-deps pip reads a wheel's METADATA through HTTP range requests instead (a few kB);
+    # a server without ranges gets the whole-file download as before. The feature is marked experimental
+    # in pip, so a run that fails for any other reason than the requirements themselves is done again
+    # without it.
+    fast = _pip_version() >= FAST_DEPS_PIP
+    output, data = _run_pip_report(reqs, indexes, target, fast)
+    if data is None and fast and not _resolution_failed(output):
+        output, data = _run_pip_report(reqs, indexes, target, False)
+    if data is None:
+        raise explain_failure(output, reqs, index_urls, target, mirrors)
+    return data
+
+
+def _resolution_failed(output: str) -> bool:
+    """pip failed because of the requirements (no such wheel, conflicting pins), not how it read them."""
+    return bool(_NO_MATCH.search(output) or _NO_VERSION.search(output) or "ResolutionImpossible" in output)
+
+
+def _run_pip_report(
+    reqs: list[str], indexes: list[str], target: Target, fast: bool
+) -> tuple[str, dict[str, Any] | None]:
+    """pip's output, and its report (None when it failed)."""
     with tempfile.TemporaryDirectory(prefix="airgap-pip-") as tmp:
         report = Path(tmp) / "report.json"
         argv = [
@@ -232,6 +262,8 @@ def _pip_report(
             "--abi",
             "none",
         ]
+        if fast:
+            argv.append("--use-feature=fast-deps")
         for tag in target.platform_tags():
             argv += ["--platform", tag]
         argv += ["--", *reqs]
@@ -249,8 +281,8 @@ def _pip_report(
                 "Check the indexes in python.index_urls answer (and `mirrors:`).",
             ) from None
         if proc.returncode != 0 or not report.exists():
-            raise explain_failure(proc.stdout + proc.stderr, reqs, index_urls, target, mirrors)
-        return json.loads(report.read_text())
+            return proc.stdout + proc.stderr, None
+        return proc.stdout + proc.stderr, json.loads(report.read_text())
 
 
 def _wheel_set(
