@@ -19,13 +19,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from airgap.bundle import parse_sums_bytes
 from airgap.bundle_layout import LOCK_NAME, MAX_SUMS_BYTES, SIG_NAME, SUMS_NAME
 from airgap.digests import NotRegularFile, read_beneath, read_bundle_file
 from airgap.errors import AirgapError, BadInputError, IntegrityError, VerifyFailed
-from airgap.lock import MAX_LOCK_BYTES, Lock
 from airgap.signing import (
     MAX_SIG_BYTES,
     ParsedSignature,
@@ -35,6 +33,9 @@ from airgap.signing import (
     load_public,
     parse_signature,
 )
+
+if TYPE_CHECKING:
+    from airgap.lock import Lock
 
 TRUSTED_KEYS_DIR = "/etc/airgap/keys"  # a server path; under --root for install
 # SHA256SUMS holds ~100-200 bytes a file: 64 MiB is several hundred thousand files, far beyond any bundle.
@@ -196,15 +197,22 @@ class Snapshot:
             raise BadInputError(f"{bundle}: no such directory.", "Give the path of the bundle's top directory.")
         sums_bytes = read_bundle_file(bundle, SUMS_NAME, MAX_SUMS_BYTES)
         if sums_bytes is None:
+            from airgap.journal import unfinished
+
+            if (not_yet := unfinished(bundle)) is not None:
+                raise not_yet  # a collection in progress: not damage, and never reported as such
             if os.path.lexists(bundle / LOCK_NAME):
                 raise BadInputError(
                     f"{bundle}: {SUMS_NAME} is missing; the collection did not finish or the file was lost.",
-                    "Run `airgap collect` again into the same directory: it resumes and writes it.",
+                    "Copy it again from the original bundle; if that one lacks it too, its collection was "
+                    "interrupted: get it finished (or a new bundle collected) on the connected PC.",
                 )
             raise BadInputError(
                 f"{bundle}: no {SUMS_NAME} here; this is not an airgap bundle.",
                 "Point at the bundle's top directory, the one holding SHA256SUMS and README.txt.",
             )
+        from airgap.bundle import parse_sums_bytes  # here: `airgap verify --help` needs only TRUSTED_KEYS_DIR
+
         sums = parse_sums_bytes(sums_bytes, SUMS_NAME)
         try:
             sig_bytes = read_bundle_file(bundle, SIG_NAME, MAX_SIG_BYTES)
@@ -247,6 +255,8 @@ class Snapshot:
 
 def _read_lock(bundle: Path, sums: dict[str, str]) -> tuple[Lock | None, str, str, bytes, AirgapError | None]:
     """(lock, problem, sha256, bytes, error): the lock parsed only once its bytes match SHA256SUMS."""
+    from airgap.lock import MAX_LOCK_BYTES, Lock
+
     try:
         data = read_beneath(bundle, LOCK_NAME, MAX_LOCK_BYTES)
     except FileNotFoundError:

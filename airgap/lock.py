@@ -14,14 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from airgap import __version__
 from airgap.bundle_layout import LOCK_NAME
 from airgap.errors import BadInputError
-from airgap.manifest import Manifest
+
+if TYPE_CHECKING:
+    # The install side's typed view of the manifest copy; its models (and YAML) are imported when first asked
+    # for, so reading a lock (verify) does not build them.
+    from airgap.manifest import Manifest
 
 LOCK_FORMAT = 1
 # A lock lists every artifact with a few hundred bytes each: even 100,000 artifacts stay far below this.
@@ -124,6 +128,8 @@ class Lock(LockModel):
         """The manifest as collect validated it (credentials redacted), typed again, built once: what the
         install side reads instead of untyped dicts. A lock whose copy no longer validates is named."""
         if self._recorded is None:
+            from airgap.manifest import Manifest
+
             try:
                 self._recorded = Manifest.model_validate(self.manifest)
             except ValidationError as exc:

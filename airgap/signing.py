@@ -21,13 +21,15 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from typing import TYPE_CHECKING
 
 from airgap.digests import file_kind
 from airgap.errors import AirgapError, BadInputError
+
+# cryptography is imported where a key is made, loaded or used: `airgap verify` without a trusted key and
+# every command that never signs start without it.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 PUBKEY_ALG = b"Ed"
 SIG_PREHASHED = b"ED"  # minisign >= 0.8 default: sign BLAKE2b-512 of the file, fine for huge files
@@ -86,10 +88,14 @@ class ParsedSignature:
 
 
 def generate() -> SecretKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return SecretKey(os.urandom(8), Ed25519PrivateKey.generate())
 
 
 def _raw_public(pk: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     return pk.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -107,7 +113,7 @@ def write_keypair(sk: SecretKey, stem: Path) -> tuple[Path, Path]:
                 f"{p}: already exists; airgap will not overwrite a key.",
                 "Choose another name with -o, or move the old key away first.",
             )
-    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
     seed = sk.key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     blob = base64.b64encode(PUBKEY_ALG + sk.key_id + seed).decode()
@@ -157,6 +163,8 @@ def load_public(path: Path) -> PublicKey:
         )
     if len(blob) != 42 or blob[:2] != PUBKEY_ALG:
         raise BadInputError(f"{path}: not an Ed25519 minisign public key.", "Use the .pub file from `airgap keygen`.")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     return PublicKey(blob[2:10], Ed25519PublicKey.from_public_bytes(blob[10:]), source=str(path))
 
 
@@ -171,6 +179,8 @@ def load_secret(path: Path) -> SecretKey:
     blob = _second_line(path.read_bytes(), path, "secret key")
     if len(blob) != 42 or blob[:2] != PUBKEY_ALG:
         raise BadInputError(f"{path}: damaged airgap secret key.", "Use a backup of the key, or make a new one.")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return SecretKey(blob[2:10], Ed25519PrivateKey.from_private_bytes(blob[10:]))
 
 
@@ -228,6 +238,8 @@ def check_parsed(
             f"{sig_name}: signed by key {parsed.key_id_hex}, not by the key given ({pk.key_id_hex}).",
             "Check you were given the right public key; a bundle signed by another key is not to be trusted.",
         )
+    from cryptography.exceptions import InvalidSignature
+
     message = hashlib.blake2b(data, digest_size=64).digest() if parsed.prehashed else data
     try:
         pk.key.verify(parsed.sig, message)

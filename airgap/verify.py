@@ -21,13 +21,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airgap.bundle_layout import LOCK_NAME, SIG_NAME, SUMS_NAME
 from airgap.bundle_walk import check_listing, litter_note, walk_bundle
 from airgap.custody import Snapshot
 from airgap.digests import NotRegularFile, hash_fd, open_beneath
-from airgap.lock import LockDamaged
-from airgap.signing import PublicKey
+
+if TYPE_CHECKING:
+    from airgap.signing import PublicKey
 
 BUF = 1 << 20
 KINDS = ("signature", "not-a-file", "missing", "truncated", "altered", "unexpected", "unreadable")
@@ -117,6 +119,8 @@ def verify_bundle(
                 sizes[stored.path] = stored.size
                 _agree(report, sums, stored.path, stored.sha256)
     elif snapshot.lock_error is not None:
+        from airgap.lock import LockDamaged
+
         # The lock's bytes are the listed ones, but this airgap cannot read it: every file is still checked;
         # sizes are unknown, so a short file shows as altered rather than truncated. A newer format is this
         # airgap's limit (a note with the upgrade hint); a damaged lock makes the bundle uninstallable, so
@@ -186,14 +190,12 @@ def _hash_all(
     on_bytes: Callable[[int], None] | None,
 ) -> list[Problem]:
     todo = sorted(todo, key=lambda t: t[1], reverse=True)
-    jobs = max(1, jobs or os.cpu_count() or 1)
-    local = threading.local()
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+    # Each worker takes the next file itself: one future per file cost more than hashing a 4 KiB file.
+    items = iter(todo)
+    take = threading.Lock()
 
-    def check(item: tuple[str, int]) -> Problem | None:
-        rel, size = item
-        buf = getattr(local, "buf", None)
-        if buf is None:
-            buf = local.buf = bytearray(BUF)
+    def check(rel: str, size: int, buf: bytearray) -> Problem | None:
         try:
             fd = open_beneath(bundle, rel)
             try:
@@ -217,8 +219,22 @@ def _hash_all(
             return Problem(rel, "altered", f"sha256 {actual}, expected {sums[rel]}; {HINTS['altered']}")
         return None
 
+    def worker() -> list[Problem]:
+        buf = bytearray(BUF)  # one per thread, reused for every file it hashes
+        found: list[Problem] = []
+        while True:
+            with take:
+                item = next(items, None)
+            if item is None:
+                return found
+            if (problem := check(*item, buf)) is not None:
+                found.append(problem)
+
+    if jobs == 1:
+        return worker()
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="verify") as pool:
-        return [p for p in pool.map(check, todo) if p is not None]
+        running = [pool.submit(worker) for _ in range(jobs)]
+        return [p for future in running for p in future.result()]
 
 
 def write_report(report: VerifyReport, path: Path) -> None:
