@@ -26,8 +26,12 @@ whether it fits the drive (decimal units as drives are sold: 128G = 128 x 10^9 b
 FAT32 cannot hold a file over 4 GiB: --fat32 makes that a failure, drives of 32 GB or less get a
 warning (--no-fat32 to say yours is exFAT or ext4).
 
-Exits 2 on a compatibility error (unless --allow-mismatch), 3 if an artifact does not exist upstream,
-1 if the bundle does not fit --media (or a file is too big for --fat32).
+A size that no server gave is "?" (or "~SIZE" where airgap's table of runfile sizes has an estimate);
+the total is then "at least ...", and --media says "cannot tell" rather than "fits".
+
+Exits 2 on a compatibility error (unless --allow-mismatch), 3 if an artifact does not exist upstream or
+a host cannot be reached (named with the cause: DNS, connection refused, TLS, proxy, timeout), 1 if the
+bundle does not fit --media (or a file is too big for --fat32).
 
 \b
   airgap plan manifests/llm-ubuntu2204-cuda124.yaml
@@ -37,7 +41,11 @@ Exits 2 on a compatibility error (unless --allow-mismatch), 3 if an artifact doe
 )
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON object instead of a table.")
-@click.option("--no-head", is_flag=True, help="Do not contact any server (sizes stay unknown).")
+@click.option(
+    "--no-head",
+    is_flag=True,
+    help="Do not contact any server (sizes stay unknown, models included; runfiles may be estimated).",
+)
 @click.option("--media", metavar="SIZE", help="Size of the drive that will carry the bundle: 128G, 4.7G, 64GB, 500GiB.")
 @click.option(
     "--fat32/--no-fat32",
@@ -78,6 +86,8 @@ def plan(
         media=media_bytes,
         fat32=fat32,
         target_status=target_status,
+        # stdout is the plan itself: what runs meanwhile goes to stderr; -q and --json silence it
+        status=None if json_mode or app.quiet else out.stderr,
     )
     if json_mode:
         out.emit_json(report.to_dict())
@@ -105,16 +115,16 @@ def plan(
             [
                 r.layer,
                 r.path.rsplit("/", 1)[-1] + (" (>4 GiB)" if r.too_big_for_fat32 else ""),
-                human_size(r.size) if r.size is not None else "?",
+                "?" if r.size is None else ("~" if r.size_estimated else "") + human_size(r.size),
                 r.digest,
                 r.fetch_url if r.status != "missing" else f"NOT FOUND: {r.fetch_url}",
             ]
             for r in report.rows
         ]
         out.table(["layer", "artifact", "size", "checked against", "url"], rows, right={2})
-        unknown = sum(1 for r in report.rows if r.size is None)
-        total = human_size(report.total) + (f" (+{unknown} of unknown size)" if unknown else "")
-        out.info(f"total: {total} in {len(report.rows)} files")
+        if report.estimated:
+            out.info("~ = an estimate from airgap's table of runfile sizes (no HEAD answered for it)")
+        out.info(f"total: {report.total_text()} in {len(report.rows)} files")
         if report.media is not None:
             for line in report.media.lines():
                 out.info(line)
@@ -129,9 +139,19 @@ def plan(
     if report.media is not None and not report.media.ok and (json_mode or app.quiet):
         for line in report.media.lines():
             out.warn(line)
+    if json_mode or app.quiet:  # the table mode printed them with the other warnings
+        for u in report.unreachable:
+            out.warn(u.text())
     if report.blocking:
         raise ManifestError(report.blocking)
-    if report.missing:
+    if report.missing or report.unreachable:
+        if report.unreachable:
+            out.stderr(
+                "error: cannot reach "
+                + ", ".join(f"{u.host} ({u.cause})" for u in report.unreachable)
+                + "; the sizes from there are unknown and `collect` would fail the same way."
+            )
+            out.stderr("  fix: check the network (DNS, proxy, firewall) and `mirrors:`, then run plan again.")
         return EXIT_UPSTREAM
     if report.media is not None and not report.media.ok:
         return EXIT_CHECK_FAILED

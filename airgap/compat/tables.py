@@ -2,19 +2,21 @@
 
 Everything here is data plus small lookups; the rules that combine them (and the messages) live in
 `airgap/compat/rules.py`. Each table names where it comes from; docs/compatibility.md repeats the sources and
-says what was checked. When a table and shared/FIELD.md disagree, the table follows the primary source and
-the doc says so.
+says what was checked. Where a figure often quoted in practice disagrees, the table follows the primary
+source and the doc says so.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 # CUDA toolkit release -> the driver bundled in its runfile, which is part of the runfile's name
 # (cuda_<ver>_<driver>_linux.run). Source: the download links NVIDIA publishes per release, as collected
-# in Jimver/cuda-toolkit src/links/linux-links.ts; cross-checked with shared/FACTS.md.
+# in Jimver/cuda-toolkit src/links/linux-links.ts.
 CUDA_RUNFILE_DRIVER: dict[str, str] = {
     "11.8.0": "520.61.05",
     "12.0.0": "525.60.13",
@@ -44,11 +46,24 @@ def cuda_runfile_driver(cuda_version: str) -> str | None:
     return CUDA_RUNFILE_DRIVER.get(cuda_version)
 
 
+# Runfile name (driver NVIDIA-Linux-x86_64-<ver>.run, CUDA cuda_<ver>_<driver>_linux.run) -> its size in
+# bytes, for `plan` to estimate what it could not HEAD (--no-head, an unreachable host). Only sizes read
+# from a source go here, each with that source on its line: an invented number would make `--media` say
+# "fits" on a guess. None is sourced yet (NVIDIA's download pages round to 0.1 GB, its md5sum.txt lists no
+# sizes), so every runfile stays "size unknown" without a HEAD.
+RUNFILE_SIZES: Mapping[str, int] = MappingProxyType({})  # read-only: filled by editing, never at run time
+
+
+def runfile_size(file_name: str) -> int | None:
+    """A runfile's size from RUNFILE_SIZES (an estimate for `plan`), or None when no source gives it."""
+    return RUNFILE_SIZES.get(file_name)
+
+
 # --- CUDA toolkit -> minimum Linux x86_64 driver --------------------------------------------------------
 # Source: NVIDIA CUDA Toolkit release notes, table 3 "CUDA Toolkit and Corresponding Driver Versions"
 # (docs.nvidia.com/cuda/cuda-toolkit-release-notes, 13.1 edition), "Toolkit Driver Version" column.
 # X.Y.0 is the GA release, X.Y.N its Update N. 12.3.2 has no row of its own in table 3; its runfile bundles
-# 545.23.08, the same as 12.3 Update 1. shared/FIELD.md's "12.2 >= 535.86" is 12.2 Update 1's minimum;
+# 545.23.08, the same as 12.3 Update 1. The often-quoted "12.2 >= 535.86" is 12.2 Update 1's minimum;
 # 12.2 GA needs only 535.54.03.
 CUDA_MIN_DRIVER: dict[str, str] = {
     "11.0.2": "450.51.05",
@@ -200,7 +215,7 @@ class TorchRelease:
 
 # Builds and Python: pytorch/pytorch RELEASE.md "Release Compatibility Matrix" (stable and experimental CUDA
 # both ship as wheels). PyPI's default build: the nvidia-*-cu12 pins in each release's wheel metadata
-# (2.5.1 pulls CUDA 12.4 runtime, hence FACTS.md's "torch==2.5.1 matches 2.5.1+cu124"; 2.7 defaults to 12.6
+# (2.5.1 pulls CUDA 12.4 runtime, hence "torch==2.5.1 matches 2.5.1+cu124"; 2.7 defaults to 12.6
 # (uv docs, apache/tvm#17905); 2.8 and 2.9 to 12.8 (pytorch.org "get started")).
 TORCH_RELEASES: dict[str, TorchRelease] = {
     "2.1": TorchRelease(("cu118", "cu121"), "cu121", ("3.8", "3.11")),
@@ -354,7 +369,7 @@ def wheel_cuda(name: str, version: str) -> CudaNeed | None:
 
 # --- vLLM -------------------------------------------------------------------------------------------------
 # vLLM pins torch exactly (requirements/cuda.txt, formerly requirements-cuda.txt); versions in
-# [first, next_first) share a pin. Sources: FACTS.md; pip resolver errors quoted in public issues
+# [first, next_first) share a pin. Sources: pip resolver errors quoted in public issues
 # ("vllm 0.5.4 depends on torch==2.4.0", "vllm 0.6.3 requires torch==2.4.0", "vllm 0.7.3 requires
 # torch==2.5.1", LMCache#583 "v0.8.5.post1 requires torch v2.6.0", vllm-ascend#3349 "vllm 0.9.1 requires
 # torch==2.7.0", cosmos-rl#183 "vllm 0.10.0 uses torch 2.7.1", kaito#1494 "vllm 0.10.1.1 depends on
@@ -410,9 +425,9 @@ class Gpu:
 
 
 # Compute capability: developer.nvidia.com/cuda-gpus (and cuda-legacy-gpus for V100). VRAM, bandwidth and
-# NVLink: shared/FIELD.md's GPU table, NVIDIA datasheets for the cards it does not list. Two corrections to
-# FIELD.md from NVIDIA's datasheets: the RTX 6000 Ada has no NVLink (Ada dropped it), the H100 PCIe takes an
-# NVLink bridge. "H100" alone is taken as the SXM card and "A100" alone as the 80 GB one (FIELD.md's rows);
+# NVLink: NVIDIA datasheets. Two corrections to often-quoted tables from NVIDIA's
+# datasheets: the RTX 6000 Ada has no NVLink (Ada dropped it), the H100 PCIe takes an
+# NVLink bridge. "H100" alone is taken as the SXM card and "A100" alone as the 80 GB one (the common configurations);
 # write "A100 40GB" or "V100 32GB" for the others. VRAM is in GiB, as the cards are built.
 GPUS: tuple[Gpu, ...] = (
     Gpu("H200", "9.0", 141, "yes", "4.8 TB/s", ("H200 SXM", "H200 NVL", "GH200")),
@@ -501,7 +516,7 @@ def known_gpu_names() -> list[str]:
 
 
 # --- model memory -----------------------------------------------------------------------------------------
-# Rule of thumb from shared/FIELD.md ("VRAM"): FP16 ~ params x 2 bytes, INT8 x 1, INT4 (GPTQ/AWQ) x 0.5-0.6,
+# The usual sizing rule of thumb: FP16 ~ params x 2 bytes, INT8 x 1, INT4 (GPTQ/AWQ) x 0.5-0.6,
 # then +20-30% for the KV cache and activations.
 BYTES_PER_PARAM: dict[str, tuple[float, float]] = {
     "fp32": (4.0, 4.0),
