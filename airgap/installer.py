@@ -7,8 +7,10 @@ layer. The full log goes to /var/log/airgap/.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,7 +36,8 @@ from airgap.install_lock import hold as hold_install_lock
 from airgap.layers import LAYERS, parse_layer_names
 from airgap.layers.base import Layer
 from airgap.lock import Lock
-from airgap.preflight import ALWAYS, run_preflight
+from airgap.preflight import ALWAYS, run_preflight, skippable
+from airgap.probes import is_rooted
 from airgap.signing import PublicKey
 from airgap.units import now_utc
 from airgap.verdict import Check, Status
@@ -50,7 +53,7 @@ Say = Callable[[str], None]
 @dataclass
 class StepOutcome:
     step: str
-    status: str  # installed, skipped, failed, reboot, not-run
+    status: str  # installed, skipped, failed, reboot, not-run; in a dry run: would install, would run
     detail: str = ""
     command: str = ""
     output_tail: str = ""
@@ -110,16 +113,41 @@ def parse_steps(value: str | None, option: str) -> set[str]:
     return parse_layer_names(value, option, STEPS)
 
 
-def select_steps(lock: Lock, only: set[str], skip: set[str], from_step: str | None) -> list[str]:
+def select_steps(
+    lock: Lock, only: set[str], skip: set[str], from_step: str | None, note: Say | None = None
+) -> list[str]:
+    """The steps to run, in order. A layer named in --only that the bundle lacks is refused (an install of
+    nothing is no answer); one named in --skip or --from is said to `note` and otherwise ignored."""
     present = {a.layer for a in lock.artifacts} | {"smoke"}
     steps = [s for s in STEPS if s in present]
+    holds = ", ".join(s for s in steps if s != "smoke") or "no layers"
     if from_step:
         if from_step not in STEPS:
-            raise BadInputError(f"--from: unknown layer {from_step!r}.", f"Layers: {', '.join(STEPS)}.")
+            close = difflib.get_close_matches(from_step, STEPS, n=1)
+            guess = f" Did you mean {close[0]!r}?" if close else ""
+            raise BadInputError(f"--from: unknown layer {from_step!r}.{guess}", f"Layers: {', '.join(STEPS)}.")
+        if from_step not in present and note is not None:
+            note(f"--from {from_step}: the bundle has no {from_step} layer; starting at the next one it holds")
         steps = [s for s in steps if STEPS.index(s) >= STEPS.index(from_step)]
+    absent = [s for s in STEPS if s in only and s not in present]
+    if absent:
+        raise BadInputError(
+            f"--only: the bundle has no {' or '.join(absent)} layer; it holds: {holds} (and the smoke test). "
+            "Nothing was installed.",
+            "Name layers it holds, or get a bundle with that layer collected on the connected PC.",
+        )
     if only:
         steps = [s for s in steps if s in only]
-    return [s for s in steps if s not in skip]
+    for s in STEPS:
+        if s in skip and s not in present and note is not None:
+            note(f"--skip {s}: the bundle has no {s} layer; nothing to leave out")
+    steps = [s for s in steps if s not in skip]
+    if not steps:
+        raise BadInputError(
+            f"--only/--skip/--from leave nothing to install; the bundle holds: {holds} (and the smoke test).",
+            "Name at least one of those layers.",
+        )
+    return steps
 
 
 def _layer(name: str) -> Layer | None:
@@ -150,6 +178,7 @@ def install_bundle(
             f"{bundle}: not an airgap bundle (no SHA256SUMS, no airgap.lock.json).",
             "Point at the bundle's top directory, the one holding README.txt.",
         )
+    check_can_write(host)
     # One install at a time, refused at once: taken before verifying, so a second run neither waits
     # minutes to be told nor verifies a bundle that a running `--move` install is emptying. Released
     # with nothing left behind, so a refused bundle still leaves no trace on the server.
@@ -160,6 +189,8 @@ def install_bundle(
         snapshot = Snapshot.read(bundle, keys)
         _check_signature(snapshot, warn)
         lock = snapshot.require_lock()
+        # Before the minutes of hashing: a layer the bundle lacks is known from the lock alone.
+        steps = select_steps(lock, only or set(), skip or set(), from_step, warn)
         if verify:
             say(f"verifying {bundle} ...")
             v = verify_bundle(snapshot)
@@ -184,7 +215,7 @@ def install_bundle(
         try:
             host.note(f"airgap install {bundle} ({lock.name}), verified: {verify}")
             host.note(f"signature: {snapshot.signature.status}: {snapshot.signature.detail}")
-            return _install(bundle, host, lock, report, only, skip, from_step, options, base, base_lock)
+            return _install(bundle, host, lock, report, steps, skip or set(), options, base, base_lock)
         finally:
             host.log = None
             if log is not None:
@@ -210,9 +241,8 @@ def _install(
     host: Host,
     lock: Lock,
     report: InstallReport,
-    only: set[str] | None,
-    skip: set[str] | None,
-    from_step: str | None,
+    steps: list[str],
+    skip: set[str],
     options: InstallOptions | None,
     base: Path | None,
     base_lock: Lock | None,
@@ -221,20 +251,13 @@ def _install(
         host=host, bundle=bundle, lock=lock, options=options or InstallOptions(), base=base, base_lock=base_lock
     )
     try:
-        return _install_steps(ctx, report, only, skip, from_step)
+        return _install_steps(ctx, report, steps, skip)
     finally:
         ctx.cleanup()  # joined copies of split files are not left behind
 
 
-def _install_steps(
-    ctx: InstallContext,
-    report: InstallReport,
-    only: set[str] | None,
-    skip: set[str] | None,
-    from_step: str | None,
-) -> InstallReport:
+def _install_steps(ctx: InstallContext, report: InstallReport, steps: list[str], skip: set[str]) -> InstallReport:
     host, lock = ctx.host, ctx.lock
-    steps = select_steps(lock, only or set(), skip or set(), from_step)
     state = State.load(host)
 
     if state.reboot and not host.dry_run:
@@ -260,7 +283,7 @@ def _install_steps(
         lines = [f"  {c.name}: {c.message}; fix: {c.fix}" for c in failed_checks]
         raise PreflightFailed(
             "Preflight failed; nothing was changed:\n" + "\n".join(lines),
-            "Fix the above, or leave out the layers that need it with --skip.",
+            _preflight_hint(failed_checks, steps, skip & ({a.layer for a in lock.artifacts} | {"smoke"})),
         )
 
     state.bundle = lock.name
@@ -277,6 +300,16 @@ def _install_steps(
     return report
 
 
+def _preflight_hint(failed: list[Check], steps: list[str], skip: set[str]) -> str:
+    """Fix the checks, or leave out the layers that need them: only layers this install would run (so only
+    ones the bundle holds), the --skip already given kept, and only when that spares every failed check."""
+    spared = [skippable(c.name, steps) for c in failed]
+    if not all(spared):
+        return "Fix the above."
+    leave = {name for names in spared for name in names} | skip
+    return f"Fix the above, or leave out the layers that need it: --skip {','.join(s for s in STEPS if s in leave)}."
+
+
 def _run_step(ctx: InstallContext, step: str, state: State) -> StepOutcome:
     from airgap.errors import Interrupted
     from airgap.signals import interrupted_by
@@ -284,6 +317,8 @@ def _run_step(ctx: InstallContext, step: str, state: State) -> StepOutcome:
     host = ctx.host
     start = time.monotonic()
     if step == "smoke":
+        if host.dry_run:  # what it would find depends on the layers before it, which a dry run leaves out
+            return StepOutcome(step, "would run", "the GPU smoke test, once the layers before it are in")
         from airgap.smoke import run_smoke
 
         smoke = run_smoke(host, ctx.lock)
@@ -346,12 +381,36 @@ def _run_step(ctx: InstallContext, step: str, state: State) -> StepOutcome:
             seconds=time.monotonic() - start,
         )
     _record(ctx, state, step, "installed", fingerprint, summary)
-    return StepOutcome(step, "installed", summary, seconds=time.monotonic() - start)
+    status = "would install" if host.dry_run else "installed"
+    return StepOutcome(step, status, summary, seconds=time.monotonic() - start)
 
 
 def _record(ctx: InstallContext, state: State, step: str, status: str, fingerprint: str, detail: str) -> None:
     state.layers[step] = {"status": status, "fingerprint": fingerprint, "detail": detail, "at": now_utc()}
     state.save(ctx.host)
+
+
+def check_can_write(host: Host) -> None:
+    """Before the lock, the verification and the log: an install that is to change this server must be
+    able to. Not root on the real / is an ordinary mistake (a missing sudo), said so, not a crash on the
+    first directory it cannot make; a --root must be writable (root on a read-only medium is refused too)."""
+    if host.dry_run:
+        return
+    if not is_rooted(host) and os.geteuid() != 0:
+        raise BadInputError(
+            "install needs root: it writes /usr, /etc, /var/lib/airgap and /var/log/airgap; nothing was done.",
+            "Run it with sudo (or --dry-run / --root DIR you can write).",
+        )
+    for server_dir in ("/", LOG_DIR):
+        where = host.path(server_dir)
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        if where.is_dir() and not os.access(where, os.W_OK | os.X_OK):
+            raise BadInputError(
+                f"{where}: cannot write there (read-only, or not this user's); install needs it for "
+                f"{'the files it installs' if server_dir == '/' else 'its log'}; nothing was done.",
+                "Run it with sudo (or --dry-run / --root DIR you can write).",
+            )
 
 
 def open_log(host: Host) -> tuple[TextIO | None, str]:
@@ -360,11 +419,18 @@ def open_log(host: Host) -> tuple[TextIO | None, str]:
         return None, ""
     # One file per run, never shared: two runs in the same second get -01 and -02 (names sort by time).
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    host.path(LOG_DIR).mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        server_path = f"{LOG_DIR}/install-{stamp}-{n:02d}.log"
-        try:
-            return open(host.path(server_path), "x", encoding="utf-8"), server_path
-        except FileExistsError:
-            continue
+    try:
+        host.path(LOG_DIR).mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            server_path = f"{LOG_DIR}/install-{stamp}-{n:02d}.log"
+            try:
+                return open(host.path(server_path), "x", encoding="utf-8"), server_path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        # check_can_write tested this before the work; a directory changed since (or a full disk) lands here.
+        raise BadInputError(
+            f"{host.path(LOG_DIR)}: cannot make the install log there ({exc.strerror}); nothing was installed.",
+            "Run it with sudo (or --root DIR you can write).",
+        ) from None
     raise BadInputError(f"{host.path(LOG_DIR)}: 999 install logs made this second; refusing to make more.")

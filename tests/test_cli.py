@@ -135,3 +135,20 @@ def test_the_console_script_is_the_main_python_dash_m_runs() -> None:
     assert getattr(importlib.import_module(module), name) is main
     r = subprocess.run([sys.executable, "-m", "airgap", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "airgap, version" in r.stdout
+
+
+def test_every_command_takes_quiet_and_verbose_after_its_name() -> None:
+    for name, command in cli.commands.items():
+        opts = {opt for p in command.params for opt in getattr(p, "opts", [])}
+        assert {"-q", "--quiet", "-v", "--verbose"} <= opts, name
+
+
+def test_a_failure_with_json_also_prints_one_object_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert Application(json_mode=True).fail(AirgapError("it broke", "do this")) == EXIT_CHECK_FAILED
+    out = capsys.readouterr()
+    assert json.loads(out.out) == {"ok": False, "error": "it broke", "fix": "do this", "exit_code": EXIT_CHECK_FAILED}
+    assert out.err.splitlines() == ["error: it broke", "  fix: do this"]
+    assert Application().fail(AirgapError("quiet stdout")) == EXIT_CHECK_FAILED
+    assert capsys.readouterr().out == ""

@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 
 from airgap.cli.application import Application, exit_codes_help
-from airgap.errors import EXIT_REBOOT, EXIT_TERMINATED
+from airgap.cli.options import refuse_manifest
+from airgap.errors import EXIT_REBOOT, EXIT_TERMINATED, AirgapError
+from airgap.ui import Output
 
 
 @click.command(
@@ -85,23 +87,30 @@ def install(
     from airgap.verdict import Status
 
     out = app.output(json_mode)
-    # With --json, stdout is the JSON alone: the dry run's "would ..." lines go to stderr then.
-    host = Host(root=root, dry_run=dry_run, echo=sys.stdout if not json_mode else sys.stderr)
+    refuse_manifest(bundle, "install")
+    # A dry run's plan (host.actions) is printed after the preflight table, which decides whether any of it
+    # would happen. With --json, stdout is the JSON alone: the "would ..." lines go to stderr as they come.
+    host = Host(root=root, dry_run=dry_run, echo=sys.stderr if json_mode else None)
     if dry_run:
-        out.heading("Dry run: nothing will be changed. The install would:")
-    report = install_bundle(
-        bundle,
-        host,
-        only=parse_steps(only, "--only"),
-        skip=parse_steps(skip, "--skip"),
-        from_step=from_step,
-        verify=not no_verify,
-        options=InstallOptions(move=move),
-        say=out.info,
-        warn=out.warn,
-        key=load_public(key) if key else None,
-        base=base,
-    )
+        out.heading("Dry run: nothing will be changed.")
+    try:
+        report = install_bundle(
+            bundle,
+            host,
+            only=parse_steps(only, "--only"),
+            skip=parse_steps(skip, "--skip"),
+            from_step=from_step,
+            verify=not no_verify,
+            options=InstallOptions(move=move),
+            say=out.info,
+            warn=out.warn,
+            key=load_public(key) if key else None,
+            base=base,
+        )
+    except AirgapError:
+        if dry_run and host.actions:  # a layer stopped the dry run: what it had planned until then
+            _show_plan(out, host.actions, "Until it stopped, the install would:")
+        raise
     log_path = report.log
     if json_mode:
         out.emit_json(report.to_dict())
@@ -114,6 +123,8 @@ def install(
             for c in report.preflight
         ],
     )
+    if dry_run:
+        _show_plan(out, host.actions, "The install would:")
     out.heading("Layers")
     out.table(["layer", "status", "detail"], [[s.step, s.status, s.detail] for s in report.steps])
     for s in report.steps:
@@ -131,3 +142,11 @@ def install(
     if log_path:
         out.info(f"full log: {root / log_path.lstrip('/') if str(root) != '/' else log_path}")
     return report.exit_code
+
+
+def _show_plan(out: Output, actions: list[str], heading: str) -> None:
+    out.heading(heading)
+    for action in actions:
+        out.info(f"  would {action}")
+    if not actions:
+        out.info("  change nothing: every layer is in place already")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from airgap.cli.application import Application, exit_codes_help
+from airgap.cli.options import refuse_manifest, require_writable
 from airgap.custody import TRUSTED_KEYS_DIR
 from airgap.errors import EXIT_CHECK_FAILED, EXIT_OK
 
@@ -81,6 +82,9 @@ def verify(
     from airgap.verify import verify_bundle, write_report
 
     out = app.output(json_mode)
+    refuse_manifest(bundle, "verify")
+    if report_file:
+        require_writable(report_file, "--report", directory=False)  # before the hashing, not after it
     keys = trusted_keys(trusted_dir, [load_public(key)] if key else [])
     snapshot = Snapshot.read(bundle, keys, keys_dir=str(trusted_dir))
     mode = "rich" if sys.stderr.isatty() and not app.quiet and not json_mode else "off"

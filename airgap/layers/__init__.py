@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from airgap.artifacts import Artifact
 from airgap.bundle_layout import LAYER_ORDER
 from airgap.errors import BadInputError
@@ -41,9 +43,15 @@ def parse_layer_names(value: str | None, option: str, known: tuple[str, ...] = L
     names = {n.strip() for n in value.split(",") if n.strip()}
     unknown = sorted(names - set(known))
     if unknown:
+        guesses = [
+            f"{close[0]!r}" + (f" for {u!r}" if len(unknown) > 1 else "")
+            for u in unknown
+            if (close := difflib.get_close_matches(u, known, n=1))
+        ]
+        mean = f"Did you mean {', '.join(guesses)}? " if guesses else ""
         raise BadInputError(
             f"{option}: unknown layer {', '.join(repr(u) for u in unknown)}.",
-            f"Layers, in install order: {', '.join(known)}.",
+            f"{mean}Layers, in install order: {', '.join(known)}.",
         )
     return names
 

@@ -387,8 +387,14 @@ class ModelsLayer(Layer):
         # A file split into parts (FAT32, DVDs) is streamed from them: no joined copy on the way.
         self._copy(ctx, m, lambda: ctx.open_artifact(f.art), target, f)
         if move and not f.in_base:
-            for part in f.sources:
-                host.discard(part)
+            try:
+                for part in f.sources:
+                    host.discard(part)
+            except OSError as exc:
+                # Read-only media (a DVD, a write-protected drive): the copy is in place and checked; the
+                # bundle just keeps its file, so --move falls back to a copy instead of failing the layer.
+                host.note(f"--move: {f.art.path} stays in the bundle ({exc.strerror}); it was copied")
+                return "copied"
             return "moved"
         return "copied"
 
@@ -597,8 +603,8 @@ ETAG_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 def _refused(repo: str, field: str, value: str, why: str) -> BadInputError:
     return BadInputError(
         f"models: {repo}: {field} {value!r} is refused: {why}. Nothing was installed.",
-        "The bundle's lock was edited after collect, or its manifest names a system location: fix the manifest "
-        "(dest like /data/models/NAME, hf_home like /data/hf) and collect the bundle again.",
+        "The bundle's lock was edited after collect, or its manifest names a system location: on the connected "
+        "PC, fix the manifest (dest like /data/models/NAME, hf_home like /data/hf) and get a new bundle collected.",
     )
 
 
@@ -667,7 +673,7 @@ def _install_errors(m: _Model) -> Iterator[None]:
         raise InstallError(f"models: {exc.message}", exc.hint) from None
     except PermissionError as exc:
         # Containers serving the model run as its owner (1000 for vLLM's and most images): files left to
-        # root are the "Permission denied on mounted models" of FIELD.md, so ownership is not optional.
+        # root are the usual cause of "Permission denied" on mounted models, so ownership is not optional.
         raise InstallError(
             f"models: {m.repo}: cannot make {exc.filename or 'a file'} for {m.uid}:{m.gid} (permission denied).",
             "Run the install as root (sudo).",
