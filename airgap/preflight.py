@@ -63,13 +63,26 @@ def check_os(ctx: InstallContext, layers: list[str]) -> list[Check]:
                 "arch",
                 Status.FAIL,
                 f"this machine is {have_arch}, the bundle was made for {want_arch}",
-                f"collect a bundle with target.arch: {have_arch}",
+                f"get a bundle collected with target.arch: {have_arch} on the connected PC",
             )
         )
     else:
         results.append(Check("arch", Status.PASS, f"{have_arch}, as the bundle's target"))
-    have = probes.os_name(ctx.host)
     want = target.get("os", "?")
+    if not probes.os_release(ctx.host):
+        where = f" under {ctx.host.root}" if probes.is_rooted(ctx.host) else ""
+        results.append(
+            Check(
+                "os",
+                Status.WARN,
+                f"the release is unknown: no {' or '.join(probes.OS_RELEASE_FILES)}{where}; the bundle was made "
+                f"for {want}",
+                "check that this is the server the bundle was made for (and, with --root, that the tree holds "
+                "its /etc)",
+            )
+        )
+        return results
+    have = probes.os_name(ctx.host)
     if have == want:
         results.append(Check("os", Status.PASS, f"{have}, as the bundle's target"))
     else:
@@ -78,7 +91,8 @@ def check_os(ctx: InstallContext, layers: list[str]) -> list[Check]:
                 "os",
                 Status.WARN,
                 f"this machine runs {have}, the bundle was made for {want}",
-                "packages and kernel headers may not fit; collect for this release if a layer fails",
+                f"packages and kernel headers may not fit; if a layer fails, get a bundle collected for {have} "
+                "on the connected PC",
             )
         )
     return results
@@ -88,13 +102,16 @@ def check_gpu(ctx: InstallContext, layers: list[str]) -> list[Check]:
     gpus = probes.pci_gpus(ctx.host)
     if gpus:
         return [Check("gpu", Status.PASS, f"{len(gpus)} NVIDIA GPU(s) on the PCI bus: {', '.join(gpus)}")]
+    # Only what this install would run: a bundle without a driver layer has none to leave out.
+    gpu_layers = layers_needing("gpu", layers)
+    without = f"; or install without the layers that need it: --skip {','.join(gpu_layers)}" if gpu_layers else ""
     return [
         Check(
             "gpu",
             Status.FAIL,
             "no NVIDIA GPU on the PCI bus (sysfs vendor 0x10de, class 0x03)",
-            "check the card is seated and powered (lspci | grep -i nvidia); in a VM, check the "
-            "PCI passthrough; or install without the GPU layers: --skip driver,smoke",
+            "check the card is seated and powered (lspci | grep -i nvidia); in a VM, check the PCI "
+            f"passthrough{without}",
         )
     ]
 
@@ -141,8 +158,8 @@ def check_headers(ctx: InstallContext, layers: list[str]) -> list[Check]:
             "kernel_headers",
             Status.FAIL,
             f"no headers for the running kernel {kernel}: the driver cannot build its module",
-            f"collect with target.kernel: {kernel} so the bundle brings linux-headers-{kernel}, "
-            "or boot the kernel the bundle was made for",
+            f"get a bundle collected with target.kernel: {kernel} on the connected PC (it then brings "
+            f"linux-headers-{kernel}), or boot the kernel the bundle was made for",
         )
     ]
 
@@ -174,7 +191,7 @@ def check_disk(ctx: InstallContext, layers: list[str]) -> list[Check]:
 
 
 def check_ram_vram(ctx: InstallContext, layers: list[str], nvml: NvmlSession | None = None) -> list[Check]:
-    """FIELD.md: host RAM >= 1.5x total VRAM, since model loading passes through host RAM. Before the
+    """Host RAM >= 1.5x total VRAM, since model loading passes through host RAM. Before the
     driver is installed NVML usually has nothing to say; then `airgap doctor` checks it afterwards."""
     reading = nvml.read() if nvml is not None else None
     vram = 0
@@ -196,7 +213,7 @@ def check_ram_vram(ctx: InstallContext, layers: list[str], nvml: NvmlSession | N
                 Status.WARN,
                 f"RAM {human_size(ram)} is less than {probes.RAM_PER_VRAM}x the GPUs' "
                 f"{human_size(vram)} of VRAM: loading a large model may hit the OOM killer",
-                "add RAM or swap (FIELD.md: RAM >= 1.5-2x total VRAM)",
+                "add RAM or swap (RAM >= 1.5-2x total VRAM is advised)",
             )
         ]
     return [Check("ram_vram", Status.PASS, f"RAM {human_size(ram)} >= {probes.RAM_PER_VRAM}x VRAM {human_size(vram)}")]
@@ -244,6 +261,27 @@ CHECKS: dict[str, PreflightCheck] = {
     "compat": check_compat,
 }
 ALWAYS = ("root", "os", "compat")
+
+
+def layers_needing(check: str, layers: list[str]) -> list[str]:
+    """Of `layers` (the steps this install runs, all in the bundle), those that ask for `check`; the
+    smoke test asks for the GPU."""
+    from airgap.layers import LAYERS
+
+    wanted = {layer.name for layer in LAYERS if check in layer.preflight} | ({"smoke"} if check == "gpu" else set())
+    return [name for name in layers if name in wanted]
+
+
+def skippable(check_name: str, layers: list[str]) -> list[str]:
+    """The layers of `layers` that leaving out (--skip) would spare a failed check of this name; none for
+    the checks every install runs (root, os and arch, compat)."""
+    if check_name.startswith("disk:"):
+        layer = check_name.split(":", 1)[1]
+        return [layer] if layer in layers else []
+    key = check_name.split(":", 1)[0]
+    if key in ALWAYS or key == "arch":
+        return []
+    return layers_needing(key, layers)
 
 
 def run_preflight(

@@ -14,7 +14,9 @@ import contextlib
 import json
 import os
 import platform
+import posixpath
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any, Literal, TypeVar
 
 from airgap.host import SYSTEM_PATH, Host
 from airgap.manifest import DEFAULT_VENV as DEFAULT_VENV  # smoke and doctor read it from here
+from airgap.safepaths import normalise
 from airgap.target import find_arch
 
 
@@ -102,19 +105,62 @@ def machine_arch() -> str:
     return arch.debian if arch is not None else platform.machine()
 
 
+# os-release(5): /etc/os-release, else /usr/lib/os-release (where /etc's is usually a link to).
+OS_RELEASE_FILES = ("/etc/os-release", "/usr/lib/os-release")
+
+
 def os_release(host: Host) -> dict[str, str]:
+    """The server's os-release fields ({} when it has none): under --root the tree's, never this machine's."""
+    for server_path in OS_RELEASE_FILES:
+        text = read_in_root(host, server_path)
+        if text is not None:
+            return parse_os_release(text)
+    return {}
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """KEY=value lines as os-release(5) writes them: values bare, or in double or single quotes with shell
+    escapes; comments and blank lines skipped."""
     out = {}
-    for line in (host.read_text("/etc/os-release", "") or "").splitlines():
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
         key, sep, value = line.partition("=")
-        if sep:
-            out[key.strip()] = value.strip().strip('"')
+        if not sep:
+            continue
+        try:
+            words = shlex.split(value)
+        except ValueError:  # an unbalanced quote: take the text as it stands
+            words = [value.strip().strip("\"'")]
+        out[key.strip()] = " ".join(words)
     return out
+
+
+def read_in_root(host: Host, server_path: str, max_links: int = 16) -> str | None:
+    """A server file's text, its links followed inside the root: in a --root tree an absolute link
+    (/etc/os-release -> /usr/lib/os-release) names the tree's file, where the kernel would resolve it
+    against this machine's /. None when it is missing or unreadable."""
+    path = normalise(server_path)
+    for _ in range(max_links):
+        local = host.path(path)
+        if not local.is_symlink():
+            try:
+                return local.read_text(errors="replace")
+            except OSError:
+                return None
+        try:
+            target = os.readlink(local)
+        except OSError:
+            return None
+        path = normalise(target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target))
+    return None  # a loop of links
 
 
 def os_name(host: Host) -> str:
     """The release as a manifest's target.os spells it: "ubuntu-22.04" ("?" for what is not known)."""
     release = os_release(host)
-    return f"{release.get('ID', '?')}-{release.get('VERSION_ID', '?')}"
+    return f"{release.get('ID', '?').lower()}-{release.get('VERSION_ID', '?')}"
 
 
 # --- disks ---------------------------------------------------------------------------------------------
@@ -158,9 +204,9 @@ def disk_usage(path: Path) -> DiskUsage | None:
 # What NVML said when asked for a value a card does not have (ECC on GeForce, power on some boards).
 NotSupported = Literal["n/a"]
 NA: NotSupported = "n/a"
-# FIELD.md's alert threshold for a GPU's temperature (at 80 C and above it throttles): smoke and doctor warn.
+# The usual alert threshold for a GPU's temperature (at 80 C and above it throttles): smoke and doctor warn.
 TEMP_ALERT_C = 78
-# FIELD.md: "RAM >= total VRAM, better 1.5-2x" (loading a model passes through host RAM); preflight and
+# Host RAM >= total VRAM, better 1.5-2x (loading a model passes through host RAM); preflight and
 # doctor ask 1.5x.
 RAM_PER_VRAM = 1.5
 # NVML enum values (nvml.h), so a stand-in library need not define them.

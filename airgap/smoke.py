@@ -1,6 +1,6 @@
 """GPU smoke test: NVML, nvidia-smi, a CUDA container with --gpus, torch in the installed venv.
 
-Each failure carries the troubleshooting hint FIELD.md gives for its symptom. No GPU is a clear failure,
+Each failure carries the usual cause of its symptom and the fix. No GPU is a clear failure,
 never a crash. The facts come from `airgap.probes`; this module only judges them.
 """
 
@@ -68,7 +68,8 @@ def check_nvml(nvml: NvmlSession, report: SmokeReport, lock: Lock | None) -> Non
                     "cuda_vs_driver",
                     Status.FAIL,
                     f"the driver supports CUDA {reading.cuda_max}, the bundle's toolkit is {want}",
-                    "install the bundle's driver layer (a newer driver), or collect a bundle with an older CUDA",
+                    "install the bundle's driver layer (a newer driver), or have a bundle with an older CUDA "
+                    "collected on the connected PC",
                 )
             )
         else:
@@ -175,7 +176,8 @@ def check_torch(host: Host, report: SmokeReport, lock: Lock | None) -> None:
                 "torch",
                 Status.FAIL,
                 f"torch {torch.version} is a CPU-only build",
-                "install the CUDA build: its version carries +cuXYZ; collect with the PyTorch index for your CUDA "
+                "install the CUDA build: its version carries +cuXYZ; on the connected PC, collect with the "
+                "PyTorch index for your CUDA "
                 "(e.g. https://download.pytorch.org/whl/cu124)",
             )
         )

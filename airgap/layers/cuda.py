@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 
 from airgap.artifacts import Artifact, Digest, PublishedDigest
 from airgap.compat.tables import CUDA_RUNFILE_DRIVER, cuda_runfile_driver
@@ -11,7 +10,9 @@ from airgap.errors import InstallError
 from airgap.install_context import InstallContext
 from airgap.layers.base import Layer
 from airgap.manifest import Manifest
+from airgap.probes import disk_usage
 from airgap.sources.http import file_name_from_url
+from airgap.units import human_size
 
 BASE = "https://developer.download.nvidia.com/compute/cuda"
 # Written into the toolkit's directory once the runfile has succeeded: which runfile completed there.
@@ -196,7 +197,10 @@ def _missing(ctx: InstallContext, short: str) -> list[str]:
 def _short(ctx: InstallContext) -> str:
     spec = ctx.manifest.cuda
     if spec is None:
-        raise InstallError("the bundle's lock records no cuda section, but holds CUDA files.", "Collect it again.")
+        raise InstallError(
+            "the bundle's lock records no cuda section, but holds CUDA files.",
+            "Get a new bundle collected on the connected PC.",
+        )
     return ".".join(spec.version.split(".")[:2])
 
 
@@ -212,12 +216,18 @@ def nvcc_release(ctx: InstallContext, server_path: str) -> str | None:
 def _roomy_tmpdir(ctx: InstallContext, runfile_size: int) -> str:
     """The installer unpacks about three times its size: a small /tmp is the classic failure."""
     need = runfile_size * 3
-    for candidate in ("/var/tmp", "/tmp", "/root"):
-        path = ctx.host.path(candidate)
-        if path.is_dir() and shutil.disk_usage(path).free > need:
+    host = ctx.host
+    dirs = [host.path(d) for d in ("/var/tmp", "/tmp", "/root") if host.path(d).is_dir()]
+    if not dirs:  # a bare --root tree (staging, tests): airgap's own directory, as for the staging copies
+        own = host.path("/var/lib/airgap")
+        if not host.dry_run:
+            own.mkdir(parents=True, exist_ok=True, mode=0o700)
+        dirs = [own]
+    for path in dirs:
+        usage = disk_usage(path)
+        if usage is not None and usage.free > need:
             return str(path)
     raise InstallError(
-        f"no directory with {need // (1 << 30) + 1} GiB free to unpack the CUDA installer "
-        "(tried /var/tmp, /tmp, /root).",
+        f"no directory with {human_size(need)} free to unpack the CUDA installer (tried {', '.join(map(str, dirs))}).",
         "Free space on one of them, then run again.",
     )

@@ -160,7 +160,8 @@ class DockerLayer(Layer):
         if running and _vtuple(running) >= _vtuple(want):
             # Only the Compose plugin is missing: never restart a daemon that runs containers.
             _install_compose(ctx)
-            return f"Docker {running} already running; Compose plugin installed to {PLUGIN_DIR}"
+            done = "would be installed" if host.dry_run else "installed"
+            return f"Docker {running} already running; Compose plugin {done} to {PLUGIN_DIR}"
         (art,) = [a for a in ctx.lock.artifacts if a.layer == self.name and a.name.endswith(".tgz")]
         with ctx.open_artifact(art) as stream:  # streamed: a split tgz needs no joined copy
             binaries = _read_safe_tgz(stream, art.name, host.note)
@@ -220,7 +221,8 @@ def _read_safe_tgz(stream: BinaryIO, name: str, note: Callable[[str], None]) -> 
                 ):
                     raise InstallError(
                         f"{name}: unexpected entry {member.name!r}; a Docker static tgz holds only files in docker/.",
-                        "Collect the bundle again from download.docker.com or your mirror.",
+                        "Do not use this tgz: get a new bundle collected on the connected PC, from "
+                        "download.docker.com or a mirror you trust.",
                     )
                 if parts[1] not in STATIC_BINARIES:
                     note(f"{name}: {member.name!r} is not one of Docker's binaries; left out, not installed")
@@ -298,6 +300,12 @@ def start_docker(host: Host) -> None:
         host.run(["systemctl", "enable", "--now", "containerd.service", "docker.socket", "docker.service"])
         return
     # No systemd (a container, a minimal install, the tests): run dockerd ourselves, configured by daemon.json.
+    if host.dry_run:
+        # The dockerd it would start is the one just written to /usr/bin, which a dry run does not write:
+        # looking it up would name whatever dockerd the machine running airgap has.
+        config = f" --config-file={DAEMON_JSON}" if host.exists(DAEMON_JSON) else ""
+        host.announce(f"start dockerd: {BIN_DIR}/dockerd{config}")
+        return
     argv = [host.which("dockerd") or str(host.path(f"{BIN_DIR}/dockerd"))]
     if host.exists(DAEMON_JSON):
         argv.append(f"--config-file={host.path(DAEMON_JSON)}")
@@ -306,7 +314,7 @@ def start_docker(host: Host) -> None:
 
 def restart_docker(host: Host) -> None:
     """After the container toolkit writes the nvidia runtime into daemon.json, dockerd must restart: the
-    most common reason containers see no GPU (FIELD.md)."""
+    most common reason containers see no GPU."""
     if _systemd_running(host):
         host.run(["systemctl", "restart", "docker.service"])
         return
@@ -336,5 +344,8 @@ def _pidfile(host: Host) -> str:
 
 def _docker_version(ctx: InstallContext) -> str:
     if ctx.manifest.docker is None:
-        raise InstallError("the bundle's lock records no docker section, but holds Docker.", "Collect it again.")
+        raise InstallError(
+            "the bundle's lock records no docker section, but holds Docker.",
+            "Get a new bundle collected on the connected PC.",
+        )
     return ctx.manifest.docker.version

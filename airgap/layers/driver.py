@@ -113,5 +113,8 @@ def reported_driver_version(ctx: InstallContext) -> str | None:
 
 def _driver_version(ctx: InstallContext) -> str:
     if ctx.manifest.driver is None:
-        raise InstallError("the bundle's lock records no driver section, but holds the driver.", "Collect it again.")
+        raise InstallError(
+            "the bundle's lock records no driver section, but holds the driver.",
+            "Get a new bundle collected on the connected PC.",
+        )
     return ctx.manifest.driver.version

@@ -198,10 +198,18 @@ class ImagesLayer(Layer):
                 f"in {time.monotonic() - t0:.1f} s"
             )
         took = time.monotonic() - started
-        verb = "would load" if host.dry_run else "loaded"
+        if host.dry_run:
+            # Counted against the daemon that answers now; with none yet (the docker layer would start
+            # it), every image counts as one to load.
+            asked = "" if daemon is not None else " (no Docker daemon answers yet: all counted as to load)"
+            retag = f", {retagged} to re-tag" if retagged else ""
+            return (
+                f"images: would load {loaded} of {len(images)} ({human_size(loaded_bytes)}){retag}, "
+                f"{present} already present{asked}"
+            )
         extra = f", {retagged} re-tagged" if retagged else ""
         return (
-            f"images: {verb} {loaded} of {len(images)} ({human_size(loaded_bytes)} in {took:.1f} s)"
+            f"images: loaded {loaded} of {len(images)} ({human_size(loaded_bytes)} in {took:.1f} s)"
             f"{extra}, {present} already present"
         )
 
@@ -454,7 +462,8 @@ def bundled_images(ctx: InstallContext) -> list[BundledImage]:
                 f"images: {name} needs {missing[0]}, which the bundle's lock does not list"
                 + (f" ({len(missing) - 1} more missing)" if len(missing) > 1 else "")
                 + ".",
-                "The bundle is incomplete or was edited: collect it again on the connected PC.",
+                "The bundle is incomplete or was edited: copy it again from the original, or get a new bundle "
+                "collected on the connected PC.",
             )
         config, layers = blobs[wanted[0]], [blobs[w] for w in wanted[1:]]
         out.append(
