@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# Install order (DESIGN.md). The number in `layers/NN-<layer>/` comes from here, so a layer keeps its
+# Install order (docs/architecture.md). The number in `layers/NN-<layer>/` comes from here, so a layer keeps its
 # directory whatever else the manifest asks for, and `ls layers/` reads in install order.
 LAYER_ORDER: tuple[str, ...] = (
     "prereqs",

@@ -472,6 +472,38 @@ class Manifest(StrictModel):
         return self._source
 
 
+# --- checks that need more than the manifest -------------------------------------------------------------
+
+
+def check_tool_python(manifest: Manifest) -> None:
+    """Refuse a target.python airgap itself cannot run on, when the bundle is to carry it (tool/): install.sh
+    runs airgap on the server with that python, so collecting for it would fail at the self-install, or
+    produce a bundle whose install.sh cannot work. ManifestError (exit 2), before anything is fetched."""
+    from packaging.specifiers import SpecifierSet
+
+    from airgap.errors import AirgapError
+    from airgap.selfinstall.own_wheel import project_metadata
+
+    try:
+        meta = project_metadata()
+    except AirgapError:
+        return  # requirements unknown: building tool/ says so, with its own fix
+    if not meta.requires_python:
+        return
+    supported = SpecifierSet(meta.requires_python)
+    xy = manifest.target.python
+    if supported.contains(f"{xy}.0", prereleases=True):
+        return
+    example = next((f"3.{n}" for n in range(8, 20) if supported.contains(f"3.{n}.0", prereleases=True)), None)
+    instead = f' (e.g. "{example}"; the server then needs that python3)' if example else ""
+    raise manifest.error(
+        ("target", "python"),
+        f'"{xy}" is a python airgap {meta.version} cannot run on (it needs python {meta.requires_python}), and '
+        f"the bundle's tool/ puts airgap on the server to run with target.python; set target.python to a "
+        f"version it supports{instead}, or collect with --no-tool and bring airgap to the server another way",
+    )
+
+
 # --- loading -------------------------------------------------------------------------------------------
 
 

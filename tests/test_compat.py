@@ -1,7 +1,7 @@
 """The compatibility matrix, the manifest checks, and what plan/collect do with them.
 
-FIELD.md's own mismatches are planted one at a time into the reference manifest; each must be caught with
-the minimum or the fix in its text, before anything is downloaded.
+The classic mismatches (docs/compatibility.md) are planted one at a time into the reference manifest; each
+must be caught with the minimum or the fix in its text, before anything is downloaded.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def test_model_size_from_name_and_memory_rule() -> None:
     assert tables.params_from_name("facebook/opt-350m") == pytest.approx(0.35)
     assert tables.params_from_name("deepseek-ai/DeepSeek-V3") is None
     assert tables.dtype_from_name("Qwen/Qwen2.5-72B-Instruct-AWQ") == "int4"
-    lo, hi = tables.model_memory_gib(70, "fp16")  # FIELD: 70B FP16 ~140 GB of weights, +20-30%
+    lo, hi = tables.model_memory_gib(70, "fp16")  # 70B FP16 ~140 GB of weights, +20-30%
     assert 150 < lo < hi < 175
 
 
@@ -277,7 +277,7 @@ def test_field_70b_fp16_on_one_24gb_card() -> None:
 def test_70b_on_two_80gb_cards_fits_and_int4_is_offered_when_it_fits() -> None:
     text = planted("Llama-3.1-8B-Instruct", "Llama-3.1-70B-Instruct").replace("[RTX 4090]", "[2x H200]")
     assert only(findings_of(text), "model-vram").level == OK
-    # FIELD.md's "two H100 -> 70B FP16" is within its own +20-30% rule only at the low end: tight.
+    # The often-quoted "two H100 -> 70B FP16" is within the +20-30% rule only at the low end: tight.
     text = planted("Llama-3.1-8B-Instruct", "Llama-3.1-70B-Instruct").replace("[RTX 4090]", "[2x H100]")
     f = only(findings_of(text), "model-vram")
     assert f.level == WARNING and "tight for the 160 GiB of 2× H100 SXM" in f.message

@@ -12,7 +12,7 @@ from airgap.errors import EXIT_CHECK_FAILED, EXIT_OK, BadInputError
 
 @click.command(
     epilog=exit_codes_help(),
-    help="""Check this server is ready to serve models: FIELD notes' readiness checklist, one line per check.
+    help="""Check this server is ready to serve models: a readiness checklist, one line per check.
 
 GPU on the PCI bus, nouveau, nvidia-smi, NVML, driver vs the CUDA toolkit (nvcc on PATH; nvidia-smi's
 "CUDA Version" is the driver's maximum, not the toolkit), cuDNN, PyTorch a CUDA build for the right CUDA,

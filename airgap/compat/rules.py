@@ -506,7 +506,7 @@ def _check_vllm(st: Stack) -> None:
             "vllm-cuda",
             vllm.field,
             f"vLLM's wheels on PyPI are CUDA 12 builds and the manifest installs CUDA {m.cuda.version} "
-            "(FIELD notes: vLLM 0.6.x needs CUDA 12.1 or 12.4, no 11.x)",
+            "(vLLM 0.6.x needs CUDA 12.1 or 12.4, no 11.x)",
             "set cuda.version to a 12.x release (e.g. 12.4.0, with driver >= 550.54.14)",
         )
     if vllm.version is None:

@@ -30,7 +30,7 @@ from airgap.units import human_size
 from airgap.verify import verify_bundle
 
 SMOKE_SCRIPT = b"""#!/bin/sh
-# Stand-in for the test scripts FIELD.md says to bring along.
+# Stand-in for the test scripts worth bringing along to the server.
 nvidia-smi && docker run --rm --gpus all nvidia/cuda:12.4.0-base-ubuntu22.04 nvidia-smi
 """
 

@@ -1,4 +1,4 @@
-"""`airgap doctor`: FIELD.md's readiness checklist, run on the server, as named checks with the fix.
+"""`airgap doctor`: a readiness checklist for serving models, run on the server, as named checks with the fix.
 
 No bundle is needed; `--bundle` adds what the bundle expects (driver, CUDA, cuDNN, torch build, model
 directories and owners, target OS and kernel). The facts are gathered first (`facts.gather`, through a

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 from airgap.doctor.facts import DAEMON_JSON, DOCKER_SOCKETS, ServerFacts
+from airgap.layers.docker import PLUGIN_DIR
 from airgap.verdict import Check, Status
 
 # dockerd's start time comes from /proc in clock ticks after a boot time in whole seconds.
@@ -155,7 +156,8 @@ def compose(f: ServerFacts) -> Iterator[Check]:
         "compose",
         Status.FAIL,
         f"`docker compose` (v2) does not work ({got}){also}",
-        "put the docker-compose v2 binary in /usr/local/lib/docker/cli-plugins/ (chmod +x); Docker's "
+        f"add `compose: VERSION` to the manifest's docker section and install the docker layer again (it puts "
+        f"the plugin in {PLUGIN_DIR}/), or put the docker-compose v2 binary there yourself (chmod +x); Docker's "
         "static tgz does not include it",
     )
 

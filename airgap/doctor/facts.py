@@ -28,10 +28,10 @@ from airgap.host import Host
 from airgap.lock import Lock
 from airgap.probes import DiskUsage, GpuReading, NvmlFailure, NvmlReading, NvmlSession, TorchProbe
 
-# Where people keep models when the bundle does not say (FIELD.md's compose files mount /models; the
-# install preflight plans for /data).
+# Where people keep models when the bundle does not say (serving compose files commonly mount /models;
+# the install preflight plans for /data).
 DEFAULT_MODEL_DIRS = ("/data/models", "/models", "/srv/models", "/opt/airgap/models")
-CONTAINER_UID = 1000  # vLLM's and most serving images' user (FIELD.md: "the container runs as uid 1000")
+CONTAINER_UID = 1000  # vLLM's and most serving images' user (the container runs as uid 1000)
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 DAEMON_JSON = "/etc/docker/daemon.json"
 CDI_SPEC = "/etc/cdi/nvidia.yaml"

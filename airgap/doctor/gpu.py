@@ -9,8 +9,8 @@ from airgap.doctor.facts import ServerFacts
 from airgap.probes import TEMP_ALERT_C, NvmlFailure
 from airgap.verdict import Check, Status
 
-# FIELD.md: "Alerts: temperature >= 78 C (probes.TEMP_ALERT_C), VRAM >= 95%, disk >= 90%"; healthy VRAM is
-# under 90%.
+# The usual alert thresholds: temperature >= 78 C (probes.TEMP_ALERT_C), VRAM >= 95%, disk >= 90%; healthy
+# VRAM is under 90%.
 VRAM_WARN = 0.90
 # NVML clock-event reasons worth a warning (nvml.h): SW/HW thermal slowdown, HW slowdown, power brake.
 THROTTLE_BAD = {

@@ -12,7 +12,7 @@ from airgap.probes import RAM_PER_VRAM
 from airgap.units import human_size
 from airgap.verdict import Check, Status
 
-DISK_WARN = 0.90  # FIELD.md: "Alerts: ... disk >= 90%"
+DISK_WARN = 0.90  # the usual alert threshold for a disk
 DISK_FAIL = 0.98
 OOM_RE = re.compile(r"out of memory|oom-kill|invoked oom-killer|killed process", re.IGNORECASE)
 
@@ -70,7 +70,7 @@ def ram_vs_vram(f: ServerFacts) -> Iterator[Check]:
     if ratio < 1.0:
         yield Check("ram-vs-vram", Status.FAIL, f"{what}, less than the VRAM", fix)
     elif ratio < RAM_PER_VRAM:
-        yield Check("ram-vs-vram", Status.WARN, f"{what}, under the {RAM_PER_VRAM}x FIELD notes advise", fix)
+        yield Check("ram-vs-vram", Status.WARN, f"{what}, under the {RAM_PER_VRAM}x advised", fix)
     else:
         yield Check("ram-vs-vram", Status.PASS, what)
 

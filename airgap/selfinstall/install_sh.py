@@ -13,8 +13,9 @@ a signature, openssl 3 or minisign. Nothing from the bundle runs before steps 1-
 3. every `tool/` file SHA256SUMS lists is copied into the private dir and checked there (`sha256sum -c`), and
    a file in tool/ that SHA256SUMS does not list is refused (pip would happily prefer a planted click-99);
    pip later reads the checked copies only;
-4. python3 (python3.X of the bundle's target first), a venv made with `python3 -m venv --without-pip`
-   (Debian and Ubuntu ship the venv module with python3 itself; only ensurepip sits in python3-venv), and
+4. python3 (python3.X of the bundle's target first; one that does not run is passed over), a venv made with
+   `python3 -m venv --without-pip` (Debian and Ubuntu ship the venv module with python3 itself; only ensurepip
+   sits in python3-venv), and
    airgap installed into it by pip run from its own wheel in tool/; an existing venv made from the same tool/
    is reused;
 5. `exec airgap install BUNDLE "$@"`: its exit code is the script's; it verifies the rest of the bundle.
@@ -384,26 +385,43 @@ for w in "$tmp"/tool/pip-*.whl; do [ -f "$w" ] && pipwhl=$w; done
 [ -n "$pipwhl" ] || die "tool/ holds no pip wheel (tool/pip-*.whl); collect the bundle again."
 
 # --- 4. python3 --------------------------------------------------------------------------------------------
-py=
+# A python counts once it runs: a python3.X that exists but is broken (a half-removed package, a wrapper
+# left by another install) is named and passed over for the next candidate.
+pyver=
+# runs PROGRAM: it starts, imports sys and says its version X.Y (left in $pyver).
+runs() {
+    pyver=$("$1" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || return 1
+    case $pyver in '' | *[!0-9.]* | .* | *. | *..*) return 1 ;; *.*) return 0 ;; esac
+    return 1
+}
+py='' broken=''
 if [ -n "${AIRGAP_PYTHON:-}" ]; then
     py=$(command -v "$AIRGAP_PYTHON" 2>/dev/null) || die "AIRGAP_PYTHON=$AIRGAP_PYTHON: no such program."
+    runs "$py" || die "AIRGAP_PYTHON=$AIRGAP_PYTHON ($py) does not run: '$py -I -c \"import sys\"' fails. Set \
+AIRGAP_PYTHON to a working python$TARGET_PYTHON, or unset it and this script looks for one."
 else
     for cand in "python$TARGET_PYTHON" python3; do
-        if py=$(command -v "$cand" 2>/dev/null); then break; fi
-        py=
+        found=$(command -v "$cand" 2>/dev/null) || continue
+        if runs "$found"; then
+            py=$found
+            break
+        fi
+        say "$found does not run ('$found -I -c \"import sys\"' fails); trying the next python."
+        broken="$broken${broken:+, }$found"
     done
 fi
 if [ -z "$py" ]; then
+    nopy="no python3 on this server (PATH=$PATH)"
+    [ -z "$broken" ] || nopy="no working python3 on this server: $broken found, but none runs (PATH=$PATH)"
     debs=$(ls layers/01-prereqs/python3*.deb layers/01-prereqs/libpython3*.deb 2>/dev/null || true)
     if [ -n "$debs" ]; then
-        die "no python3 on this server (PATH=$PATH). This bundle's airgap needs python $TARGET_PYTHON; the \
-bundle carries its .debs: cd $here && dpkg -i layers/01-prereqs/*python3*.deb   then run this script again."
+        die "$nopy. This bundle's airgap needs python $TARGET_PYTHON; the bundle carries its .debs: \
+cd $here && dpkg -i layers/01-prereqs/*python3*.deb   then run this script again."
     fi
-    die "no python3 on this server (PATH=$PATH). This bundle's airgap needs python $TARGET_PYTHON: install \
-python$TARGET_PYTHON (Debian/Ubuntu: the python3 package) from your local mirror or media, then run this script \
-again (or set AIRGAP_PYTHON to a python$TARGET_PYTHON elsewhere)."
+    die "$nopy. This bundle's airgap needs python $TARGET_PYTHON: install python$TARGET_PYTHON (Debian/Ubuntu: \
+the python3 package) from your local mirror or media, then run this script again (or set AIRGAP_PYTHON to a \
+python$TARGET_PYTHON elsewhere)."
 fi
-pyver=$("$py" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$py does not run."
 if [ "$pyver" != "$TARGET_PYTHON" ]; then
     say "warning: $py is python $pyver, but tool/ was collected for python $TARGET_PYTHON: compiled wheels \
 (pydantic-core, PyYAML, ...) will not install. Set AIRGAP_PYTHON to a python$TARGET_PYTHON, or collect the \
