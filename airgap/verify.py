@@ -140,6 +140,7 @@ def verify_bundle(
         report.notes.append(note)
 
     todo: list[tuple[str, int]] = []
+    off_size: dict[str, tuple[int, int]] = {}  # path -> (its size, the lock's): judged after hashing
     for rel, entry in regular.items():
         if rel == LOCK_NAME:
             # Judged on the bytes the snapshot read (once); a lock swapped in after that read is not looked at.
@@ -148,12 +149,8 @@ def verify_bundle(
                 report.problems.append(Problem(rel, "altered", f"{why}; {HINTS['altered']}"))
             continue
         want = sizes.get(rel)
-        if want is not None and entry.size < want:
-            report.problems.append(Problem(rel, "truncated", f"{entry.size} of {want} bytes; {HINTS['truncated']}"))
-            continue
-        if want is not None and entry.size > want:
-            report.problems.append(Problem(rel, "altered", f"{entry.size} bytes, expected {want}; {HINTS['altered']}"))
-            continue
+        if want is not None and entry.size != want:
+            off_size[rel] = (entry.size, want)
         todo.append((rel, entry.size))
     if LOCK_NAME not in sums:
         report.problems.append(
@@ -164,12 +161,40 @@ def verify_bundle(
             )
         )
 
-    report.problems += _hash_all(bundle, todo, sums, jobs, on_bytes)
+    report.problems += _judge_sizes(_hash_all(bundle, todo, sums, jobs, on_bytes), off_size)
     report.files = len(sums)
     report.bytes = sum(size for _, size in todo)
     report.problems.sort(key=lambda p: (KINDS.index(p.kind), p.path))
     report.seconds = time.monotonic() - start
     return report
+
+
+def _judge_sizes(hashed: list[Problem], off_size: dict[str, tuple[int, int]]) -> list[Problem]:
+    """A file whose size is not the lock's: short or long if its bytes are not SHA256SUMS' either; if they
+    are, the file is good and the lock's size is what changed (an edited lock, whose SHA256SUMS line was
+    rewritten to match), which is said of the lock, not blamed on the file."""
+    out: list[Problem] = []
+    by_path = {p.path: p for p in hashed}
+    for p in hashed:
+        if p.path in off_size and p.kind == "altered":
+            size, want = off_size[p.path]
+            if size < want:
+                out.append(Problem(p.path, "truncated", f"{size} of {want} bytes; {HINTS['truncated']}"))
+            else:
+                out.append(Problem(p.path, "altered", f"{size} bytes, expected {want}; {HINTS['altered']}"))
+        else:
+            out.append(p)
+    for path, (size, want) in sorted(off_size.items()):
+        if path not in by_path:
+            out.append(
+                Problem(
+                    LOCK_NAME,
+                    "altered",
+                    f"it records {want} bytes for {path}, which has {size} and matches SHA256SUMS: the lock was "
+                    f"edited; {HINTS['altered']}",
+                )
+            )
+    return out
 
 
 def _agree(report: VerifyReport, sums: dict[str, str], path: str, sha256: str) -> None:

@@ -130,3 +130,31 @@ def test_parallel_and_serial_agree(bundle: Path) -> None:
     many = verify_bundle(bundle, jobs=4)
     assert [(p.kind, p.path) for p in one.problems] == [(p.kind, p.path) for p in many.problems]
     assert len(one.problems) == 1
+
+
+def test_an_edited_lock_size_is_blamed_on_the_lock_not_the_good_file(tmp_path: Path) -> None:
+    """Someone raises a size in the lock and rewrites the lock's SHA256SUMS line: the file still matches
+    SHA256SUMS, so it is not TRUNCATED; the lock is what changed."""
+    import hashlib
+
+    bundle = make_bundle(tmp_path / "b", {"layers/09-files/a.bin": b"x" * 1000})
+    lock_path = bundle / "airgap.lock.json"
+    data = json.loads(lock_path.read_text())
+    (art,) = [a for a in data["artifacts"] if a["path"] == "layers/09-files/a.bin"]
+    art["size"] = 5000
+    lock_path.write_text(json.dumps(data))
+    digest = hashlib.sha256(lock_path.read_bytes()).hexdigest()
+    sums = (bundle / "SHA256SUMS").read_text().splitlines()
+    sums = [f"{digest}  airgap.lock.json" if line.endswith("  airgap.lock.json") else line for line in sums]
+    (bundle / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+
+    r = run_airgap("verify", str(bundle), "--json", "--trusted-keys", str(tmp_path / "no-keys"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    found = {(p["kind"], p["path"]): p["detail"] for p in json.loads(r.stdout)["problems"]}
+    assert ("truncated", "layers/09-files/a.bin") not in found
+    assert "records 5000 bytes for layers/09-files/a.bin, which has 1000" in found[("altered", "airgap.lock.json")]
+
+    (bundle / "layers/09-files/a.bin").write_bytes(b"x" * 10)  # and a really short file is still TRUNCATED
+    r = run_airgap("verify", str(bundle), "--json", "--trusted-keys", str(tmp_path / "no-keys"))
+    kinds = {(p["kind"], p["path"]) for p in json.loads(r.stdout)["problems"]}
+    assert ("truncated", "layers/09-files/a.bin") in kinds
