@@ -82,6 +82,21 @@ class CollectReport:
         return sum(f.size for f in self.files if f.status == "in base")
 
 
+@dataclass(frozen=True)
+class CollectOptions:
+    """What one collect run was asked for (the CLI's flags), handed down whole instead of flag by flag."""
+
+    jobs: int = 4
+    skip: frozenset[str] = frozenset()
+    progress_mode: str = "auto"
+    allow_mismatch: bool = False
+    max_file_size: int | None = None
+    since: tuple[Lock, str] | None = None
+    tool: bool = False
+    force: bool = False
+    allow_unverified: bool = False
+
+
 class CollectFailed(CombinedError):
     """Some artifacts failed; the others are in the bundle and a re-run fetches only what is missing."""
 
@@ -123,24 +138,20 @@ def collect(
     if target_status is not None:
         read_status_file(target_status)  # a wrong file is refused before any download
     # The context lives as long as the downloads: an image exported from a local daemon is served from it.
+    opts = CollectOptions(
+        jobs=jobs,
+        skip=frozenset(skip or ()),
+        progress_mode=progress_mode,
+        allow_mismatch=allow_mismatch,
+        max_file_size=max_file_size,
+        since=since,
+        tool=tool,
+        force=force,
+        allow_unverified=allow_unverified,
+    )
+    # The context lives as long as the downloads: an image exported from a local daemon is served from it.
     with ResolveContext(source, target_status=target_status, say=status) as ctx:
-        return _collect(
-            manifest,
-            out,
-            ctx,
-            source,
-            jobs,
-            skip or set(),
-            progress_mode,
-            warn,
-            allow_mismatch,
-            max_file_size,
-            since,
-            tool,
-            force,
-            on_remove,
-            allow_unverified,
-        )
+        return _collect(manifest, out, ctx, source, opts, warn, on_remove)
 
 
 def _collect(
@@ -148,29 +159,18 @@ def _collect(
     out: Path,
     ctx: ResolveContext,
     source: HttpSource,
-    jobs: int,
-    skip: set[str],
-    progress_mode: str,
+    opts: CollectOptions,
     warn: Warn | None,
-    allow_mismatch: bool,
-    max_file_size: int | None,
-    since: tuple[Lock, str] | None,
-    tool: bool,
-    force: bool,
     on_remove: OnRemove | None,
-    allow_unverified: bool,
 ) -> CollectReport:
     started = time.monotonic()
     # Version mismatches first, before any network: a driver too old for the CUDA asked for is found here,
     # not on the isolated server. (ManifestError, exit 2, unless --allow-mismatch.)
-    enforce(manifest, check_manifest(manifest), allow_mismatch)
+    enforce(manifest, check_manifest(manifest), opts.allow_mismatch)
     made = prepare_output(out)
     try:
         with DirectoryLock(out):
-            return _collect_locked(
-                manifest, out, ctx, source, jobs, skip, progress_mode, warn, allow_mismatch, max_file_size, since,
-                tool, force, on_remove, started, allow_unverified,
-            )  # fmt: skip
+            return _collect_locked(manifest, out, ctx, source, opts, warn, on_remove, started)
     finally:
         if made:
             with contextlib.suppress(OSError):
@@ -182,33 +182,25 @@ def _collect_locked(
     out: Path,
     ctx: ResolveContext,
     source: HttpSource,
-    jobs: int,
-    skip: set[str],
-    progress_mode: str,
+    opts: CollectOptions,
     warn: Warn | None,
-    allow_mismatch: bool,
-    max_file_size: int | None,
-    since: tuple[Lock, str] | None,
-    tool: bool,
-    force: bool,
     on_remove: OnRemove | None,
     started: float,
-    allow_unverified: bool,
 ) -> CollectReport:
     # Never turn one bundle into another unasked: its files not in this manifest would be deleted.
     name = existing_name(out)
-    if name is not None and name != manifest.name and not force:
+    if name is not None and name != manifest.name and not opts.force:
         raise BadInputError(
             f"{out}: holds the bundle '{name}', and the manifest makes '{manifest.name}'; collecting would "
             f"replace it, removing its files that '{manifest.name}' does not list.",
             f"Choose another output with -o, or add --force to turn '{name}' into '{manifest.name}'.",
         )
-    layers = [layer.name for layer in wanted_layers(manifest, skip)]
+    layers = [layer.name for layer in wanted_layers(manifest, set(opts.skip))]
     if layers:
         ctx.say(f"resolving {', '.join(layers)} ...")
-    artifacts = plan_artifacts(manifest, skip, ctx)
+    artifacts = plan_artifacts(manifest, set(opts.skip), ctx)
     # Again with the resolved artifacts: the models layer adds each model's parameter count and dtype.
-    findings = enforce(manifest, check_manifest(manifest, artifacts), allow_mismatch)
+    findings = enforce(manifest, check_manifest(manifest, artifacts), opts.allow_mismatch)
     report = CollectReport(bundle=str(out))
 
     def note(msg: str) -> None:
@@ -231,8 +223,8 @@ def _collect_locked(
     journal = Journal(out, RunInfo(manifest.name, os.getpid(), now_utc()))
     try:
         return _run(
-            manifest, out, source, jobs, skip, progress_mode, max_file_size, since, tool, started,
-            artifacts, findings, report, note, removed, previous, journal, allow_unverified, ctx.say,
+            manifest, out, source, opts, started, artifacts, findings, report, note, removed, previous, journal,
+            ctx.say,
         )  # fmt: skip
     finally:
         journal.close()
@@ -242,12 +234,7 @@ def _run(
     manifest: Manifest,
     out: Path,
     source: HttpSource,
-    jobs: int,
-    skip: set[str],
-    progress_mode: str,
-    max_file_size: int | None,
-    since: tuple[Lock, str] | None,
-    tool: bool,
+    opts: CollectOptions,
     started: float,
     artifacts: list[Artifact],
     findings: list[Finding],
@@ -256,13 +243,12 @@ def _run(
     removed: OnRemove,
     previous: dict[str, LockedArtifact],
     journal: Journal,
-    allow_unverified: bool,
     say: Warn,
 ) -> CollectReport:
     for leftover in clean_temp_files(out):
         removed(leftover, "a temporary file an interrupted run left")
     mark_in_progress(out, removed)
-    _resolve_published_digests(artifacts, source, note, allow_unverified)
+    _resolve_published_digests(artifacts, source, note, opts.allow_unverified)
     planned = {a.path for a in artifacts}
     report.removed_stale = remove_unlisted(
         out,
@@ -276,26 +262,26 @@ def _run(
         name=manifest.name,
         target=manifest.target.model_dump(mode="json"),
         created=now_utc(),
-        skipped_layers=sorted(layer.name for layer in LAYERS if layer.name in skip and layer.wanted(manifest)),
+        skipped_layers=sorted(layer.name for layer in LAYERS if layer.name in opts.skip and layer.wanted(manifest)),
         manifest=_manifest_record(manifest),
         allowed_mismatches=allowed(findings),
     )
     # airgap itself for the server first: a target python with no wheels fails now, not after 60 GB.
-    if tool:
+    if opts.tool:
         lock.tool = _build_tool(out, manifest, say)
     else:
         _remove_tool(out, removed)
-    if since:
-        lock.base = BaseRecord(name=since[0].name, created=since[0].created, lock_sha256=since[1])
+    if opts.since:
+        lock.base = BaseRecord(name=opts.since[0].name, created=opts.since[0].created, lock_sha256=opts.since[1])
     run = _Collector(
-        out, BundleWriter(out, lock, journal), source, report, since[0].by_path() if since else {}, removed
+        out, BundleWriter(out, lock, journal), source, report, opts.since[0].by_path() if opts.since else {}, removed
     )
 
     # Files already in place and verified (an earlier, possibly interrupted run) cost no transfer.
     on_disk = sum(1 for a in artifacts if a.content is None and (out / a.path).is_file())
     if on_disk:
         say(f"checking {on_disk} files already in the bundle ...")
-    present = _already_present(out, artifacts, previous, jobs)
+    present = _already_present(out, artifacts, previous, opts.jobs)
     todo = []
     for art in artifacts:
         hit = present.get(art.path)
@@ -310,14 +296,14 @@ def _run(
 
     # The sizes only feed the progress total: with no progress shown, a HEAD per file is a wasted round trip.
     fetches = sum(1 for a in todo if a.content is None)
-    if progress_mode != "off" and any(a.content is None and a.size is None for a in todo):
+    if opts.progress_mode != "off" and any(a.content is None and a.size is None for a in todo):
         say(f"asking the size of {fetches} files ...")
-    sizes = _head_sizes(todo, source, jobs) if progress_mode != "off" else {}
+    sizes = _head_sizes(todo, source, opts.jobs) if opts.progress_mode != "off" else {}
     if fetches:
         say(f"downloading {fetches} files ...")
     total = sum(sizes.values()) if todo and all(sizes.get(a.path) for a in todo) else None
-    with Progress("collect", total, mode=progress_mode) as progress:
-        pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="collect")
+    with Progress("collect", total, mode=opts.progress_mode) as progress:
+        pool = ThreadPoolExecutor(max_workers=max(1, opts.jobs), thread_name_prefix="collect")
         try:
             futures = [pool.submit(run.fetch, art, progress.advance) for art in todo]
             for fut in futures:
@@ -342,7 +328,7 @@ def _run(
     # Split (or join back) files so none is larger than the medium allows; a no-op for files already right.
     # A changed entry goes to the journal again: a run killed now finds the file in its new form.
     for entry in lock.artifacts:
-        if not entry.in_base and resplit(out, entry, max_file_size):
+        if not entry.in_base and resplit(out, entry, opts.max_file_size):
             run.writer.record(entry)
     run.writer.order(order)
     say("writing the lock and SHA256SUMS ...")
