@@ -164,19 +164,6 @@ class Host:
             return
         self._put(server_path, lambda out: out.write(raw), mode=mode, owner=owner, doing="writing it")
 
-    def copy_file(self, src: Path, server_path: str | Path, mode: int = 0o644) -> None:
-        """Copy a file from the bundle into place: to a temp name beside the target, then renamed, so a
-        half-copied binary is never found under its real name."""
-        self._action(f"copy: {src.name} -> {server_path} (mode {mode:o})")
-        if self.dry_run:
-            return
-
-        def fill(out: BinaryIO) -> None:
-            with open(src, "rb") as fin:
-                shutil.copyfileobj(fin, out, BUF)
-
-        self._put(server_path, fill, mode=mode, owner=None, doing=f"copying {src.name}")
-
     def copy_stream(
         self,
         open_source: Callable[[], BinaryIO],

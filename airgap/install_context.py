@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from airgap.digests import BUF
-from airgap.errors import ChangedSinceVerify, DiskFullError
+from airgap.errors import ChangedSinceVerify, DiskFullError, IntegrityError
 from airgap.host import Host
 from airgap.lock import Lock, LockedArtifact
 from airgap.manifest import Manifest
@@ -64,7 +64,10 @@ class CheckedReader(io.RawIOBase):
         return True
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = self._raw.readinto(b) or 0
+        try:
+            n = self._raw.readinto(b) or 0
+        except IntegrityError as exc:  # a part replaced by a link, FIFO or device since verification
+            raise changed_since_verify(self._art, exc.message) from None
         if n:
             self._seen += n
             if self._seen > self._art.size:

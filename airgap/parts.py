@@ -13,12 +13,12 @@ import io
 import os
 import re
 import shutil
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from airgap.digests import NotRegularFile, open_beneath
 from airgap.errors import DiskFullError, IntegrityError
 from airgap.lock import LockedArtifact, Part
 
@@ -60,26 +60,15 @@ class PartsReader(io.RawIOBase):
 
 
 def open_regular(path: Path) -> io.BufferedReader:
-    """Open a bundle file for reading only if it is a regular file itself: never through a symbolic link
-    (O_NOFOLLOW), never blocking on a FIFO or a device (O_NONBLOCK, then fstat), so a planted link or pipe
-    is refused instead of followed or waited on."""
+    """Open a bundle file for reading only if it is a regular file itself (`digests.open_beneath`: no link
+    followed, no FIFO or device opened), so a planted link or pipe is refused instead of followed."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise IntegrityError(
-                f"{path} is a symbolic link, not a file of the bundle; airgap does not follow it.",
-                "Copy the bundle again from the original; run `airgap verify` on it first.",
-            ) from None
-        raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
+        fd = open_beneath(path.parent, path.name)
+    except NotRegularFile as exc:
         raise IntegrityError(
-            f"{path} is not a regular file (a FIFO, a device or a directory); airgap does not read it.",
+            f"{path} is {exc.what}, not a file of the bundle; airgap does not follow or read it.",
             "Copy the bundle again from the original; run `airgap verify` on it first.",
-        )
-    os.set_blocking(fd, True)
+        ) from None
     return io.BufferedReader(io.FileIO(fd, "rb"), buffer_size=BUF)
 
 

@@ -52,16 +52,18 @@ def bundle(pristine: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def test_a_runfile_swapped_during_the_install_is_not_executed(bundle: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("swap", ["cp", "ln -sf"])
+def test_a_runfile_swapped_during_the_install_is_not_executed(bundle: Path, tmp_path: Path, swap: str) -> None:
     """A local user who can write to the bundle swaps the CUDA runfile after verification, while the driver
-    installs (here the driver stand-in does the swap itself, so the moment is exact)."""
+    installs (here the driver stand-in does the swap itself, so the moment is exact): other bytes in place,
+    or a symbolic link to them."""
     cuda = runfile_path(bundle, "cuda")
     evil = tmp_path / "evil.run"
     evil.write_bytes(EVIL_RUNFILE)
     driver_version = Lock.read(bundle).recorded_manifest().driver.version  # type: ignore[union-attr]
     swapping_driver = (
         "#!/bin/sh\n"
-        f'cp "{evil}" "{bundle / cuda}"\n'
+        f'{swap} "{evil}" "{bundle / cuda}"\n'
         'mkdir -p "$AIRGAP_ROOT/usr/bin"\n'
         f"printf '#!/bin/sh\\necho {driver_version}\\n' > \"$AIRGAP_ROOT/usr/bin/nvidia-smi\"\n"
         'chmod 755 "$AIRGAP_ROOT/usr/bin/nvidia-smi"\n'
@@ -72,6 +74,7 @@ def test_a_runfile_swapped_during_the_install_is_not_executed(bundle: Path, tmp_
     r = run_airgap("install", str(bundle), "--root", str(root), "--skip", "smoke", "--json")
 
     assert (bundle / cuda).read_bytes() == EVIL_RUNFILE  # the swap happened, after verification
+    assert (bundle / cuda).is_symlink() == (swap == "ln -sf")
     assert not (root / "PWNED").exists()
     assert r.returncode == 1, r.stdout + r.stderr
     steps = {s["step"]: s for s in json.loads(r.stdout)["steps"]}
