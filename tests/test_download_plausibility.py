@@ -258,10 +258,11 @@ def test_a_part_without_a_record_resumes_only_under_a_digest(server: FaultyHTTPS
 
 
 def test_a_server_that_stalls_mid_body_is_given_up_on(server: FaultyHTTPServer, tmp_path: Path) -> None:
+    # The server stalls until teardown; 5 s of idle leaves room for a busy machine to deliver the first bytes.
     server.stall_after("/d/driver.run", 100)
     dest = tmp_path / "driver.run"
-    with pytest.raises(UpstreamFailed, match=r"no data for 1 s after 100 bytes") as exc:
-        HttpSource(retries=0, idle_timeout=1.0).fetch([f"{server.url}/d/driver.run"], dest, "driver.run")
+    with pytest.raises(UpstreamFailed, match=r"no data for 5 s after 100 bytes") as exc:
+        HttpSource(retries=0, idle_timeout=5.0).fetch([f"{server.url}/d/driver.run"], dest, "driver.run")
     assert f"{server.url}/d/driver.run" in exc.value.message
     assert not dest.exists()
 
