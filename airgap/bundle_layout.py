@@ -32,3 +32,6 @@ def layer_dir(layer: str) -> str:
 
 # SHA256SUMS of a bundle of a million files is about 100 MB; airgap refuses to read more than this.
 MAX_SUMS_BYTES = 64 << 20
+
+# A lock lists every artifact with a few hundred bytes each: even 100,000 artifacts stay far below this.
+MAX_LOCK_BYTES = 256 << 20

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from airgap.bundle_layout import LOCK_NAME, MAX_SUMS_BYTES, SIG_NAME, SUMS_NAME
+from airgap.bundle_layout import LOCK_NAME, MAX_LOCK_BYTES, MAX_SUMS_BYTES, SIG_NAME, SUMS_NAME
 from airgap.digests import NotRegularFile, read_beneath, read_bundle_file
 from airgap.errors import AirgapError, BadInputError, IntegrityError, VerifyFailed
 from airgap.signing import (
@@ -176,14 +177,28 @@ class Snapshot:
     sums_bytes: bytes
     sums: dict[str, str]  # relative path -> sha256; duplicates / unsafe names refused in parse
     signature: SignatureVerdict
-    lock: Lock | None  # parsed only after sha256(lock_bytes) == sums["airgap.lock.json"]
-    lock_problem: str  # why lock is None ("" when it is not)
     lock_sha256: str  # of the bytes read ("" when they could not be read)
     sums_sha256: str
     lock_bytes: bytes = b""
-    # The error the lock's parse raised (e.g. "made by a newer airgap: upgrade"), re-raised by require_lock
-    # so its exit code and hint survive.
-    lock_error: AirgapError | None = field(default=None, repr=False, compare=False)
+    # The lock is typed (parsed, validated) in a thread started by `read`: that is most of a small verify's
+    # start-up, and the caller hashes files meanwhile. `lock`, `lock_problem` and `lock_error` wait for it.
+    _lock_parse: _LockParse | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def lock(self) -> Lock | None:
+        """The lock, parsed only after sha256(lock_bytes) == sums["airgap.lock.json"]; None otherwise."""
+        return self._lock_parse.result()[0] if self._lock_parse else None
+
+    @property
+    def lock_problem(self) -> str:
+        """Why `lock` is None ("" when it is not)."""
+        return self._lock_parse.result()[1] if self._lock_parse else ""
+
+    @property
+    def lock_error(self) -> AirgapError | None:
+        """The error the lock's parse raised (e.g. "made by a newer airgap: upgrade"), re-raised by
+        require_lock so its exit code and hint survive."""
+        return self._lock_parse.result()[2] if self._lock_parse else None
 
     @classmethod
     def read(cls, bundle: Path, keys: Sequence[PublicKey], *, keys_dir: str = TRUSTED_KEYS_DIR) -> Snapshot:
@@ -211,7 +226,7 @@ class Snapshot:
                 f"{bundle}: no {SUMS_NAME} here; this is not an airgap bundle.",
                 "Point at the bundle's top directory, the one holding SHA256SUMS and README.txt.",
             )
-        from airgap.bundle import parse_sums_bytes  # here: `airgap verify --help` needs only TRUSTED_KEYS_DIR
+        from airgap.sums import parse_sums_bytes  # here: `airgap verify --help` needs only TRUSTED_KEYS_DIR
 
         sums = parse_sums_bytes(sums_bytes, SUMS_NAME)
         try:
@@ -221,18 +236,16 @@ class Snapshot:
             verdict = SignatureVerdict("invalid", "", "", exc.message, bool(keys))
         else:
             verdict = judge_signature(sums_bytes, sig_bytes, keys, keys_dir)
-        lock, problem, lock_sha, lock_bytes, error = _read_lock(bundle, sums)
+        parse, lock_sha, lock_bytes = _read_lock(bundle, sums)
         return cls(
             bundle=bundle,
             sums_bytes=sums_bytes,
             sums=sums,
             signature=verdict,
-            lock=lock,
-            lock_problem=problem,
             lock_sha256=lock_sha,
             sums_sha256=hashlib.sha256(sums_bytes).hexdigest(),
             lock_bytes=lock_bytes,
-            lock_error=error,
+            _lock_parse=parse,
         )
 
     def require_lock(self) -> Lock:
@@ -253,31 +266,59 @@ class Snapshot:
         )
 
 
-def _read_lock(bundle: Path, sums: dict[str, str]) -> tuple[Lock | None, str, str, bytes, AirgapError | None]:
-    """(lock, problem, sha256, bytes, error): the lock parsed only once its bytes match SHA256SUMS."""
-    from airgap.lock import MAX_LOCK_BYTES, Lock
+class _LockParse:
+    """(lock, problem, error) of a lock, worked out in a thread (or given outright when there is nothing to
+    parse). A bug in the parse is re-raised where the result is asked for, not lost in the thread."""
 
+    def __init__(self, done: tuple[Lock | None, str, AirgapError | None] | None = None) -> None:
+        self._done = done
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, data: bytes, where: str) -> _LockParse:
+        job = cls()
+        job._thread = threading.Thread(target=job._run, args=(data, where), name="lock-parse", daemon=True)
+        job._thread.start()
+        return job
+
+    def _run(self, data: bytes, where: str) -> None:
+        from airgap.lock import Lock
+
+        try:
+            self._done = (Lock.parse(data, where), "", None)
+        except BadInputError as exc:
+            self._done = (None, exc.message, exc)
+        except BaseException as exc:  # re-raised in result(): a thread must not swallow it
+            self._failure = exc
+
+    def result(self) -> tuple[Lock | None, str, AirgapError | None]:
+        if self._thread is not None:
+            self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        assert self._done is not None
+        return self._done
+
+
+def _read_lock(bundle: Path, sums: dict[str, str]) -> tuple[_LockParse, str, bytes]:
+    """(parse, sha256, bytes): the lock's bytes read once; their parse started only once they match
+    SHA256SUMS."""
     try:
         data = read_beneath(bundle, LOCK_NAME, MAX_LOCK_BYTES)
     except FileNotFoundError:
-        return None, f"{LOCK_NAME} is missing", "", b"", None
+        return _LockParse((None, f"{LOCK_NAME} is missing", None)), "", b""
     except NotRegularFile as exc:
-        return None, f"{LOCK_NAME} is {exc.what}, not a regular file; airgap does not follow or read it", "", b"", None
+        why = f"{LOCK_NAME} is {exc.what}, not a regular file; airgap does not follow or read it"
+        return _LockParse((None, why, None)), "", b""
     except OSError as exc:
-        return None, f"cannot read {LOCK_NAME} ({exc.strerror})", "", b"", None
+        return _LockParse((None, f"cannot read {LOCK_NAME} ({exc.strerror})", None)), "", b""
     digest = hashlib.sha256(data).hexdigest()
     want = sums.get(LOCK_NAME)
     if want is None:
-        return None, f"{SUMS_NAME} does not list {LOCK_NAME}, so nothing vouches for it", digest, data, None
+        why = f"{SUMS_NAME} does not list {LOCK_NAME}, so nothing vouches for it"
+        return _LockParse((None, why, None)), digest, data
     if digest != want:
-        return (
-            None,
-            f"{LOCK_NAME} does not match its {SUMS_NAME} line (sha256 {digest}, expected {want})",
-            digest,
-            data,
-            None,
-        )
-    try:
-        return Lock.parse(data, str(bundle / LOCK_NAME)), "", digest, data, None
-    except BadInputError as exc:
-        return None, exc.message, digest, data, exc
+        why = f"{LOCK_NAME} does not match its {SUMS_NAME} line (sha256 {digest}, expected {want})"
+        return _LockParse((None, why, None)), digest, data
+    return _LockParse.start(data, str(bundle / LOCK_NAME)), digest, data

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 from pathlib import Path
 
 from airgap.errors import BadInputError, IntegrityError
@@ -91,36 +92,95 @@ def open_beneath(root: Path, rel: str) -> int:
     link below `root` (`root` itself is the caller's choice and may be one). Raises NotRegularFile when
     `rel` or a directory on its way is a link, FIFO, socket, device (or, for `rel`, a directory), and
     FileNotFoundError / other OSError as the system reports them. The caller closes the fd."""
-    parts = rel.split("/")
-    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"not a plain relative path: {rel!r}")
-    cur = os.open(root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-    try:
-        for i, name in enumerate(parts):
-            last = i == len(parts) - 1
-            try:
-                fd = os.open(name, _PROBE, dir_fd=cur)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:  # only without O_PATH: O_NOFOLLOW met a link
-                    raise NotRegularFile("/".join(parts[: i + 1]), "a symbolic link", within=not last) from None
-                raise
-            try:
-                st = os.fstat(fd)
-                if not last:
+    with BeneathOpener(root, cache=0) as opener:
+        return opener.open(rel)
+
+
+class BeneathOpener:
+    """open_beneath for many files under one root: the directories on the way are opened (without following
+    links) once and their fds kept, so a file costs a probe, an fstat and the reopen instead of a walk from
+    the top. A kept fd is the directory inode that was checked: a directory swapped for a link later is not
+    followed, exactly as in a fresh walk that happened earlier. Thread-safe; close() releases the fds."""
+
+    def __init__(self, root: Path, cache: int = 256) -> None:
+        self._root = root
+        self._limit = cache
+        self._dirs: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> BeneathOpener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._dirs = list(self._dirs.values()), {}
+        for fd in fds:
+            os.close(fd)
+
+    def open(self, rel: str) -> int:
+        parts = rel.split("/")
+        if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"not a plain relative path: {rel!r}")
+        parent = "/".join(parts[:-1])
+        with self._lock:
+            cached = self._dirs.get(parent)
+            dir_fd = os.dup(cached) if cached is not None else -1
+        if dir_fd < 0:
+            dir_fd = self._walk_dirs(parts[:-1])
+            if self._limit:
+                with self._lock:
+                    if parent not in self._dirs and len(self._dirs) < self._limit:
+                        self._dirs[parent] = os.dup(dir_fd)
+        try:
+            return _open_last(dir_fd, parts, rel)
+        finally:
+            os.close(dir_fd)
+
+    def _walk_dirs(self, parts: list[str]) -> int:
+        """An fd of the directory `parts` under the root, each component checked to be a directory."""
+        cur = os.open(self._root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+        try:
+            for i, name in enumerate(parts):
+                try:
+                    fd = os.open(name, _PROBE, dir_fd=cur)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:  # only without O_PATH: O_NOFOLLOW met a link
+                        raise NotRegularFile("/".join(parts[: i + 1]), "a symbolic link", within=True) from None
+                    raise
+                try:
+                    st = os.fstat(fd)
                     if not stat.S_ISDIR(st.st_mode):
                         raise NotRegularFile("/".join(parts[: i + 1]), file_kind(st.st_mode), within=True)
-                    os.close(cur)
-                    cur, fd = fd, -1
-                    continue
-                if not stat.S_ISREG(st.st_mode):
-                    raise NotRegularFile(rel, file_kind(st.st_mode))
-                return _reopen_for_reading(fd, name, cur, st)
-            finally:
-                if fd >= 0:
+                except BaseException:
                     os.close(fd)
-        raise AssertionError("unreachable")  # the loop returns or raises on its last component
+                    raise
+                os.close(cur)
+                cur = fd
+        except BaseException:
+            os.close(cur)
+            raise
+        return cur
+
+
+def _open_last(dir_fd: int, parts: list[str], rel: str) -> int:
+    """The readable fd of the last component of `parts`, a regular file in `dir_fd`, never followed."""
+    name = parts[-1]
+    try:
+        fd = os.open(name, _PROBE, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile(rel, "a symbolic link") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(rel, file_kind(st.st_mode))
+        return _reopen_for_reading(fd, name, dir_fd, st)
     finally:
-        os.close(cur)
+        os.close(fd)
 
 
 def _reopen_for_reading(fd: int, name: str, dir_fd: int, st: os.stat_result) -> int:

@@ -97,6 +97,8 @@ _BIDI = {
 
 def bad_name_char(name: str) -> str | None:
     """A description of the first character in `name` that airgap refuses in file names, or None."""
+    if name.isascii() and name.isprintable():
+        return None  # the common case, checked in C: printable ASCII has no control, separator or bidi character
     for ch in name:
         cat = unicodedata.category(ch)
         if cat == "Cc" or cat in ("Zl", "Zp") or ch in _BIDI:

@@ -4,7 +4,7 @@ not a regular file, and say what the signature does (and does not) vouch for.
 Decisions come from a `custody.Snapshot`: SHA256SUMS, its signature and the lock as read once. The bundle
 tree is walked without following links (`bundle_walk`): every entry must be listed; a listed path that is
 a link, FIFO, device or directory is reported and never opened. Each listed regular file is opened without
-following links (`digests.open_beneath`) and hashed.
+following links (`digests.BeneathOpener`) and hashed.
 
 Hashing runs in threads: hashlib releases the GIL while it digests a buffer, so N threads use N cores.
 Files are handed out biggest first so one large model file does not start last and finish alone.
@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING
 from airgap.bundle_layout import LOCK_NAME, SIG_NAME, SUMS_NAME
 from airgap.bundle_walk import check_listing, litter_note, walk_bundle
 from airgap.custody import Snapshot
-from airgap.digests import NotRegularFile, hash_fd, open_beneath
+from airgap.digests import BeneathOpener, NotRegularFile, hash_fd
 
 if TYPE_CHECKING:
     from airgap.signing import PublicKey
 
 BUF = 1 << 20
+_BYTES_PER_THREAD = 64 << 20
 KINDS = ("signature", "not-a-file", "missing", "truncated", "altered", "unexpected", "unreadable")
 
 HINTS = {
@@ -106,7 +107,51 @@ def verify_bundle(
     if not snapshot.signature.acceptable:
         report.problems.append(Problem(SIG_NAME, "signature", f"{snapshot.signature.detail}; {HINTS['signature']}"))
 
+    walk = walk_bundle(bundle, sums)
+    findings, regular = check_listing(walk, sums)
+    report.problems += [
+        Problem(f.path, f.kind, f.detail if f.says_what_to_do else f"{f.detail}; {HINTS[f.kind]}") for f in findings
+    ]
+    report.litter = walk.litter
+    if note := litter_note(walk.litter):
+        report.notes.append(note)
+
+    todo = [(rel, entry.size) for rel, entry in regular.items() if rel != LOCK_NAME]
+    # Hashing starts now, in threads; the lock (typed in its own thread since the snapshot was read) is
+    # waited for only below, so its parse overlaps the hashing instead of preceding it.
+    hashing = _HashJob(bundle, todo, sums, jobs, on_bytes)
+    try:
+        if LOCK_NAME in regular and snapshot.lock_sha256 != sums[LOCK_NAME]:
+            # Judged on the bytes the snapshot read (once); a lock swapped in after that read is not looked at.
+            why = snapshot.lock_problem or f"sha256 {snapshot.lock_sha256}, expected {sums[LOCK_NAME]}"
+            report.problems.append(Problem(LOCK_NAME, "altered", f"{why}; {HINTS['altered']}"))
+        if LOCK_NAME not in sums:
+            report.problems.append(
+                Problem(
+                    SUMS_NAME,
+                    "altered",
+                    f"it does not list {LOCK_NAME}, which every airgap bundle has; {HINTS['altered']}",
+                )
+            )
+        sizes = _check_lock_against_sums(snapshot, report)
+        off_size = {
+            rel: (size, sizes[rel]) for rel, size in todo if rel in sizes and size != sizes[rel]
+        }  # judged after hashing
+    finally:
+        hashed = hashing.result()
+    report.problems += _judge_sizes(hashed, off_size)
+    report.files = len(sums)
+    report.bytes = sum(size for _, size in todo)
+    report.problems.sort(key=lambda p: (KINDS.index(p.kind), p.path))
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _check_lock_against_sums(snapshot: Snapshot, report: VerifyReport) -> dict[str, int]:
+    """Every file the lock lists must carry the same digest in SHA256SUMS (problems go to `report`); returns
+    the lock's size of each, to tell a short file from an altered one. Waits for the lock's parse."""
     sizes: dict[str, int] = {}
+    sums = snapshot.sums
     lock = snapshot.lock
     if lock is not None:
         for f in lock.tool_files():
@@ -129,44 +174,7 @@ def verify_bundle(
             report.problems.append(Problem(LOCK_NAME, "altered", f"{snapshot.lock_error.message} {HINTS['altered']}"))
         else:
             report.notes.append(f"{LOCK_NAME}: {snapshot.lock_error.message}")
-
-    walk = walk_bundle(bundle, sums)
-    findings, regular = check_listing(walk, sums)
-    report.problems += [
-        Problem(f.path, f.kind, f.detail if f.says_what_to_do else f"{f.detail}; {HINTS[f.kind]}") for f in findings
-    ]
-    report.litter = walk.litter
-    if note := litter_note(walk.litter):
-        report.notes.append(note)
-
-    todo: list[tuple[str, int]] = []
-    off_size: dict[str, tuple[int, int]] = {}  # path -> (its size, the lock's): judged after hashing
-    for rel, entry in regular.items():
-        if rel == LOCK_NAME:
-            # Judged on the bytes the snapshot read (once); a lock swapped in after that read is not looked at.
-            if snapshot.lock_sha256 != sums[rel]:
-                why = snapshot.lock_problem or f"sha256 {snapshot.lock_sha256}, expected {sums[rel]}"
-                report.problems.append(Problem(rel, "altered", f"{why}; {HINTS['altered']}"))
-            continue
-        want = sizes.get(rel)
-        if want is not None and entry.size != want:
-            off_size[rel] = (entry.size, want)
-        todo.append((rel, entry.size))
-    if LOCK_NAME not in sums:
-        report.problems.append(
-            Problem(
-                SUMS_NAME,
-                "altered",
-                f"it does not list {LOCK_NAME}, which every airgap bundle has; {HINTS['altered']}",
-            )
-        )
-
-    report.problems += _judge_sizes(_hash_all(bundle, todo, sums, jobs, on_bytes), off_size)
-    report.files = len(sums)
-    report.bytes = sum(size for _, size in todo)
-    report.problems.sort(key=lambda p: (KINDS.index(p.kind), p.path))
-    report.seconds = time.monotonic() - start
-    return report
+    return sizes
 
 
 def _judge_sizes(hashed: list[Problem], off_size: dict[str, tuple[int, int]]) -> list[Problem]:
@@ -207,22 +215,54 @@ def _agree(report: VerifyReport, sums: dict[str, str], path: str, sha256: str) -
         report.problems.append(Problem(path, "altered", "SHA256SUMS and airgap.lock.json disagree on its digest"))
 
 
-def _hash_all(
-    bundle: Path,
-    todo: list[tuple[str, int]],
-    sums: dict[str, str],
-    jobs: int | None,
-    on_bytes: Callable[[int], None] | None,
-) -> list[Problem]:
-    todo = sorted(todo, key=lambda t: t[1], reverse=True)
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-    # Each worker takes the next file itself: one future per file cost more than hashing a 4 KiB file.
-    items = iter(todo)
-    take = threading.Lock()
+class _HashJob:
+    """Hash `todo` (path, size) against `sums` in threads started at once; result() waits and gives the
+    problems found. Files go biggest first, and each worker takes the next file itself: one future per file
+    cost more than hashing a 4 KiB file."""
 
-    def check(rel: str, size: int, buf: bytearray) -> Problem | None:
+    def __init__(
+        self,
+        bundle: Path,
+        todo: list[tuple[str, int]],
+        sums: dict[str, str],
+        jobs: int | None,
+        on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        self._bundle = bundle
+        self._sums = sums
+        self._on_bytes = on_bytes
+        self._items = iter(sorted(todo, key=lambda t: t[1], reverse=True))
+        self._take = threading.Lock()
+        # Directory fds kept for the run: a file then costs a probe, an fstat and a reopen, not a walk.
+        self._opener = BeneathOpener(bundle)
+        # A thread more pays only where hashing (which runs without the GIL) outweighs the Python around each
+        # file: on thousands of small files two threads took twice as long as one, fighting over the GIL.
+        by_size = 1 + sum(size for _, size in todo) // _BYTES_PER_THREAD
+        jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1, by_size))
+        self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="verify")
+        self._running = [self._pool.submit(self._worker) for _ in range(jobs)]
+
+    def result(self) -> list[Problem]:
         try:
-            fd = open_beneath(bundle, rel)
+            return [p for future in self._running for p in future.result()]
+        finally:
+            self._pool.shutdown()
+            self._opener.close()
+
+    def _worker(self) -> list[Problem]:
+        buf = bytearray(BUF)  # one per thread, reused for every file it hashes
+        found: list[Problem] = []
+        while True:
+            with self._take:
+                item = next(self._items, None)
+            if item is None:
+                return found
+            if (problem := self._check(*item, buf)) is not None:
+                found.append(problem)
+
+    def _check(self, rel: str, size: int, buf: bytearray) -> Problem | None:
+        try:
+            fd = self._opener.open(rel)
             try:
                 actual = hash_fd(fd, "sha256", buf)
             finally:
@@ -238,28 +278,11 @@ def _hash_all(
                 return Problem(rel, "not-a-file", f"replaced while being checked; {HINTS['not-a-file']}")
             return Problem(rel, "unreadable", f"{exc.strerror}; {HINTS['unreadable']}")
         finally:
-            if on_bytes:
-                on_bytes(size)
-        if actual != sums[rel]:
-            return Problem(rel, "altered", f"sha256 {actual}, expected {sums[rel]}; {HINTS['altered']}")
+            if self._on_bytes:
+                self._on_bytes(size)
+        if actual != self._sums[rel]:
+            return Problem(rel, "altered", f"sha256 {actual}, expected {self._sums[rel]}; {HINTS['altered']}")
         return None
-
-    def worker() -> list[Problem]:
-        buf = bytearray(BUF)  # one per thread, reused for every file it hashes
-        found: list[Problem] = []
-        while True:
-            with take:
-                item = next(items, None)
-            if item is None:
-                return found
-            if (problem := check(*item, buf)) is not None:
-                found.append(problem)
-
-    if jobs == 1:
-        return worker()
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="verify") as pool:
-        running = [pool.submit(worker) for _ in range(jobs)]
-        return [p for future in running for p in future.result()]
 
 
 def write_report(report: VerifyReport, path: Path) -> None:

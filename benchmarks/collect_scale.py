@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from airgap.localserver import LocalHTTPServer  # noqa: E402
+from benchmarks.run import compile_bytecode  # noqa: E402
 
 FILE_SIZE = 4096
 
@@ -89,6 +90,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=8)
     ap.add_argument("--workdir", type=Path)
     args = ap.parse_args()
+    compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="airgap-collect-scale-", dir=args.workdir))
     try:
         upstream = work / "upstream"

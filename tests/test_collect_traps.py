@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 import airgap
-from airgap.bundle import format_sums
 from airgap.layers.docker import PLUGIN_DIR
 from airgap.selfinstall.install_sh import COMMANDS, write_install_sh
 from airgap.selfinstall.own_wheel import project_metadata
+from airgap.sums import format_sums
 from airgap.verdict import Status
 from tests.conftest import CUDA, CUDA_MD5, IN_BUNDLE, Upstream, run_airgap
 from tests.security.test_install_sh import pip_wheel

@@ -25,7 +25,7 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 import airgap
-from airgap.bundle import finalize, format_sums, read_sums
+from airgap.bundle import finalize, read_sums
 from airgap.errors import UpstreamError
 from airgap.fsutil import write_atomic
 from airgap.lock import Lock, LockedArtifact, ToolFile
@@ -33,6 +33,7 @@ from airgap.selfinstall.imports import imported_distributions
 from airgap.selfinstall.install_sh import COMMANDS, STAMP, render_install_sh, write_install_sh
 from airgap.selfinstall.own_wheel import build_wheel, project_metadata
 from airgap.selfinstall.tool import build_tool_dir, tool_target
+from airgap.sums import format_sums
 from airgap.target import Target
 from airgap.units import now_utc
 from airgap.wheels import WheelInfo, resolve_closure

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 import airgap
-from airgap.bundle import format_sums
 from airgap.selfinstall.install_sh import COMMANDS, TRUSTED_KEYS_DIR, write_install_sh
 from airgap.signing import SecretKey, generate, sign, sign_bundle, write_keypair
+from airgap.sums import format_sums
 
 HERE_PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 SH = shutil.which("dash") or "/bin/sh"  # what `sudo sh install.sh` gets on Debian and Ubuntu

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from airgap import manifest as manifest_mod
-from airgap.bundle import format_sums, parse_sums
 from airgap.collect import collect
 from airgap.errors import InstallError
 from airgap.host import Host
@@ -31,6 +30,7 @@ from airgap.layers.models import ModelsLayer
 from airgap.localserver import LocalHTTPServer
 from airgap.lock import Lock
 from airgap.sources.http import HttpSource
+from airgap.sums import format_sums, parse_sums
 from tests.conftest import run_airgap
 from tests.hub_server import HubServer
 from tests.test_install import prepare_root
