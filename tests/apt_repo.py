@@ -182,3 +182,36 @@ def flat_repo(
         build_deb(pkg, root)
     _compressed_indexes(root, _scan(root, ".", None))
     write_release(root, {"Architectures": "amd64", **(fields or {})}, key, inrelease=inrelease)
+
+
+def private_apt_root(root: Path, sources: str, status: str = "") -> list[str]:
+    """A private apt configuration under `root` (no system state read or written) whose sources.list is
+    `sources` and whose dpkg status is `status`; the apt-get options that point apt at it."""
+    for d in (
+        "etc/apt/sources.list.d",
+        "etc/apt/preferences.d",
+        "etc/apt/apt.conf.d",
+        "etc/apt/keyrings",
+        "etc/apt/trusted.gpg.d",
+        "var/lib/apt/lists/partial",
+        "var/cache/apt/archives/partial",
+        "var/lib/dpkg",
+    ):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "var/lib/dpkg/status").write_text(status)
+    (root / "etc/apt/sources.list").write_text(sources)
+    return [
+        f"-oDir={root}",
+        f"-oDir::State::status={root}/var/lib/dpkg/status",
+        f"-oDir::Etc::sourcelist={root}/etc/apt/sources.list",
+        f"-oDir::Etc::sourceparts={root}/etc/apt/sources.list.d",
+        f"-oDir::Etc::preferencesparts={root}/etc/apt/preferences.d",
+        f"-oDir::Etc::parts={root}/etc/apt/apt.conf.d",
+        f"-oDir::Etc::trustedparts={root}/etc/apt/trusted.gpg.d",
+        "-oAPT::Architecture=amd64",
+        "-oAPT::Architectures=amd64",
+        "-oAcquire::Languages=none",
+        "-oDebug::NoLocking=1",
+        "-oAPT::Sandbox::User=root",
+        "-oAPT::Install-Recommends=false",
+    ]

@@ -22,7 +22,7 @@ from airgap.localserver import LocalHTTPServer
 from airgap.sources import apt
 from airgap.sources.apt import AptError, AptRepo, Request, Resolver, load_index, read_status_file
 from airgap.sources.http import HttpSource
-from tests.apt_repo import GpgKey, Pkg, dists_repo, flat_repo
+from tests.apt_repo import GpgKey, Pkg, dists_repo, flat_repo, private_apt_root
 from tests.conftest import run_airgap
 
 NVIDIA_CTK = """#!/bin/sh
@@ -594,34 +594,11 @@ DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 def apt_get_simulation(work: Path, packages: list[str]) -> dict[str, str]:
     """What apt itself installs on a machine with an empty dpkg status, from bookworm's main indexes."""
-    root = work / "aptroot"
-    for d in (
-        "etc/apt/sources.list.d",
-        "etc/apt/preferences.d",
-        "etc/apt/apt.conf.d",
-        "var/lib/apt/lists/partial",
-        "var/cache/apt/archives/partial",
-        "var/lib/dpkg",
-    ):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    (root / "var/lib/dpkg/status").write_text("")
-    (root / "etc/apt/sources.list").write_text(
+    opts = private_apt_root(
+        work / "aptroot",
         f"deb [signed-by={DEBIAN_KEYRING}] http://deb.debian.org/debian bookworm bookworm-updates main\n"
-        f"deb [signed-by={DEBIAN_KEYRING}] http://deb.debian.org/debian-security bookworm-security main\n"
+        f"deb [signed-by={DEBIAN_KEYRING}] http://deb.debian.org/debian-security bookworm-security main\n",
     )
-    opts = [
-        f"-oDir={root}",
-        f"-oDir::State::status={root}/var/lib/dpkg/status",
-        f"-oDir::Etc::sourcelist={root}/etc/apt/sources.list",
-        f"-oDir::Etc::sourceparts={root}/etc/apt/sources.list.d",
-        f"-oDir::Etc::preferencesparts={root}/etc/apt/preferences.d",
-        f"-oDir::Etc::parts={root}/etc/apt/apt.conf.d",
-        "-oAPT::Architecture=amd64",
-        "-oAPT::Architectures=amd64",
-        "-oAcquire::Languages=none",
-        "-oDebug::NoLocking=1",
-        "-oAPT::Install-Recommends=false",
-    ]
     subprocess.run(["apt-get", *opts, "update"], check=True, capture_output=True, timeout=300)
     sim = subprocess.run(
         ["apt-get", *opts, "-s", "install", *packages], check=True, capture_output=True, text=True, timeout=300
