@@ -47,7 +47,10 @@ NVIDIA_CONTAINER_KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring
 CUDA_REPO_URL = "https://developer.download.nvidia.com/compute/cuda/repos/{dir}/{arch}"
 CUDA_KEYRING = "/usr/share/keyrings/cuda-archive-keyring.gpg"
 KEY_HELP = {
-    "ubuntu": "apt-get install ubuntu-keyring (Debian and Ubuntu have it) puts it in " + UBUNTU_KEYRING,
+    # Debian 12 has no ubuntu-keyring package (Debian 13 has), so the keys airgap's repository ships come first.
+    "ubuntu": "airgap's repository ships Ubuntu's archive keys as manifests/keys/ubuntu-archive-keyring.asc, "
+    "fingerprints in manifests/keys/README.md; on Ubuntu or Debian 13+, `apt-get install ubuntu-keyring` puts "
+    "them in " + UBUNTU_KEYRING,
     "debian": "apt-get install debian-archive-keyring puts it in " + DEBIAN_KEYRING,
     "nvidia-container": "curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | "
     "gpg --dearmor -o keys/nvidia-container-toolkit.gpg",
