@@ -10,10 +10,10 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from airgap.bundle_layout import LAYERS_DIR, LOCK_NAME, README_NAME, SIG_NAME, SUMS_NAME
+from airgap.bundle_layout import DOSSIER_DIR, LAYERS_DIR, LOCK_NAME, README_NAME, SIG_NAME, SUMS_NAME
 from airgap.errors import BadInputError
 from airgap.fsutil import fsync_dir, write_atomic
 from airgap.journal import JOURNAL_NAME, Journal, read_journal
@@ -68,16 +68,23 @@ def read_sums(bundle: Path) -> dict[str, str]:
     return parse_sums_bytes(data, SUMS_NAME)
 
 
-def finalize(bundle: Path, lock: Lock, by_hand: Sequence[str] = (), journal: Journal | None = None) -> None:
+def finalize(
+    bundle: Path,
+    lock: Lock,
+    by_hand: Sequence[str] = (),
+    journal: Journal | None = None,
+    keep: Mapping[str, str] | None = None,
+) -> None:
     """Write README, the complete lock, then SHA256SUMS last: its presence marks a finished bundle.
     `by_hand` are the layers' own lines for installing without airgap (`layers.by_hand_lines`). The run's
     `journal` is removed just before SHA256SUMS: the complete lock now holds all it did, and a finished
-    bundle must not hold it."""
+    bundle must not hold it. `keep` are verified SHA256SUMS lines of files the lock does not list that stay
+    true (the dossier, when `split` only changes how files are stored)."""
     lock.status = "complete"
     lock_bytes = write_lock(bundle, lock)
     readme = render_readme(lock, by_hand).encode()
     write_atomic(bundle / README_NAME, readme)
-    entries: dict[str, str] = {}
+    entries: dict[str, str] = dict(keep or {})
     for a in lock.artifacts:
         if a.in_base:
             continue  # not carried: checked in the base bundle at install time
@@ -94,14 +101,17 @@ def finalize(bundle: Path, lock: Lock, by_hand: Sequence[str] = (), journal: Jou
 
 
 def render_readme(lock: Lock, by_hand: Sequence[str] = ()) -> str:
+    from airgap.totals import bundle_totals
+
     target = lock.target
+    totals = bundle_totals(lock)
     lines = [
         f"airgap bundle: {lock.name}",
         "=" * (15 + len(lock.name)),
         "",
         f"Made by airgap {lock.airgap_version} on {lock.created} for {target.get('os')} "
         f"{target.get('arch')} (python {target.get('python')}).",
-        f"{len(lock.artifacts)} files, {human_size(lock.total_size)} in all.",
+        f"In all: {totals.text()}.",
         "",
         "CHECK IT after every copy (USB drive, DVD, network share):",
         "    airgap verify .                 (names each missing, truncated, altered or extra file)",
@@ -125,17 +135,17 @@ def render_readme(lock: Lock, by_hand: Sequence[str] = ()) -> str:
             "rebuild one by hand with   cat NAME.0?? > NAME   (airgap install reads the parts itself).",
         ]
     if lock.base:
-        carried = sum(1 for a in lock.artifacts if not a.in_base)
         lines += [
             "",
-            f"DELTA BUNDLE: carries {carried} of {len(lock.artifacts)} files; the rest are in the bundle",
-            f"'{lock.base.name}' of {lock.base.created}. Install with",
+            f"DELTA BUNDLE: carries {totals.files} of {totals.files + totals.in_base_files} files of its layers; the",
+            f"rest are in the bundle '{lock.base.name}' of {lock.base.created}. Install with",
             "    airgap install . --base /path/of/that/bundle",
         ]
     if lock.skipped_layers:
         lines += ["", f"NOT IN THIS BUNDLE (skipped when collecting): {', '.join(lock.skipped_layers)}."]
     lines += ["", "CONTENTS", ""]
-    width = max((len(a.path) for a in lock.artifacts), default=10)
+    tool_row = "tool/, install.sh"
+    width = max([len(a.path) for a in lock.artifacts] + [len(tool_row)] * bool(totals.tool_files), default=10)
     for a in lock.artifacts:
         if a.in_base:
             lines.append(f"    {a.path:<{width}}  {human_size(a.size):>10}  in the base bundle (unchanged)")
@@ -146,6 +156,9 @@ def render_readme(lock: Lock, by_hand: Sequence[str] = ()) -> str:
             else "no publisher digest: sha256 recorded at download"
         )
         lines.append(f"    {a.path:<{width}}  {human_size(a.size):>10}  {checked}")
+    if totals.tool_files:
+        tool_size = human_size(totals.tool_bytes or 0)
+        lines.append(f"    {tool_row:<{width}}  {tool_size:>10}  airgap itself, {totals.tool_files} files")
     lines += [
         "",
         f"{LOCK_NAME} lists every file with its size, sha256, source URL and the upstream digest it was",
@@ -208,6 +221,17 @@ def mark_in_progress(out: Path, on_remove: Callable[[str, str], None]) -> None:
         if os.path.lexists(path):
             path.unlink()
             on_remove(name, "the bundle is being changed; it is written again when this run finishes")
+    dossier = out / DOSSIER_DIR
+    if dossier.is_dir() and not dossier.is_symlink():
+        for entry in sorted(dossier.iterdir()):
+            if entry.is_file() or entry.is_symlink():
+                entry.unlink()
+                on_remove(
+                    f"{DOSSIER_DIR}/{entry.name}",
+                    "it describes the bundle before this run; make it again with `airgap dossier`",
+                )
+        with contextlib.suppress(OSError):
+            dossier.rmdir()
     fsync_dir(out)
 
 

@@ -24,6 +24,8 @@ README_NAME = "README.txt"
 LAYERS_DIR = "layers"
 TOOL_DIR = "tool"
 PART_SUFFIX = ".part"
+# The gate's dossier (airgap dossier): listed in SHA256SUMS, not in the lock, since it describes the lock.
+DOSSIER_DIR = "dossier"
 
 
 def layer_dir(layer: str) -> str:

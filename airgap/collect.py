@@ -43,6 +43,7 @@ from airgap.redact import redact, scrub, scrub_data, scrub_error
 from airgap.sources.apt import read_status_file
 from airgap.sources.http import Cancelled, HttpSource
 from airgap.target import Target
+from airgap.totals import Totals, bundle_totals
 from airgap.units import now_utc
 
 Warn = Callable[[str], None]
@@ -67,6 +68,8 @@ class CollectReport:
     removed: list[str] = field(default_factory=list)  # every removal this run made, "PATH (why)"
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Count and size of the finished bundle, airgap itself included: the numbers verify and README.txt give.
+    totals: Totals | None = None
 
     @property
     def total_size(self) -> int:
@@ -293,6 +296,7 @@ def _run(
             report.files.append(CollectedFile(art.path, art.layer, hit.size, "present", 0))
         else:
             todo.append(art)
+    _remove_partials_of_finished(out, artifacts, {a.path for a in todo}, removed)
 
     # The sizes only feed the progress total: with no progress shown, a HEAD per file is a wasted round trip.
     fetches = sum(1 for a in todo if a.content is None)
@@ -333,6 +337,7 @@ def _run(
     run.writer.order(order)
     say("writing the lock and SHA256SUMS ...")
     run.writer.finalize(by_hand_lines(lock))
+    report.totals = bundle_totals(lock)
     report.seconds = time.monotonic() - started
     return report
 
@@ -548,6 +553,20 @@ def _already_present(
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, os.cpu_count() or 1))) as pool:
         return {path: hit for path, hit in pool.map(check, artifacts) if hit is not None}
+
+
+def _remove_partials_of_finished(out: Path, artifacts: list[Artifact], fetching: set[str], removed: OnRemove) -> None:
+    """A run killed between renaming a finished download into place and removing its `NAME.part.meta`
+    leaves that record beside the complete file. Nothing fetches a complete file again, so nothing else
+    would ever remove it, and verify would call the finished bundle unclean: it goes now."""
+    for art in artifacts:
+        if art.path in fetching:
+            continue
+        for suffix in (PART_SUFFIX, PART_SUFFIX + ".meta"):
+            rel = art.path + suffix
+            if (out / rel).is_file():
+                (out / rel).unlink()
+                removed(rel, "a partial download left by an interrupted run; the file itself is complete")
 
 
 def _build_tool(out: Path, manifest: Manifest, say: Warn) -> ToolRecord:

@@ -171,27 +171,31 @@ def clean_temp_files(bundle: Path) -> list[str]:
 
 
 class DirectoryLock:
-    """An exclusive flock on the bundle directory, held for the whole run. A second collect into the same
-    directory is refused at once (BadInputError) naming the first run, as its journal records it."""
+    """An exclusive flock on the bundle directory, held for the whole run of a command that writes the
+    bundle (`collect`, `split`). A second one on the same directory is refused at once (BadInputError)
+    naming the holder: its pid as the kernel tells it, and for a collect its start as its journal records it.
+    `command` is the name of the command taking the lock, for the advice given when it is refused."""
 
-    def __init__(self, bundle: Path) -> None:
+    def __init__(self, bundle: Path, command: str = "collect") -> None:
         self.bundle = bundle
+        self.command = command
         self._fd: int | None = None
 
     def acquire(self) -> DirectoryLock:
-        fd = os.open(self.bundle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(self.bundle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return self  # nothing to guard: the command's own check names what is wrong with the path
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 return self  # a filesystem without flock (some network mounts): run unguarded, as before
-            state = read_journal(self.bundle)
-            who = state.runs[-1].describe() if state and state.runs else "pid unknown"
             raise BadInputError(
-                f"{self.bundle}: another `airgap collect` is writing this bundle ({who}); two runs would "
-                "overwrite each other's files.",
-                "Wait for it to finish (or stop it), then run this command again; or choose another output with -o.",
+                _held_by(self.bundle),
+                "Wait for it to finish (or stop it), then run this command again"
+                + ("; or choose another output with -o." if self.command == "collect" else "."),
             ) from None
         self._fd = fd
         return self
@@ -207,6 +211,77 @@ class DirectoryLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _held_by(bundle: Path) -> str:
+    """Who holds the lock on `bundle`, in a sentence: the holder's pid from /proc/locks (Linux) and its
+    command from its command line; a collect's start from its journal, which only a collect keeps."""
+    pid = _lock_holder(bundle)
+    state = read_journal(bundle)
+    run = state.runs[-1] if state and state.runs else None
+    command = _command_of(pid) if pid is not None else ("collect" if run is not None else None)
+    if command in _REWRITERS:
+        return (
+            f"{bundle}: `airgap {command}` is rewriting this bundle (pid {pid}); changing it meanwhile would "
+            f"overwrite its {_REWRITERS[command]}."
+        )
+    if command == "collect" or pid is None:
+        if run is not None and (pid is None or run.pid == pid):
+            who = run.describe()
+        else:
+            who = "pid unknown" if pid is None else f"pid {pid}"
+        return (
+            f"{bundle}: another `airgap collect` is writing this bundle ({who}); two runs would overwrite each "
+            "other's files."
+        )
+    return f"{bundle}: another process (pid {pid}) holds the lock on this bundle; it may be writing it."
+
+
+def _lock_holder(bundle: Path) -> int | None:
+    """The pid holding an flock on the directory `bundle`, from /proc/locks; None where that cannot be told."""
+    try:
+        st = os.stat(bundle)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    exact: list[int] = []
+    same_inode: list[int] = []
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2203730 0 EOF"; a waiter's line has "->" where FLOCK is.
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        try:
+            pid = int(fields[4])
+            major, minor, inode = fields[5].split(":")
+            if int(inode) != st.st_ino:
+                continue
+            same_inode.append(pid)
+            if (int(major, 16), int(minor, 16)) == (os.major(st.st_dev), os.minor(st.st_dev)):
+                exact.append(pid)
+        except ValueError:
+            continue
+    # Some filesystems (overlays) show another device there than stat does: the inode alone then, if unique.
+    found = exact or (same_inode if len(set(same_inode)) == 1 else [])
+    return found[0] if found else None
+
+
+# The commands besides collect that take the lock, and what of the bundle they rewrite.
+_REWRITERS = {"split": "files and lock", "dossier": "dossier and SHA256SUMS"}
+
+
+def _command_of(pid: int) -> str | None:
+    """The airgap command (`collect`, `split`, `dossier`) process `pid` runs, from its command line."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return None
+    for arg in argv:
+        if arg.decode(errors="replace") in ("collect", *_REWRITERS):
+            return arg.decode()
+    return None
 
 
 # --- telling an unfinished bundle from a damaged one ------------------------------------------------------

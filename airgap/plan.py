@@ -6,8 +6,6 @@ drive that will carry it, FAT32's 4 GiB-per-file limit included.
 
 from __future__ import annotations
 
-import socket
-import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,19 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import urllib3.exceptions
 
 from airgap.artifacts import Artifact
 from airgap.compat.rules import ERROR, Finding, check_manifest, resolved_versions
 from airgap.compat.tables import runfile_size
-from airgap.errors import ManifestError
+from airgap.errors import AirgapError, ManifestError
 from airgap.layers import ResolveContext, plan_artifacts
 from airgap.layers.models import bundle_folder
 from airgap.manifest import Manifest
 from airgap.redact import redact, scrub
 from airgap.sources.apt import read_status_file
 from airgap.sources.http import HttpSource
-from airgap.sources.request import first_line, host_of
+from airgap.sources.netcause import unreachable_cause
+from airgap.sources.request import host_of
+from airgap.totals import Totals, planned_totals, sizes, total_text
 from airgap.units import FAT32_MAX_FILE, human_size
 
 # Drives up to 32 GB are sold (and formatted by Windows) as FAT32; bigger ones come as exFAT or NTFS.
@@ -142,6 +141,9 @@ class PlanReport:
     media: MediaVerdict | None = None
     blocking: list[str] = field(default_factory=list)  # compatibility errors, as manifest problems (exit 2)
     unreachable: list[Unreachable] = field(default_factory=list)  # hosts that did not answer (exit 3)
+    # Layers whose upstream failed while resolving (an index, a registry, the hub, an apt repository), each
+    # (layer, message, fix): their artifacts are not in the table (exit 3).
+    layer_failures: list[tuple[str, str, str]] = field(default_factory=list)
     head: bool = True  # False with --no-head: no server was asked
 
     @property
@@ -160,6 +162,11 @@ class PlanReport:
     def total_text(self) -> str:
         return total_text(self.total, self.unknown, self.estimated)
 
+    def totals(self) -> Totals:
+        """The count and size in the words collect, verify and README.txt use; airgap's own tool/ is not
+        known before collect builds it, and is said to be so."""
+        return planned_totals([r.size for r in self.rows], self.estimated)
+
     @property
     def missing(self) -> list[PlanRow]:
         return [r for r in self.rows if r.status == "missing"]
@@ -170,6 +177,7 @@ class PlanReport:
             "ok": not self.blocking
             and not self.missing
             and not self.unreachable
+            and not self.layer_failures
             and (self.media is None or self.media.ok),
             "resolved": self.resolved,
             "findings": [f.to_dict() for f in self.findings],
@@ -178,28 +186,16 @@ class PlanReport:
             "total_bytes": self.total,
             "total_text": self.total_text(),
             "total_is_lower_bound": self.unknown > 0,
+            "totals": self.totals().to_dict(),
             "unknown_size": self.unknown,
             "estimated_size": self.estimated,
             "media": None
             if self.media is None
             else {**{k: v for k, v in self.media.__dict__.items()}, "ok": self.media.ok, "lines": self.media.lines()},
             "unreachable": [u.__dict__ | {"text": u.text()} for u in self.unreachable],
+            "layer_failures": [{"layer": la, "error": m, "fix": f} for la, m, f in self.layer_failures],
             "warnings": self.warnings,
         }
-
-
-def sizes(n: int) -> str:
-    return f"{n} size" if n == 1 else f"{n} sizes"
-
-
-def total_text(total: int, unknown: int, estimated: int) -> str:
-    """ "8.0 MiB", "~4.1 GiB (2 sizes estimated)", "at least 3.0 MiB (2 sizes unknown)", "unknown (4 sizes
-    unknown)": a partial sum is never shown as if it were the whole, and no sum of nothing as "0 B"."""
-    if unknown and not total:
-        return f"unknown ({sizes(unknown)} unknown)"
-    text = ("~" if estimated else "") + human_size(total)
-    notes = [f"{sizes(n)} {what}" for n, what in ((unknown, "unknown"), (estimated, "estimated")) if n]
-    return ("at least " if unknown else "") + text + (f" ({', '.join(notes)})" if notes else "")
 
 
 def make_plan(
@@ -235,8 +231,9 @@ def _make_plan(
     if ctx.target_status is not None:
         read_status_file(ctx.target_status)  # a wrong file is refused before any request
     early = check_manifest(manifest)
+    failed: list[tuple[str, AirgapError]] = []
     try:
-        artifacts = plan_artifacts(manifest, skip, ctx)
+        artifacts = plan_artifacts(manifest, skip, ctx, failed)
     except ManifestError as exc:
         # A mismatch often explains why a layer cannot be planned (CUDA 11.7 with no runfile in the table):
         # report both, the mismatches first.
@@ -244,6 +241,7 @@ def _make_plan(
     findings = check_manifest(manifest, artifacts)
     errors = [f for f in findings if f.level == ERROR]
     report = PlanReport(name=manifest.name, findings=findings, resolved=resolved_versions(manifest, artifacts))
+    report.layer_failures = [(layer, exc.message, exc.hint or "") for layer, exc in failed]
     if allow_mismatch:
         for f in errors:
             f.accept()
@@ -404,37 +402,3 @@ class _Prober:
             if r.status_code != 404:
                 return last
         return last
-
-
-def unreachable_cause(exc: requests.RequestException) -> str | None:
-    """Why a request got no answer, in words a user can act on, from the exception requests raised (and the
-    urllib3/socket ones under it); None when the exception is not about reaching the host."""
-    chain = _causes(exc)
-    if any(isinstance(e, requests.exceptions.ProxyError | urllib3.exceptions.ProxyError) for e in chain):
-        return f"proxy error ({first_line(exc)}); check HTTPS_PROXY/HTTP_PROXY/NO_PROXY"
-    if any(isinstance(e, requests.exceptions.SSLError | ssl.SSLError) for e in chain):
-        return f"TLS error ({first_line(chain[-1])})"
-    if any(isinstance(e, urllib3.exceptions.NameResolutionError | socket.gaierror) for e in chain):
-        return "DNS: cannot resolve the host name"
-    if any(isinstance(e, ConnectionRefusedError) for e in chain):
-        return "connection refused"
-    if any(isinstance(e, requests.Timeout | TimeoutError | socket.timeout) for e in chain):
-        return "timed out"
-    if isinstance(exc, requests.ConnectionError):
-        return f"connection failed ({first_line(chain[-1])})"
-    return None
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """`exc` and what it wraps: requests puts urllib3's error in args[0], urllib3 its cause in `.reason`
-    and `__cause__`/`__context__`."""
-    out: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if any(e is seen for seen in out):
-            continue
-        out.append(e)
-        nexts = [getattr(e, "reason", None), e.__cause__, e.__context__, *e.args]
-        todo.extend(n for n in nexts if isinstance(n, BaseException))
-    return out

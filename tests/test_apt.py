@@ -7,6 +7,7 @@ import json
 import lzma
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -352,6 +353,22 @@ def test_missing_keyring_says_how_to_get_one(repos: Repos, tmp_path: Path) -> No
         load_index([repo], "amd64", source(repos), cache_dir=tmp_path / "c")
     assert "nope.gpg does not exist" in exc.value.message
     assert "nvidia.github.io/libnvidia-container/gpgkey" in (exc.value.hint or "")
+
+
+def test_an_unreachable_repository_is_an_upstream_failure_naming_the_host_and_cause(
+    repos: Repos, tmp_path: Path
+) -> None:
+    """Not "check the repository URL" (exit 2): the URL may be right and the host down or offline (exit 3)."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: connections are refused
+    repo = AptRepo("cuda", f"http://127.0.0.1:{port}/cuda", "/", keyring=repos.key.keyring)
+    with pytest.raises(AirgapError) as exc:
+        load_index([repo], "amd64", HttpSource({}, retries=0, backoff=0.01), cache_dir=tmp_path / "c")
+    assert exc.value.exit_code == 3, exc.value
+    assert f"cannot reach 127.0.0.1:{port}: connection refused" in exc.value.message
+    assert "apt repository cuda" in exc.value.message and "Check the repository URL" not in str(exc.value)
 
 
 # --- the layers' requests ------------------------------------------------------------------------------

@@ -160,3 +160,31 @@ def test_estimates_are_marked_and_unknowns_never_fit() -> None:
     assert "fits" not in unknown.lines()[0]
     too_big = media_verdict([row(3 << 20), row(None)], 1 << 20, None)
     assert too_big.fits is False and "does NOT fit" in too_big.lines()[0]
+
+
+def test_every_unreachable_upstream_is_named_not_only_the_first(upstream: Upstream, tmp_path: Path) -> None:
+    """A Python index and an image registry that cannot be reached are both named (each with its layer),
+    besides the unreachable download hosts, and plan still prints what it knows before exiting 3."""
+    dead_index, dead_registry = closed_port(), closed_port()
+    extra = (
+        "python:\n"
+        "  requirements: [agapp]\n"
+        f"  index_urls: [http://127.0.0.1:{dead_index}/simple]\n"
+        "images: [example.org/team/app:1.0]\n"
+        f"insecure_registries: [127.0.0.1:{dead_registry}]\n"
+    )
+    manifest = upstream.manifest(tmp_path, extra=extra)
+    text = manifest.read_text().replace(
+        "mirrors:\n", f"mirrors:\n  https://example.org: http://127.0.0.1:{dead_registry}\n"
+    )
+    manifest.write_text(text)
+    r = run_airgap("plan", str(manifest), "--json")
+    assert r.returncode == EXIT_UPSTREAM, r.stdout + r.stderr
+    data = json.loads(r.stdout)
+    failed = {f["layer"]: f["error"] for f in data["layer_failures"]}
+    assert set(failed) == {"python", "images"}, failed
+    assert f"127.0.0.1:{dead_index}" in failed["python"] and f"127.0.0.1:{dead_registry}" in failed["images"]
+    assert all("connection refused" in e for e in failed.values()), failed
+    assert not data["ok"] and "Traceback" not in r.stderr
+    # The layers that could be planned are still in the table.
+    assert {row["layer"] for row in data["rows"]} >= {"driver", "cuda", "docker", "files"}

@@ -49,7 +49,8 @@ Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach
     default=5,
     show_default=True,
     type=click.IntRange(0, 100),
-    help="Attempts per file after a dropped connection or a 5xx, with backoff.",
+    help="Attempts per file after a dropped connection or a 5xx, with backoff (a host name the resolver "
+    "says does not exist is not retried).",
 )
 @click.option(
     "--timeout", default=30.0, show_default=True, type=click.FloatRange(1), help="Seconds without data before a retry."
@@ -157,10 +158,13 @@ def collect(
     )
     if secret is not None:
         sign_bundle(dest, secret, m.name)
+    totals = report.totals
+    assert totals is not None  # a collect that returns has finished the bundle
     if json_mode:
         data = asdict(report)
         data.update(
-            total_bytes=report.total_size,
+            totals=totals.to_dict(),  # the count and size verify and README.txt give, airgap itself included
+            total_bytes=totals.all_bytes,
             transferred_bytes=report.transferred,
             saved_by_base_bytes=report.saved_by_base,
             signed=secret is not None,
@@ -170,15 +174,11 @@ def collect(
         return EXIT_OK
     rows = [[f.layer, f.path, human_size(f.size), f.status] for f in report.files]
     out.table(["layer", "file", "size", "status"], rows, right={2})
-    out.info(
-        f"bundle {dest}: {len(report.files)} files, {human_size(report.total_size)}; "
-        f"transferred {human_size(report.transferred)} in {report.seconds:.1f}s"
-    )
+    out.info(f"bundle {dest}: {totals.text()}; transferred {human_size(report.transferred)} in {report.seconds:.1f}s")
     if base is not None:
-        carried = sum(1 for f in report.files if f.status != "in base")
         out.info(
-            f"delta against '{base[0].name}': carries {carried} of {len(report.files)} files, "
-            f"{human_size(report.saved_by_base)} saved; install it with --base"
+            f"delta against '{base[0].name}': carries {totals.files} of {totals.files + totals.in_base_files} files "
+            f"of its layers, {human_size(report.saved_by_base)} saved; install it with --base"
         )
     if secret is not None:
         out.info(f"signed with key {secret.public().key_id_hex}")

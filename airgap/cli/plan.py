@@ -124,7 +124,7 @@ def plan(
         out.table(["layer", "artifact", "size", "checked against", "url"], rows, right={2})
         if report.estimated:
             out.info("~ = an estimate from airgap's table of runfile sizes (no HEAD answered for it)")
-        out.info(f"total: {report.total_text()} in {len(report.rows)} files")
+        out.info(f"total: {report.totals().text()}")
         if report.media is not None:
             for line in report.media.lines():
                 out.info(line)
@@ -144,7 +144,11 @@ def plan(
             out.warn(u.text())
     if report.blocking:
         raise ManifestError(report.blocking)
-    if report.missing or report.unreachable:
+    for layer, message, fix in report.layer_failures:
+        out.stderr(f"error: {layer}: {message}")
+        if fix:
+            out.stderr(f"  fix: {fix}")
+    if report.missing or report.unreachable or report.layer_failures:
         if report.unreachable:
             out.stderr(
                 "error: cannot reach "

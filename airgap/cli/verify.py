@@ -40,7 +40,11 @@ Hashing runs on all cores. Exit 0 only when every file holds and the signature i
 )
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option(
-    "--json", "json_mode", is_flag=True, help="Print one JSON object: files, bytes, problems, signature, notes, ok."
+    "--json",
+    "json_mode",
+    is_flag=True,
+    help="Print one JSON object: files, bytes (hashed), totals (the bundle's count and size, as collect and "
+    "README.txt give them), problems, signature, notes, ok.",
 )
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), help="Hashing threads (default: one per core).")
 @click.option(
@@ -92,8 +96,15 @@ def verify(
         report = verify_bundle(snapshot, jobs=jobs, on_bytes=progress.advance)
     if report_file:
         write_report(report, report_file)
+    from airgap.totals import bundle_totals
+
+    # The bundle's count and size as collect and README.txt give them (airgap itself included), from the lock
+    # read with the sums; none when the lock could not be trusted (then the problems say why).
+    totals = bundle_totals(snapshot.lock) if snapshot.lock is not None else None
     if json_mode:
-        out.emit_json(report.to_dict())
+        data = report.to_dict()
+        data["totals"] = totals.to_dict() if totals is not None else None
+        out.emit_json(data)
         return EXIT_OK if report.ok else EXIT_CHECK_FAILED
     for p in report.problems:
         out.info(f"{p.kind.upper():<10} {p.path}: {p.detail}")
@@ -107,6 +118,11 @@ def verify(
             out.info(f"OK: {summary}; every file matches SHA256SUMS.")
     else:
         out.stderr(f"FAILED: {len(report.problems)} problem(s) in {report.files} files; {summary}.")
+    if totals is not None:
+        # The hashed count is of SHA256SUMS' lines; this is the bundle's own, as collect and README.txt say it.
+        out.info(
+            f"bundle: {totals.text()}; SHA256SUMS lists these (a split file by its parts), the lock and README.txt"
+        )
     # Never "valid" unless a trusted key checked it; an unchecked signature says nothing about who made it.
     if sig.status == "valid":
         out.info(f"signature: valid, key {sig.key_id} ({shown(sig.trusted_comment.replace(chr(9), ' '))})")

@@ -1001,7 +1001,6 @@ def summary(findings: Sequence[Finding]) -> str:
     names only what was checked."""
     parts = {
         "driver-cuda": "driver and CUDA",
-        "cuda-unknown": "driver and CUDA",
         "torch": "torch",
         "vllm": "vLLM",
         "wheel": "the Python wheels' CUDA builds",
@@ -1014,6 +1013,12 @@ def summary(findings: Sequence[Finding]) -> str:
         if f.status is Status.SKIP:
             continue
         word = parts.get(f.code) or parts.get(f.code.split("-")[0].removesuffix("s"))
+        if f.code == "cuda-unknown":
+            word = None  # a CUDA release the table lacks: no driver was checked against it
+        elif f.code == "driver-cuda" and f.field[:1] == ("cuda",):
+            # No driver: section: CUDA's minimum driver was looked up, but no driver was checked against it
+            # (the server's own must do, and the bundle cannot vouch for it).
+            word = "CUDA (no driver in the bundle to check it against)"
         if word and word not in seen:
             seen.append(word)
     return ", ".join(seen)

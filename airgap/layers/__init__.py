@@ -6,7 +6,7 @@ import difflib
 
 from airgap.artifacts import Artifact
 from airgap.bundle_layout import LAYER_ORDER
-from airgap.errors import BadInputError
+from airgap.errors import EXIT_UPSTREAM, AirgapError, BadInputError
 from airgap.layers.base import Layer, ResolveContext
 from airgap.layers.container_toolkit import ContainerToolkitLayer
 from airgap.layers.cuda import CudaLayer
@@ -62,18 +62,27 @@ def wanted_layers(manifest: Manifest, skip: set[str]) -> list[Layer]:
 
 
 def plan_artifacts(
-    manifest: Manifest, skip: set[str] | None = None, ctx: ResolveContext | None = None
+    manifest: Manifest,
+    skip: set[str] | None = None,
+    ctx: ResolveContext | None = None,
+    failed: list[tuple[str, AirgapError]] | None = None,
 ) -> list[Artifact]:
     """Every artifact the collectable layers need, with names checked for clashes. Identical artifacts
     (same path, same expected digest: a layer blob two images share) are kept once. Without `ctx`, what
-    can be known offline."""
+    can be known offline. With `failed` (plan), a layer whose upstream fails is recorded there as (layer,
+    error) and contributes nothing, so every unreachable upstream is named, not only the first."""
     if ctx is None:
         with ResolveContext(None) as offline:
-            return plan_artifacts(manifest, skip, offline)
+            return plan_artifacts(manifest, skip, offline, failed)
     active = wanted_layers(manifest, skip or set())
     artifacts: list[Artifact] = []
     for layer in active:
-        artifacts.extend(layer.resolve(manifest, ctx))
+        try:
+            artifacts.extend(layer.resolve(manifest, ctx))
+        except AirgapError as exc:  # CombinedError of several images too: its code is its gravest part's
+            if failed is None or exc.exit_code != EXIT_UPSTREAM:
+                raise
+            failed.append((layer.name, exc))
     seen: dict[str, Artifact] = {}
     unique: list[Artifact] = []
     for art in artifacts:

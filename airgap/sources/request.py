@@ -30,6 +30,8 @@ from airgap.errors import AirgapError, UpstreamError
 # The one redaction (airgap/redact.py), re-exported for the sources that import it from here.
 from airgap.redact import redact as redact
 from airgap.redact import scrub as scrub
+from airgap.sources.netcause import NetCause, net_cause
+from airgap.sources.netcause import first_line as first_line
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 ANY_STATUS = range(100, 600)
@@ -67,12 +69,14 @@ class UpstreamFailed(UpstreamError):
 
 class Retry(Exception):
     """Raised by one attempt that is worth another: a connection cut, a timeout, a retryable status.
-    `retry_after` is the server's `Retry-After`, in seconds, when it sent one."""
+    `retry_after` is the server's `Retry-After`, in seconds, when it sent one; `cause` why no connection
+    was made, when none was (what the error names, with its fix, once the retries are spent)."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, cause: NetCause | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.cause = cause
 
 
 def _reason_phrase(r: requests.Response) -> str:
@@ -116,7 +120,15 @@ def refusal(
     return kinds.failed(f"{what}: {where} answered HTTP {status}{detail} for {thing}.", kinds.failed_hint)
 
 
-def exhausted(what: str, where: str, attempts: int, last: str, kinds: ErrorKinds, hint: str | None) -> UpstreamError:
+def exhausted(
+    what: str, where: str, attempts: int, last: str, kinds: ErrorKinds, hint: str | None, cause: NetCause | None = None
+) -> UpstreamError:
+    if cause is not None and cause.kind not in ("timeout", "connection"):
+        # No connection was ever made: the cause is the news, with its own fix ("--retries" mends no DNS
+        # failure or refused port). A timeout or an unclassified failure keeps the caller's advice.
+        host = host_of(where) if "://" in where else where
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        return kinds.failed(f"{what}: {where}: cannot reach {host}: {cause.text} ({tries}).", cause.fix)
     return kinds.failed(f"{what}: {where} failed after {attempts} attempts (last: {last}).", hint or kinds.failed_hint)
 
 
@@ -186,7 +198,7 @@ class RetryPolicy:
             except Retry as exc:
                 failures += 1
                 if failures > self.retries:
-                    raise exhausted(what, where, failures, exc.reason, kinds, hint) from None
+                    raise exhausted(what, where, failures, exc.reason, kinds, hint, exc.cause) from None
                 self.wait(failures, exc.retry_after, what)
 
 
@@ -243,8 +255,19 @@ def send(
             "`insecure_registries:`); if it uses a private CA, add that CA to this PC's trust store "
             "(REQUESTS_CA_BUNDLE).",
         ) from None
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+    except requests.exceptions.ChunkedEncodingError as exc:
         raise Retry(f"connection failed: {first_line(exc)}") from None
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        cause = net_cause(exc, host_of(url))
+        if cause is not None and cause.lasting:  # the name does not exist: no retry will make it
+            raise kinds.failed(
+                f"{what}: {redact(url)}: cannot reach {host_of(url)}: {cause.text}.", cause.fix
+            ) from None
+        # An unclassified failure's words are "connection failed (...)": the library's first line says more.
+        reason = (
+            cause.text if cause is not None and cause.kind != "connection" else f"connection failed: {first_line(exc)}"
+        )
+        raise Retry(reason, cause=cause) from None
     except requests.exceptions.TooManyRedirects:
         raise kinds.failed(
             f"{what}: {redact(url)} redirects in a loop (more than {session.max_redirects} redirects).",
@@ -328,10 +351,3 @@ def get(
         return request(
             session, "GET", url, policy=policy, what=what, headers=headers, expect=expect, where=where, hint=hint
         )
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's text, every URL in it redacted, for a message. Scrubbed before it
-    is cut: a cut URL could hide its query from the scrub."""
-    text = scrub(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
-    return text if len(text) < 200 else text[:200] + "..."

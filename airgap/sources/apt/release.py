@@ -24,32 +24,40 @@ from airgap.artifacts import Digest
 from airgap.errors import BadInputError, IntegrityError, UpstreamError
 from airgap.sources.apt.repos import AptError, AptRepo, require_keyring
 from airgap.sources.http import HttpSource, redact, scrub
+from airgap.sources.request import NotFound
 
 COMPRESSIONS = (".xz", ".gz", "")  # preferred first: smallest to carry
 
 
 def fetch_release(repo: AptRepo, source: HttpSource, tmp: Path) -> tuple[Release, str]:
-    """The repository's Release, as signed: InRelease checked with gpgv (else Release + Release.gpg)."""
-    keyring = require_keyring(repo)
+    """The repository's Release, as signed: InRelease checked with gpgv (else Release + Release.gpg). The
+    keyring is required only once something signed has arrived: offline, "cannot reach HOST" is the first
+    thing to fix, and the missing key the second."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", repo.label)
     inrelease = tmp / f"{safe}.InRelease"
     what = f"apt {repo.label}"
     try:
         source.fetch([f"{repo.dist_url}/InRelease"], inrelease, what=f"{what} InRelease")
-        text, signer = verify_signature(keyring, inrelease, None, f"{repo.dist_url}/InRelease")
+        text, signer = verify_signature(require_keyring(repo), inrelease, None, f"{repo.dist_url}/InRelease")
     except UpstreamError as first:
+        if not isinstance(first, NotFound):
+            # The host could not be reached, or kept failing: an upstream problem (exit 3) with its cause and
+            # fix, not a wrong URL in the manifest; asking for Release instead would fail the same way.
+            raise UpstreamError(f"apt repository {repo.label}: {first.message}", first.hint) from None
         # Some repositories (older NVIDIA ones, local mirrors) publish only Release and Release.gpg.
         release, sig = tmp / f"{safe}.Release", tmp / f"{safe}.Release.gpg"
         try:
             source.fetch([f"{repo.dist_url}/Release"], release, what=f"{what} Release")
             source.fetch([f"{repo.dist_url}/Release.gpg"], sig, what=f"{what} Release.gpg")
-        except UpstreamError:
+        except UpstreamError as second:
+            if not isinstance(second, NotFound):
+                raise UpstreamError(f"apt repository {repo.label}: {second.message}", second.hint) from None
             raise AptError(
                 f"{what}: no InRelease and no Release + Release.gpg at {redact(source.resolve(repo.dist_url))} "
                 f"({first.message})",
                 "Check the repository URL and suite in the manifest (apt.repos), and `mirrors:` if you use one.",
             ) from None
-        text, signer = verify_signature(keyring, sig, release, f"{repo.dist_url}/Release")
+        text, signer = verify_signature(require_keyring(repo), sig, release, f"{repo.dist_url}/Release")
     rel = Release(text)
     if not repo.flat and repo.suite not in (rel.get("Suite"), rel.get("Codename")):
         # A mirror answering with another suite's (validly signed) Release would give the wrong packages.
