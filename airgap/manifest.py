@@ -346,6 +346,9 @@ class ModelSpec(StrictModel):
     # Also install into a Hugging Face cache under this HF_HOME (files in <hf_home>/hub/models--owner--name),
     # so programs run with HF_HOME=<hf_home> HF_HUB_OFFLINE=1 find the model by repo id.
     hf_home: str | None = None
+    # Pickle-based weights (.bin, .pt, .pth, .pkl, .ckpt) can run code when loaded: collect refuses them
+    # unless this is true, and install places them only once the bundle's dossier has scanned them.
+    allow_pickle: bool = False
 
     @field_validator("dest")
     @classmethod

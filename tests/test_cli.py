@@ -30,7 +30,7 @@ from airgap.errors import (
 )
 from tests.conftest import run_airgap
 
-COMMANDS = {"plan", "collect", "verify", "demo", "doctor", "install", "smoke", "keygen", "sign", "split"}
+COMMANDS = {"plan", "collect", "verify", "demo", "doctor", "install", "smoke", "keygen", "sign", "split", "dossier"}
 
 
 def test_help_lists_every_command_and_every_exit_code() -> None:

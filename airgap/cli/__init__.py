@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "split",
         "Store every file of BUNDLE larger than --max-file-size as numbered parts (NAME.001, NAME.002, ...).",
     ),
+    "dossier": (
+        "dossier",
+        "Write BUNDLE's dossier: what is in it, from where, under which licence, with which known vulnerabilities.",
+    ),
 }
 
 MAIN_HELP = f"""Carry a GPU/LLM serving stack across an air gap, and be sure it arrived intact.

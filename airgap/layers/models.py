@@ -16,6 +16,7 @@ prints it and the install log records it.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -31,6 +32,7 @@ from typing import BinaryIO
 from airgap.artifact_meta import ModelFileMeta, ModelInfo, read_meta
 from airgap.artifacts import Artifact, Digest
 from airgap.digests import sha256_file
+from airgap.dossier.pickles import is_pickle_name
 from airgap.errors import BadInputError, DiskFullError, InstallError, IntegrityError
 from airgap.host import Owner
 from airgap.install_context import InstallContext
@@ -161,6 +163,14 @@ class ModelsLayer(Layer):
                 f"{spec.repo} has a file named {f.path!r}, which cannot be stored in a bundle (a control character, "
                 f"a backslash or a '.'/'..' component); leave it out with `ignore: [{f.path!r}]`",
             )
+        if is_pickle_name(f.path) and not spec.allow_pickle:
+            raise manifest.error(
+                ("models", i, "repo"),
+                f"{spec.repo} has {f.path!r}, a pickle-based file: loading it can run any code it carries. Leave "
+                f"it out with `ignore: [{f.path!r}]` (most repos carry the same weights as .safetensors), or, "
+                "if this model is only published so, set `allow_pickle: true` on the entry: `airgap dossier` "
+                "then lists every global it imports, and install places it only after that scan",
+            )
         if f.lfs_sha256:
             upstream = Digest("sha256", f.lfs_sha256, snap.tree_url)
         else:
@@ -216,6 +226,13 @@ class ModelsLayer(Layer):
                 raise InstallError(
                     f"{art.path}: the lock names an unsafe path in the repo ({rel!r}).",
                     "The lock was altered: run `airgap verify` on the bundle.",
+                )
+            if is_pickle_name(rel) and (why := pickle_not_cleared(ctx.bundle, art, specs.get(repo))):
+                raise InstallError(
+                    f"{art.path}: a pickle-based model file (it can run code when loaded) that {why}; not installed.",
+                    "Set `allow_pickle: true` on the model's manifest entry if the site accepts pickles, collect "
+                    "again, run `airgap dossier` on the bundle and review the globals it lists; or collect the "
+                    "model without this file (`ignore:`).",
                 )
             m = models.get(repo)
             if m is None:
@@ -598,6 +615,27 @@ def _sources(ctx: InstallContext, art: LockedArtifact) -> tuple[list[Path], bool
 # lock may have been edited on the way (whoever holds the drive can rewrite SHA256SUMS too).
 REF_PART_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 ETAG_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+def pickle_not_cleared(bundle: Path, art: LockedArtifact, spec: ModelSpec | None) -> str | None:
+    """Why the pickle file `art` may not be installed, None when it is cleared: its manifest entry (the
+    lock's copy) allows pickles AND the bundle's dossier (dossier/dossier.json, listed in SHA256SUMS and so
+    verified with the bundle) scanned a file of this path and sha256 to the end."""
+    if spec is None or not spec.allow_pickle:
+        return "the manifest does not allow (allow_pickle is not set for its model)"
+    from airgap.digests import NotRegularFile, read_beneath
+
+    try:
+        data = read_beneath(bundle, "dossier/dossier.json", 256 << 20)
+        scanned = json.loads(data).get("code_files", [])
+    except (FileNotFoundError, NotRegularFile):
+        return "no dossier has scanned (the bundle holds no dossier/dossier.json: run `airgap dossier` on it)"
+    except (OSError, ValueError, AttributeError):
+        return "the bundle's dossier cannot be read to clear"
+    for c in scanned if isinstance(scanned, list) else []:
+        if isinstance(c, dict) and c.get("path") == art.path and c.get("sha256") == art.sha256:
+            return None if c.get("parsed") else "the dossier's scan could not read to the end"
+    return "the bundle's dossier has not scanned (make the dossier again: `airgap dossier`)"
 
 
 def _refused(repo: str, field: str, value: str, why: str) -> BadInputError:
