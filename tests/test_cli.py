@@ -30,7 +30,22 @@ from airgap.errors import (
 )
 from tests.conftest import run_airgap
 
-COMMANDS = {"plan", "collect", "verify", "demo", "doctor", "install", "smoke", "keygen", "sign", "split", "dossier"}
+COMMANDS = {
+    "plan",
+    "collect",
+    "verify",
+    "demo",
+    "doctor",
+    "install",
+    "smoke",
+    "keygen",
+    "sign",
+    "split",
+    "dossier",
+    "push",
+    "serve",
+    "export",
+}
 
 
 def test_help_lists_every_command_and_every_exit_code() -> None:

@@ -19,7 +19,7 @@ from airgap.depot.apt_repo import KEY_FILE, AptSigner, write_apt_repo
 from airgap.errors import BadInputError, ChangedSinceVerify
 from airgap.localserver import LocalHTTPServer
 from tests.apt_repo import GpgKey, private_apt_root
-from tests.conftest import make_bundle
+from tests.conftest import make_bundle, run_airgap
 from tests.test_apt import dpkg_status, repos, scratch_root, source  # noqa: F401  (repos is a fixture)
 
 pytestmark = pytest.mark.skipif(
@@ -190,3 +190,31 @@ def test_a_bundle_without_debs_has_no_repository(tmp_path: Path, site_key: GpgKe
     b = make_bundle(tmp_path / "b", {"layers/10-files/a.txt": b"hello"})
     with pytest.raises(BadInputError, match=r"holds no \.deb files"):
         write_apt_repo(b, Snapshot.read(b, []).require_lock(), tmp_path / "apt", AptSigner("x", site_key.home))
+
+
+def test_export_with_a_site_key_writes_the_signed_repository_beside_the_other_services(
+    bundle: Path,
+    site_key: GpgKey,
+    repos,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    dest = tmp_path / "depot"
+    r = run_airgap(
+        "export", str(bundle), "--to", str(dest), "--apt-key", "depot@site.invalid", "--gnupghome", str(site_key.home)
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    debs = len(list(bundle.glob("layers/*/*.deb")))
+    assert f"apt: {debs} packages in {dest / 'www' / 'apt'}" in r.stdout, r.stdout
+    repo = dest / "www" / "apt"
+    assert (repo / "dists/airgap/InRelease").is_file() and (repo / KEY_FILE).is_file()
+    status = scratch_root(tmp_path / "server", repos) / "var/lib/dpkg/status"
+    _, opts = apt_root(tmp_path, f"deb [signed-by=KEY] file:{repo} airgap main", repo / KEY_FILE, status)
+    update = apt_get(opts, "update")
+    assert update.returncode == 0 and "W:" not in update.stdout + update.stderr, update.stdout + update.stderr
+    assert "Inst ag-tool (2.0-1" in apt_get(opts, "-s", "install", "ag-tool").stdout
+
+    # A key gpg does not hold: refused before anything is written.
+    again = run_airgap("export", str(bundle), "--to", str(tmp_path / "other"), "--apt-key", "nobody@site.invalid")
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "no secret key by that name" in again.stderr and "Traceback" not in again.stderr
+    assert not (tmp_path / "other").exists()

@@ -47,6 +47,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dossier",
         "Write BUNDLE's dossier: what is in it, from where, under which licence, with which known vulnerabilities.",
     ),
+    "serve": ("serve", "Serve BUNDLE to the closed network: a Python index, a Hugging Face endpoint and its files."),
+    "export": (
+        "export",
+        "Write BUNDLE's Python index, Hugging Face endpoint and files as a static tree for a web server.",
+    ),
+    "push": ("push", "Push every image of BUNDLE into the OCI registry --registry, by digest, then tag it."),
 }
 
 MAIN_HELP = f"""Carry a GPU/LLM serving stack across an air gap, and be sure it arrived intact.
