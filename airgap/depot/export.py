@@ -230,6 +230,15 @@ def nginx_conf(hub: Hub, dest: Path, server_name: str, listen: str) -> str:
                 if "X-Linked-Etag" in headers:
                     linked.append(f"    {uri} {_quoted(headers['X-Linked-Etag'])};")
                     sizes.append(f"    {uri} {headers['X-Linked-Size']};")
+    # The maps' keys are whole URIs: nginx's default bucket (32 or 64 bytes) refuses to start with them
+    # ("could not build map_hash"). Sized for the longest key here; if the site's nginx.conf sets these
+    # already, drop these two lines (nginx refuses a duplicate).
+    longest = max((len(e) for e in commits + etags), default=64)
+    bucket = 128
+    while bucket < longest + 64:
+        bucket *= 2
+    # Before the first map: nginx fixes the sizes when it meets one.
+    lines[3:3] = [f"map_hash_bucket_size {bucket};", f"map_hash_max_size {max(2048, 4 * len(etags))};", ""]
     for name, entries in (
         ("airgap_repo_commit", commits),
         ("airgap_etag", etags),
