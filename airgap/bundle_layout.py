@@ -15,6 +15,7 @@ LAYER_ORDER: tuple[str, ...] = (
     "python",
     "models",
     "files",
+    "depot",
 )
 
 LOCK_NAME = "airgap.lock.json"

@@ -423,6 +423,35 @@ def _str_to(key: str) -> Any:
     return convert
 
 
+class DepotSpec(StrictModel):
+    """The closed network's depot (docs/depot.md): each host's install points its clients at it (apt
+    sources with signed-by, pip's index, Docker's registry mirror, HF_ENDPOINT). Nothing here is a secret:
+    credentials in the URL are refused."""
+
+    url: str  # where `airgap serve`, or the nginx of `airgap export`, answers: http(s)://HOST[:PORT]
+    registry: str | None = None  # HOST[:PORT] where `airgap push` put the images
+    apt_key: str | None = None  # the depot apt repository's public key (export's airgap-depot.gpg)
+    ca_file: str | None = None  # the site CA (PEM) the depot's and the registry's certificates chain to
+
+    @field_validator("url")
+    @classmethod
+    def _depot_url(cls, v: str) -> str:
+        _check_url(v)
+        parts = urlsplit(v)
+        if parts.username or parts.password:
+            raise ValueError("a depot URL must not carry credentials: the lock and every host would keep them")
+        if parts.query or parts.fragment:
+            raise ValueError(f"{v!r}: give the depot's base URL, like http://depot.example.internal:8080")
+        return v.rstrip("/")
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", v):
+            raise ValueError(f"{v!r} is not HOST[:PORT]; write it like depot.example.internal:5000")
+        return v
+
+
 class Manifest(StrictModel):
     name: str
     target: Target
@@ -438,6 +467,7 @@ class Manifest(StrictModel):
     apt: AptSpec | None = None
     mirrors: dict[str, str] = Field(default_factory=dict)
     insecure_registries: list[str] = Field(default_factory=list)
+    depot: DepotSpec | None = None
 
     _source: Path = PrivateAttr(default=Path("manifest.yaml"))
     _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)

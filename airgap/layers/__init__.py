@@ -11,6 +11,7 @@ from airgap.layers.base import Layer, ResolveContext
 from airgap.layers.container_toolkit import ContainerToolkitLayer
 from airgap.layers.cuda import CudaLayer
 from airgap.layers.cudnn import CudnnLayer
+from airgap.layers.depot import DepotLayer
 from airgap.layers.docker import DockerLayer
 from airgap.layers.driver import DriverLayer
 from airgap.layers.files import FilesLayer
@@ -32,6 +33,7 @@ LAYERS: tuple[Layer, ...] = (
     PythonLayer(),
     ModelsLayer(),
     FilesLayer(),
+    DepotLayer(),  # last: the clients point at the depot once everything else is in place
 )
 assert tuple(layer.name for layer in LAYERS) == LAYER_ORDER
 
