@@ -45,6 +45,7 @@ COMMANDS = {
     "push",
     "serve",
     "export",
+    "fleet",
 }
 
 

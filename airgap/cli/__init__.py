@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "split",
         "Store every file of BUNDLE larger than --max-file-size as numbered parts (NAME.001, NAME.002, ...).",
     ),
+    "fleet": ("fleet", "Install one bundle on many servers with Ansible: canary first, reboots included, one report."),
     "dossier": (
         "dossier",
         "Write BUNDLE's dossier: what is in it, from where, under which licence, with which known vulnerabilities.",
