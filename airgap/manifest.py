@@ -432,6 +432,9 @@ class DepotSpec(StrictModel):
     registry: str | None = None  # HOST[:PORT] where `airgap push` put the images
     apt_key: str | None = None  # the depot apt repository's public key (export's airgap-depot.gpg)
     ca_file: str | None = None  # the site CA (PEM) the depot's and the registry's certificates chain to
+    # Debian packages the depot host itself needs (the web server for `airgap export`), carried in the depot
+    # layer's directory with their dependencies and installed by hand there: never on every server.
+    server_packages: list[str] = Field(default_factory=lambda: ["nginx"])
 
     @field_validator("url")
     @classmethod

@@ -83,6 +83,8 @@ def ubuntu_packages() -> dict[str, dict[str, list[Pkg]]]:
                     "5.15.0-122.132",
                     depends="linux-headers-5.15.0-122 (= 5.15.0-122.132)",
                 ),
+                # What `depot:` carries for the depot host, in miniature.
+                Pkg("nginx", "1.18.0-6ubuntu14", depends="ag-libc, ag-data"),
             ],
             "universe": [Pkg("ag-extra", "0.9-1", depends="ag-tool")],
         },
@@ -342,9 +344,10 @@ def test_an_expired_release_is_refused(repos: Repos, tmp_path: Path) -> None:
 
 
 def test_missing_keyring_says_how_to_get_one(repos: Repos, tmp_path: Path) -> None:
+    # The repository answers (its InRelease arrives); only then is the missing keyring the problem.
     repo = AptRepo(
         "nvidia-container",
-        "https://example.invalid/x",
+        f"{repos.url}/nvidia",
         "/",
         keyring=tmp_path / "nope.gpg",
         keyring_name="nvidia-container",

@@ -12,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from airgap.collect import collect
 from tests.conftest import run_airgap
+from tests.test_apt import dpkg_status, repos, scratch_root, source  # noqa: F401  (repos is a fixture)
 from tests.test_depot import (  # noqa: F401  (collected and served are fixtures)
     DOWNLOAD,
     Collected,
@@ -38,6 +40,7 @@ def host_bundle(tmp: Path, depot_url: str) -> Path:
         "  registry: 127.0.0.1:5000\n"
         "  apt_key: keys/airgap-depot.gpg\n"
         "  ca_file: keys/site-ca.crt\n"
+        "  server_packages: []\n"  # nginx for the depot host is tested with an apt repository below
     )
     bundle = tmp / "bundle"
     r = run_airgap("collect", str(manifest), "-o", str(bundle))
@@ -140,3 +143,21 @@ def test_a_depot_url_with_credentials_is_refused(tmp_path: Path) -> None:
     r = run_airgap("plan", str(manifest))
     assert r.returncode == 2 and "must not carry credentials" in r.stderr, r.stderr
     assert "hunter2" not in r.stdout + r.stderr
+
+
+def test_the_depot_host_packages_are_carried_but_not_installed_on_every_server(repos, tmp_path: Path) -> None:  # noqa: F811
+    """nginx (and what it depends on that the server lacks) is collected into the depot layer's directory
+    from the signed repositories, README.txt says to install it on the depot host only, and a server's
+    install writes its client settings without installing nginx."""
+    m = repos.manifest(tmp_path, "depot: {url: 'http://depot.example.internal:8080'}\napt:\n  packages: []")
+    bundle = tmp_path / "bundle"
+    collect(m, bundle, source(repos), progress_mode="off")
+    debs = sorted(p.name for p in (bundle / "layers/11-depot").glob("*.deb"))
+    assert debs == ["ag-data_1.0-1_all.deb", "nginx_1.18.0-6ubuntu14_amd64.deb"], debs  # ag-libc: the server has it
+    readme = (bundle / "README.txt").read_text()
+    assert "the depot host only: apt-get install ./layers/11-depot/*.deb" in readme
+    root = scratch_root(tmp_path / "root", repos)
+    r = run_airgap("install", str(bundle), "--root", str(root), "--only", "depot", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "nginx" not in dpkg_status(root)
+    assert "index-url = http://depot.example.internal:8080/simple/" in (root / "etc/pip.conf").read_text()

@@ -26,12 +26,15 @@ from functools import partial
 from pathlib import Path
 
 from airgap.artifacts import Artifact, Digest
+from airgap.bundle_layout import LAYERS_DIR, layer_dir
 from airgap.digests import sha256_bytes
 from airgap.errors import InstallError
 from airgap.install_context import InstallContext
-from airgap.layers.base import Layer
+from airgap.layers.base import ResolveContext
+from airgap.layers.debs import AptLayer
 from airgap.lock import LockedArtifact
 from airgap.manifest import DepotSpec, Manifest
+from airgap.sources.apt import Request
 
 APT_KEY = "/etc/apt/keyrings/airgap-depot.gpg"
 APT_SOURCES = "/etc/apt/sources.list.d/airgap-depot.sources"
@@ -46,13 +49,40 @@ KEY_NAME = "airgap-depot.gpg"
 CA_NAME = "airgap-depot-ca.crt"
 
 
-class DepotLayer(Layer):
+class DepotLayer(AptLayer):
+    """The client settings for every host, and the depot host's own packages (`depot.server_packages`,
+    nginx by default) with their dependencies, resolved like any apt layer's but installed only by hand on
+    the depot host: a web server on every GPU server is not what a site asks for."""
+
     name = "depot"
     section = "depot"
-    by_hand_file = "see docs/depot.md: {path} goes where each client (apt, pip, Docker) reads it"
-    installable = True
+    preflight = frozenset()
+
+    def by_hand(self, artifacts: list[LockedArtifact]) -> list[str]:
+        lines = [
+            "each server: airgap install BUNDLE (or install.sh) writes the depot's client settings (docs/depot.md)"
+        ]
+        if any(a.name.endswith(".deb") for a in artifacts):
+            lines.append(f"the depot host only: apt-get install ./{LAYERS_DIR}/{layer_dir(self.name)}/*.deb")
+        return lines
+
+    def requests(self, manifest: Manifest) -> list[Request]:
+        spec = manifest.depot
+        assert spec is not None
+        return [
+            Request.parse(text, why=f"{manifest.location(('depot', 'server_packages', i))} depot.server_packages[{i}]")
+            for i, text in enumerate(spec.server_packages)
+        ]
 
     def plan(self, manifest: Manifest) -> list[Artifact]:
+        return (super().plan(manifest) if self.requests(manifest) else []) + self._carried(manifest)
+
+    def resolve(self, manifest: Manifest, ctx: ResolveContext) -> list[Artifact]:
+        packages = super().resolve(manifest, ctx) if self.requests(manifest) else []
+        return packages + self._carried(manifest)
+
+    def _carried(self, manifest: Manifest) -> list[Artifact]:
+        """The apt key and the site CA, read from beside the manifest."""
         spec = manifest.depot
         assert spec is not None
         out = []
@@ -91,6 +121,8 @@ class DepotLayer(Layer):
         host = ctx.host
         done: list[str] = []
         for art in ctx.entries(self.name):
+            if art.name not in (KEY_NAME, CA_NAME):
+                continue  # the depot host's own packages: installed by hand there, never on every server
             dest = APT_KEY if art.name == KEY_NAME else CA_CERT
             host.copy_stream(partial(ctx.open_artifact, art), dest, sha256=art.sha256, what=art.path, mode=0o644)
             done.append(dest)
