@@ -46,6 +46,7 @@ COMMANDS = {
     "serve",
     "export",
     "fleet",
+    "upload",
 }
 
 
