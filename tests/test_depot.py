@@ -529,3 +529,32 @@ def test_a_bundle_split_into_parts_is_served_whole_and_by_ranges_across_parts(
         assert status == 206 and body == shard[99990:200011]
     finally:
         assert s.stop() == 0
+
+
+def test_uv_installs_from_the_index_too(served: Served, collected: Collected, tmp_path: Path) -> None:
+    uv = Path(sys.executable).parent / "uv"
+    if not uv.exists():
+        pytest.skip("uv is not installed (pip install -e '.[test]')")
+    target = tmp_path / "target"
+    r = subprocess.run(
+        [
+            str(uv),
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-cache",
+            "--index-url",
+            f"{served.url}/simple/",
+            "--target",
+            str(target),
+            "--python",
+            sys.executable,
+            "agdemo",
+        ],
+        capture_output=True,
+        text=True,
+        env=client_env(tmp_path, UV_NO_CONFIG="1"),
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (target / "agdemo" / "__init__.py").read_text() == "VERSION = '1.0'\n"
