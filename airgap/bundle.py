@@ -23,7 +23,12 @@ from airgap.units import human_size
 
 
 def load_base(path: Path) -> tuple[Lock, str]:
-    """A full bundle's lock (given the bundle directory or its lock file) and the lock file's sha256."""
+    """A full bundle's lock (given the bundle directory or its lock file) and the lock file's sha256. A
+    fleet inventory (`airgap fleet status --write`) gives its fleet's lock, less what some host lacks."""
+    if path.is_file() and path.name != LOCK_NAME and path.suffix == ".json":
+        from airgap.fleet.status import read_inventory
+
+        return read_inventory(path)
     lock_file = path / LOCK_NAME if path.is_dir() else path
     if lock_file.name != LOCK_NAME:
         raise BadInputError(

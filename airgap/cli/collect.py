@@ -68,7 +68,8 @@ Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach
 @click.option(
     "--since",
     type=click.Path(path_type=Path),
-    help="Make a delta bundle: carry only what changed since this earlier bundle (its dir or lock).",
+    help="Make a delta bundle: carry only what changed since this earlier bundle (its dir or lock), or since "
+    "what a fleet has (the inventory `airgap fleet status --write` made): then also what some host lacks.",
 )
 @click.option(
     "--tool/--no-tool",

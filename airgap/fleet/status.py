@@ -11,11 +11,14 @@ side, what each host lacks, by artifact of the lock (`needs`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airgap.bundle_layout import LOCK_NAME
+from airgap.errors import BadInputError, IntegrityError
 from airgap.fleet.playbook import parse_json_output
 from airgap.fsutil import write_atomic
 from airgap.lock import Lock
@@ -46,6 +49,8 @@ class FleetStatus:
     hosts: list[HostStatus]
     needs: list[dict[str, Any]] = field(default_factory=list)  # artifacts some host lacks, with those hosts
     created: str = ""
+    # The fleet's bundle's lock, as its bytes: `collect --since INVENTORY` builds the delta against it.
+    lock_text: str = ""
 
     @property
     def drifted(self) -> list[HostStatus]:
@@ -61,6 +66,7 @@ class FleetStatus:
             "hosts": [asdict(h) for h in self.hosts],
             "drifted": [h.host for h in self.drifted],
             "needs": self.needs,
+            "lock": self.lock_text,
         }
 
 
@@ -123,7 +129,38 @@ def build_status(bundle: Path, hosts: list[str], results: dict[str, dict[str, An
             needs.append(
                 {"layer": art.layer, "path": art.path, "sha256": art.sha256, "size": art.size, "hosts": lacking}
             )
-    return FleetStatus(lock.name, wanted, statuses, needs, now_utc())
+    lock_text = (bundle / LOCK_NAME).read_bytes().decode("utf-8")
+    return FleetStatus(lock.name, wanted, statuses, needs, now_utc(), lock_text)
+
+
+def read_inventory(path: Path) -> tuple[Lock, str]:
+    """A fleet inventory as the base of `collect --since`: the fleet's bundle's lock (checked against the
+    digest the inventory records) without the artifacts some host lacks, so the delta carries those too,
+    and that lock's sha256 (which an install's --base must match)."""
+    where = str(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{where}: not a fleet inventory ({exc}).", _WRITE_ONE) from None
+    if not isinstance(data, dict) or data.get("kind") != INVENTORY_KIND:
+        raise BadInputError(f"{where}: not a fleet inventory (no kind {INVENTORY_KIND!r}).", _WRITE_ONE)
+    text = data.get("lock")
+    if not isinstance(text, str) or not text:
+        raise BadInputError(f"{where}: this inventory carries no lock (written by an older airgap).", _WRITE_ONE)
+    raw = text.encode("utf-8")
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != data.get("lock_sha256"):
+        raise IntegrityError(
+            f"{where}: its lock does not match the lock_sha256 it records: the file was altered.",
+            "Write the inventory again with `airgap fleet status --write` and check its signature.",
+        )
+    lock = Lock.parse(raw, f"{where} (its lock)")
+    needed = {str(n.get("path")) for n in data.get("needs") or [] if isinstance(n, dict)}
+    kept = [a for a in lock.artifacts if a.path not in needed]
+    return lock.model_copy(update={"artifacts": kept}), digest
+
+
+_WRITE_ONE = "Give the file `airgap fleet status --write FILE` wrote inside the closed network, or a bundle."
 
 
 def write_inventory(status: FleetStatus, path: Path, key: Path | None) -> Path | None:
