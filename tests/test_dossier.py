@@ -714,3 +714,15 @@ def test_split_keeps_the_dossier_and_a_new_collect_removes_it(upstream: Upstream
     assert not (bundle / "dossier").exists()
     assert not any(p.startswith("dossier/") for p in parse_sums((bundle / "SHA256SUMS").read_text()))
     run_ok("verify", str(bundle))
+
+
+def test_collect_dossier_writes_it_before_signing(upstream: Upstream, tmp_path: Path) -> None:
+    """`collect --dossier --sign`: the dossier is in the bundle, listed in SHA256SUMS, and the signature made
+    after it covers it."""
+    run_ok("keygen", "-o", str(tmp_path / "site"))
+    key = tmp_path / "site.key"
+    bundle = tmp_path / "bundle"
+    r = run_airgap("collect", str(upstream.manifest(tmp_path)), "-o", str(bundle), "--dossier", "--sign", str(key))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert {"dossier/dossier.html", "dossier/dossier.json"} <= set(parse_sums((bundle / "SHA256SUMS").read_text()))
+    run_ok("verify", str(bundle), "--key", str(key.with_suffix(".pub")))

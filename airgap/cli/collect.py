@@ -66,6 +66,12 @@ Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach
     help="Sign SHA256SUMS with this secret key (from `airgap keygen`) when the bundle is complete.",
 )
 @click.option(
+    "--dossier",
+    "with_dossier",
+    is_flag=True,
+    help="Also write the gate's dossier into the bundle (as `airgap dossier` does), before signing it.",
+)
+@click.option(
     "--since",
     type=click.Path(path_type=Path),
     help="Make a delta bundle: carry only what changed since this earlier bundle (its dir or lock), or since "
@@ -104,6 +110,7 @@ def collect(
     json_mode: bool,
     max_file_size: str | None,
     sign_key: Path | None,
+    with_dossier: bool,
     since: Path | None,
     tool: bool,
     force: bool,
@@ -128,6 +135,10 @@ def collect(
     # Options are checked before any download: a wrong key path found after 60 GB is a wasted hour.
     limit = parse_part_size(max_file_size) if max_file_size else None
     secret = load_secret(sign_key) if sign_key else None
+    if with_dossier:
+        from airgap.dossier.sbom import require_libraries
+
+        require_libraries()  # the SBOM libraries are an extra: said now, not after the download
     base = load_base(since) if since else None
     dest = output or Path(f"bundle-{m.name}")
     require_writable(dest, "-o", directory=True)
@@ -157,6 +168,10 @@ def collect(
         allow_unverified=allow_unverified,
         status=None if json_mode or app.quiet else out.info,  # a line per phase; -q silences
     )
+    if with_dossier:
+        from airgap.dossier.build import run as write_dossier
+
+        write_dossier(dest)  # verifies the bundle first and lists the dossier in SHA256SUMS
     if secret is not None:
         sign_bundle(dest, secret, m.name)
     totals = report.totals
