@@ -477,6 +477,23 @@ def test_a_signed_bundle_is_signed_again_over_the_dossier(tmp_path: Path) -> Non
     assert run_airgap("verify", str(bundle), "--key", str(tmp_path / "site.pub")).returncode != 0
 
 
+def test_a_trusted_key_makes_a_valid_signature_mandatory_for_the_dossier(tmp_path: Path) -> None:
+    """As for verify and install: with a trusted key, an unsigned (or otherwise signed) bundle gets no
+    dossier, however intact its files."""
+    bundle = stack(tmp_path)
+    run_ok("keygen", "-o", str(tmp_path / "site"))
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    shutil.copy(tmp_path / "site.pub", keys / "site.pub")
+    r = run_airgap("dossier", str(bundle), "--trusted-keys", str(keys))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "signature" in r.stderr and not (bundle / "dossier").exists()
+    run_ok("sign", str(bundle), "--key", str(tmp_path / "site.key"))
+    r = run_ok("dossier", str(bundle), "--trusted-keys", str(keys), "--sign-key", str(tmp_path / "site.key"))
+    assert (bundle / "dossier/dossier.json").is_file()
+    run_ok("verify", str(bundle), "--trusted-keys", str(keys))
+
+
 # --- the difference since the last approved bundle -----------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from airgap.cli.application import Application, exit_codes_help
+from airgap.custody import TRUSTED_KEYS_DIR
 from airgap.errors import EXIT_OK
 
 
@@ -43,6 +44,16 @@ listed in SHA256SUMS. A signature no longer matches afterwards: it is removed, o
     help="A site scanner's JSON result to fold in (Grype run on dossier/sbom.cdx.json).",
 )
 @click.option("--sign-key", type=click.Path(path_type=Path), help="Sign the bundle again with this secret key.")
+@click.option("--key", type=click.Path(path_type=Path), help="Public key (.pub) to trust besides --trusted-keys.")
+@click.option(
+    "--trusted-keys",
+    "trusted_dir",
+    metavar="DIR",
+    type=click.Path(path_type=Path),
+    default=Path(TRUSTED_KEYS_DIR),
+    show_default=True,
+    help="Directory of trusted public keys (*.pub). When it holds one, a valid signature by one is required.",
+)
 @click.option(
     "-o",
     "--output",
@@ -58,12 +69,25 @@ def dossier(
     osv_paths: tuple[Path, ...],
     scanner_result: Path | None,
     sign_key: Path | None,
+    key: Path | None,
+    trusted_dir: Path,
     out_dir: Path | None,
 ) -> int:
+    from airgap.custody import trusted_keys
     from airgap.dossier.build import run
+    from airgap.signing import load_public
 
     out = app.output()
-    result = run(bundle, against=against, osv_paths=list(osv_paths), scanner_result=scanner_result, sign_key=sign_key)
+    keys = trusted_keys(trusted_dir, [load_public(key)] if key else [])
+    result = run(
+        bundle,
+        against=against,
+        osv_paths=list(osv_paths),
+        scanner_result=scanner_result,
+        sign_key=sign_key,
+        keys=keys,
+        keys_dir=str(trusted_dir),
+    )
     for rel in result.files:
         out.info(f"wrote {bundle / rel}")
     if out_dir is not None:

@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airgap.bundle_layout import DOSSIER_DIR, LOCK_NAME, SIG_NAME, SUMS_NAME
+from airgap.custody import TRUSTED_KEYS_DIR
 from airgap.dossier import diff as diffmod
 from airgap.dossier import osv
 from airgap.dossier.inventory import Inventory, build_inventory
 from airgap.errors import BadInputError, IntegrityError
 from airgap.lock import Lock
+
+if TYPE_CHECKING:
+    from airgap.signing import PublicKey
 
 FILES = ("dossier.html", "dossier.json", "sbom.cdx.json", "sbom.spdx.json")
 DOSSIER_FORMAT = 1
@@ -191,9 +196,13 @@ def run(
     osv_paths: list[Path] | None = None,
     scanner_result: Path | None = None,
     sign_key: Path | None = None,
+    keys: Sequence[PublicKey] = (),
+    keys_dir: str = TRUSTED_KEYS_DIR,
 ) -> Written:
     """Verify `bundle`, build its dossier and write it in, holding the bundle's directory lock throughout
-    (a collect or another dossier writing it at the same time is refused)."""
+    (a collect or another dossier writing it at the same time is refused). With trusted `keys` (from
+    `keys_dir` and --key), a valid signature by one of them is required, as for verify and install: the
+    gate's dossier is never written for a bundle its signature policy refuses."""
     from airgap.custody import Snapshot
     from airgap.dossier.sbom import require_libraries
     from airgap.journal import DirectoryLock
@@ -204,8 +213,8 @@ def run(
         from airgap.signing import load_secret
 
         load_secret(sign_key)  # a wrong key file is refused before any work, not after
-    snapshot = Snapshot.read(bundle, [])
     with DirectoryLock(bundle, "dossier"):
+        snapshot = Snapshot.read(bundle, keys, keys_dir=keys_dir)
         report = verify_bundle(snapshot)
         if not report.ok:
             first = report.problems[0]
