@@ -576,13 +576,14 @@ def _build_tool(out: Path, manifest: Manifest, say: Warn) -> ToolRecord:
     target = Target.of(manifest)
     # Rebuilding costs a `pip download` round (20 s and more) for the very same wheels: an unchanged tool/
     # (same airgap, same python/machine/glibc, every file hashing as recorded) is kept as it is.
-    record = reuse_tool(out, target, _previous_tool(out))
+    extras = ["fleet"] if manifest.fleet else []
+    record = reuse_tool(out, target, _previous_tool(out), extras)
     if record is not None:
         say(f"tool/ unchanged: reused ({len(record.files) - 1} files)")
         return record
     t = tool_target(target)
     say(f"building tool/ for python {t.python} {t.machine} (glibc {t.glibc}) ...")
-    record = build_tool(out, target, log=say)
+    record = build_tool(out, target, log=say, extras=extras)
     _follow_umask(out / TOOL_DIR)
     return record
 

@@ -72,6 +72,8 @@ class ToolRecord(LockModel):
     arch: str
     glibc: str
     files: list[ToolFile] = Field(default_factory=list)
+    # airgap's extras whose wheels tool/ also holds ("fleet": ansible-core for the control node).
+    extras: list[str] = Field(default_factory=list)
 
 
 class BaseRecord(LockModel):

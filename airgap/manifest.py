@@ -471,6 +471,9 @@ class Manifest(StrictModel):
     mirrors: dict[str, str] = Field(default_factory=dict)
     insecure_registries: list[str] = Field(default_factory=list)
     depot: DepotSpec | None = None
+    # The bundle is also a control node's kit: tool/ carries ansible-core (airgap's `fleet` extra), so
+    # `airgap fleet` runs inside the closed network with nothing from outside (docs/fleet.md).
+    fleet: bool = False
 
     _source: Path = PrivateAttr(default=Path("manifest.yaml"))
     _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)

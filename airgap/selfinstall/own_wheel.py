@@ -45,8 +45,9 @@ class ProjectMeta:
     notes: list[str] = field(default_factory=list)  # what was noticed while reading it (stale metadata)
 
 
-def _pyproject_requirements(package: Path) -> tuple[list[str], str] | None:
-    """[project].dependencies and requires-python of the checkout the package sits in, if it is one."""
+def _pyproject_requirements(package: Path) -> tuple[list[str], str, list[str]] | None:
+    """The Requires-Dist lines of the checkout the package sits in, if it is one ([project].dependencies,
+    then each optional dependency with its `extra == NAME` marker), requires-python, and the extras."""
     pyproject = package.parent / "pyproject.toml"
     if not pyproject.is_file():
         return None
@@ -60,7 +61,15 @@ def _pyproject_requirements(package: Path) -> tuple[list[str], str] | None:
         return None
     if canonicalize_name(str(project.get("name", ""))) != PROJECT:
         return None
-    return [str(d) for d in project.get("dependencies", [])], str(project.get("requires-python", ""))
+    lines = [str(d) for d in project.get("dependencies", [])]
+    optional: dict[str, list[str]] = project.get("optional-dependencies", {}) or {}
+    for extra, reqs in optional.items():
+        for text in reqs:
+            req = Requirement(str(text))
+            own = f"({req.marker}) and " if req.marker else ""
+            req.marker = None
+            lines.append(f'{req}; {own}extra == "{extra}"')
+    return lines, str(project.get("requires-python", "")), list(optional)
 
 
 def project_metadata(package: Path | None = None) -> ProjectMeta:
@@ -86,15 +95,14 @@ def project_metadata(package: Path | None = None) -> ProjectMeta:
         md, requires, requires_python, summary, extras = None, [], "", "", []
     from_pyproject = _pyproject_requirements(package)
     if from_pyproject is not None:
-        deps, py_req = from_pyproject
-        installed = {str(Requirement(r)) for r in requires if "extra ==" not in r.replace("'", '"')}
-        if md is None or {str(Requirement(d)) for d in deps} != installed:
+        lines, py_req, declared = from_pyproject
+        if md is None or {str(Requirement(d)) for d in lines} != {str(Requirement(r)) for r in requires}:
             if md is not None:
                 notes.append(
                     "the installed metadata of airgap is older than pyproject.toml (run `pip install -e .` "
                     "again); the wheel in tool/ takes its requirements from pyproject.toml"
                 )
-            requires = deps + [r for r in requires if "extra ==" in r.replace("'", '"')]
+            requires, extras = lines, declared
             requires_python = py_req or requires_python
     elif md is None:
         raise AirgapError(

@@ -165,17 +165,20 @@ def _tool_file(path: Path) -> ToolFile:
     return ToolFile(path=f"{TOOL_DIR}/{path.name}", size=path.stat().st_size, sha256=sha256_file(path))
 
 
-def build_tool(bundle: Path, target: Target, log: Log = _noop) -> ToolRecord:
-    """The self-install part of a bundle: tool/ and install.sh, and the lock's record of them."""
+def build_tool(bundle: Path, target: Target, log: Log = _noop, extras: Sequence[str] = ()) -> ToolRecord:
+    """The self-install part of a bundle: tool/ and install.sh, and the lock's record of them. `extras` are
+    airgap's extras whose wheels come too (`fleet`)."""
     import airgap
 
     t = tool_target(target)
-    files = build_tool_dir(bundle, t, log=log)
+    files = build_tool_dir(bundle, t, log=log, extras=extras)
     files.append(write_install_sh(bundle, airgap.__version__, t.python))
-    return ToolRecord(python=t.python, arch=t.arch, glibc=t.glibc or FALLBACK_GLIBC, files=files)
+    return ToolRecord(python=t.python, arch=t.arch, glibc=t.glibc or FALLBACK_GLIBC, files=files, extras=sorted(extras))
 
 
-def reuse_tool(bundle: Path, target: Target, previous: ToolRecord | None) -> ToolRecord | None:
+def reuse_tool(
+    bundle: Path, target: Target, previous: ToolRecord | None, extras: Sequence[str] = ()
+) -> ToolRecord | None:
     """The previous run's tool/ when nothing it depends on changed, else None (build it again).
 
     Unchanged means: the same python, machine and glibc, airgap's own wheel built now has the same bytes
@@ -189,7 +192,7 @@ def reuse_tool(bundle: Path, target: Target, previous: ToolRecord | None) -> Too
         return None
     t = tool_target(target)
     glibc = t.glibc or FALLBACK_GLIBC
-    if (previous.python, previous.arch, previous.glibc) != (t.python, t.arch, glibc):
+    if (previous.python, previous.arch, previous.glibc, previous.extras) != (t.python, t.arch, glibc, sorted(extras)):
         return None
     root = bundle / TOOL_DIR
     recorded = {f.path: f for f in previous.files if f.path.startswith(f"{TOOL_DIR}/")}
@@ -213,7 +216,7 @@ def reuse_tool(bundle: Path, target: Target, previous: ToolRecord | None) -> Too
             return None
     files = sorted(recorded.values(), key=lambda f: f.path)
     files.append(write_install_sh(bundle, airgap.__version__, t.python))
-    return ToolRecord(python=t.python, arch=t.arch, glibc=glibc, files=files)
+    return ToolRecord(python=t.python, arch=t.arch, glibc=glibc, files=files, extras=sorted(extras))
 
 
 def build_tool_dir(
@@ -223,6 +226,7 @@ def build_tool_dir(
     log: Log = _noop,
     *,
     pip_args: Sequence[str] = (),
+    extras: Sequence[str] = (),
 ) -> list[ToolFile]:
     """Fill `bundle/tool/` with airgap's wheel, every dependency's wheel for the target, and pip's wheel.
 
@@ -245,7 +249,11 @@ def build_tool_dir(
             "--no-tool and bring airgap to the server another way.",
         )
     roots = [Requirement(r) for r in meta.requires_dist]
-    roots = [r for r in roots if target.wants(r.marker)]  # extras ("test") evaluate false: left out
+    # Extras not asked for ("test") evaluate false and are left out; asked-for ones ("fleet") come along.
+    roots = [r for r in roots if target.wants(r.marker, ("", *extras))]
+    # An extra's requirement is wanted as such: without its `extra == ...` marker, which the closure below
+    # would judge false again.
+    roots = [r if target.wants(r.marker) else _unmarked(r) for r in roots]
     tmp = Path(tempfile.mkdtemp(dir=bundle, prefix=".tool.tmp-"))
     try:
         own = build_wheel(tmp, package, meta)
@@ -304,6 +312,12 @@ def build_tool_dir(
     files = [_tool_file(p) for p in sorted(final.iterdir())]
     log(f"tool: {len(files)} wheels, {sum(f.size for f in files)} bytes")
     return files
+
+
+def _unmarked(req: Requirement) -> Requirement:
+    plain = Requirement(str(req))
+    plain.marker = None
+    return plain
 
 
 def _check_tags(tool: Path, target: Target) -> None:
