@@ -52,7 +52,14 @@ def ubuntu_packages() -> dict[str, dict[str, list[Pkg]]]:
         pre_depends="ag-pre",
         # dpkg must have *configured* ag-pre before it unpacks ag-tool: its postinst writes `ready`.
         preinst='test -f "$DPKG_ROOT/var/lib/ag-pre/ready" || { echo "ag-pre not configured"; exit 1; }',
-        files={"usr/bin/ag-tool": "#!/bin/sh\necho ag-tool 2.0\n"},
+        files={
+            "usr/bin/ag-tool": "#!/bin/sh\necho ag-tool 2.0\n",
+            # A machine-readable copyright file, as Debian policy asks: the dossier reads its licence.
+            "usr/share/doc/ag-tool/copyright": (
+                "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+                "Upstream-Name: ag-tool\n\nFiles: *\nCopyright: 2026 airgap tests\nLicense: GPL-2+\n"
+            ),
+        },
     )
     return {
         "jammy": {
