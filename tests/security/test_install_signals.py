@@ -126,6 +126,9 @@ class Installs:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # its own group, so the test can stop all of it
+            # As from a terminal: a test run started in the background (nohup, `&`) inherits SIGINT ignored,
+            # and airgap rightly keeps an ignored signal ignored, so the INT case would never see it.
+            preexec_fn=_default_signals,
         )
         self.started.append(proc)
         return proc
@@ -190,6 +193,11 @@ def wait_gone(group: int) -> None:
     while alive(group, group=True):
         assert time.monotonic() < deadline, f"process group {group} is still running"
         time.sleep(0.05)
+
+
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
@@ -342,10 +350,24 @@ def test_host_run_outside_an_install_still_passes_the_signal_on(tmp_path: Path) 
     """Host.run raises Interrupted after the command exits; the command saw the signal first."""
     from airgap.errors import Interrupted
 
-    before = signal.getsignal(signal.SIGINT)
-    script = 'trap \'echo got > "$1/got"; exit 3\' INT; kill -INT $PPID; while [ ! -e "$1/got" ]; do sleep 0.05; done'
-    with pytest.raises(Interrupted) as info:
-        Host(root=tmp_path).run(["sh", "-c", script, "sh", str(tmp_path)], check=False)
-    assert "stopped by SIGINT" in info.value.message and "exited 3" in info.value.message
-    assert (tmp_path / "got").read_text() == "got\n"
-    assert signal.getsignal(signal.SIGINT) == before
+    # As in a terminal: a test run started in the background (nohup, `&`) has SIGINT ignored, and airgap
+    # rightly leaves an ignored signal ignored.
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGINT)
+        script = (
+            'trap \'echo got > "$1/got"; exit 3\' INT; kill -INT $PPID; while [ ! -e "$1/got" ]; do sleep 0.05; done'
+        )
+        with pytest.raises(Interrupted) as info:
+            # sh cannot trap a signal it was started with ignored: the command starts with SIGINT as a
+            # terminal gives it, then becomes sh.
+            restore = (
+                "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp('sh', sys.argv[1:])"
+            )
+            argv = [sys.executable, "-c", restore, "sh", "-c", script, "sh", str(tmp_path)]
+            Host(root=tmp_path).run(argv, check=False)
+        assert "stopped by SIGINT" in info.value.message and "exited 3" in info.value.message
+        assert (tmp_path / "got").read_text() == "got\n"
+        assert signal.getsignal(signal.SIGINT) == before
+    finally:
+        signal.signal(signal.SIGINT, outer)
