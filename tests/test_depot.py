@@ -558,3 +558,33 @@ def test_uv_installs_from_the_index_too(served: Served, collected: Collected, tm
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert (target / "agdemo" / "__init__.py").read_text() == "VERSION = '1.0'\n"
+
+
+OFFLINE = """
+set -e
+ip link set lo up
+"$PY" -m airgap serve "$BUNDLE" --listen 127.0.0.1:18080 --trusted-keys "$WORK/no-keys" \
+  > "$WORK/serve.out" 2> "$WORK/serve.err" &
+SERVE=$!
+trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null || true' EXIT
+i=0
+until grep -q "^serving " "$WORK/serve.out"; do
+  i=$((i + 1)); [ $i -lt 3000 ] || { cat "$WORK/serve.err"; exit 9; }
+  kill -0 $SERVE || { cat "$WORK/serve.err"; exit 8; }
+  sleep 0.1
+done
+"$PY" -m pip --disable-pip-version-check --no-cache-dir --isolated install --index-url http://127.0.0.1:18080/simple/ \
+  --target "$WORK/target" agdemo ag-other
+"""
+
+
+def test_pip_installs_the_wheel_set_with_no_network_but_the_depot(collected: Collected, tmp_path: Path) -> None:
+    """In a network namespace with nothing but loopback, where the depot runs: pip resolves and installs the
+    wheel set from it (no pypi.org to fall back on)."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("a private network namespace needs root, unshare and ip (CI runs as root)")
+    env = client_env(tmp_path, PY=sys.executable, BUNDLE=str(collected.bundle), WORK=str(tmp_path))
+    r = subprocess.run(["unshare", "-n", "sh", "-c", OFFLINE], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "target" / "agdemo" / "__init__.py").read_text() == "VERSION = '1.0'\n"
+    assert any(p.name.lower().startswith("ag_other") for p in (tmp_path / "target").iterdir())
