@@ -62,6 +62,9 @@ def start_collect(manifest: Path, bundle: Path, *args: str, umask: int = -1) -> 
         stderr=subprocess.PIPE,
         text=True,
         umask=umask,
+        # As from a terminal: a test run started in the background inherits SIGINT ignored, which airgap
+        # rightly keeps ignored, so Ctrl-C would never reach it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

@@ -54,7 +54,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Write BUNDLE's Python index, Hugging Face endpoint and files as a static tree for a web server.",
     ),
     "push": ("push", "Push every image of BUNDLE into the OCI registry --registry, by digest, then tag it."),
-    "upload": ("upload", "Upload BUNDLE's wheels to a Python index the site already runs (devpi, Nexus, ...)."),
+    "upload": (
+        "upload",
+        "Upload BUNDLE's wheels to a Python index the site already runs (devpi, Nexus, Artifactory, pypiserver).",
+    ),
 }
 
 MAIN_HELP = f"""Carry a GPU/LLM serving stack across an air gap, and be sure it arrived intact.
