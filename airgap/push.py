@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +57,7 @@ ON_EXISTING: tuple[OnExisting, ...] = ("skip", "overwrite", "fail")
 # Blobs up to this size go in one PUT; larger ones in PATCH chunks of this size, so no request body is
 # larger than this in memory and a registry behind a proxy with a body limit still takes big layers.
 CHUNK = 16 << 20
+BLOBS_AT_ONCE = 4
 Say = Callable[[str], None]
 
 
@@ -184,7 +187,8 @@ class _Planned:
 
 
 class Pusher:
-    """The registry half: HEAD, mount, upload, manifests, tags. One session, one auth, one thread."""
+    """The registry half: HEAD, mount, upload, manifests, tags. One session and one auth (its token cache is
+    shared by the threads that send an image's blobs at once)."""
 
     def __init__(
         self, target: Target, ctx: InstallContext, ca_file: Path | None, chunk: int, report: PushReport
@@ -217,6 +221,7 @@ class Pusher:
             "what is already there is not sent twice.",
         )
         self.where: dict[str, str] = {}  # blob digest -> a repository of this registry that has it
+        self._count = threading.Lock()  # blobs go in parallel: the report's counters are shared
 
     def probe(self) -> None:
         """`GET /v2/` before anything else: a TLS or connection failure is told with push's own fix (the CA
@@ -299,7 +304,8 @@ class Pusher:
         base = self.target.api(repo)
         head = self._ask("HEAD", f"{base}/blobs/{digest}", f"blob {repo}@{digest}", {200, 404})
         if head.status_code == 200:
-            self.report.blobs_present += 1
+            with self._count:
+                self.report.blobs_present += 1
             self.where.setdefault(digest, repo)
             return
         url = f"{base}/blobs/uploads/"
@@ -311,7 +317,8 @@ class Pusher:
             mount = f"{url}?mount={digest}&from={source}"
             r = self._ask("POST", mount, f"an upload to {repo}", {201, 202, 401, 403})
             if r.status_code == 201:  # mounted: the registry linked the blob it already holds
-                self.report.blobs_mounted += 1
+                with self._count:
+                    self.report.blobs_mounted += 1
                 return
             if r.status_code == 202:
                 opened, url = r, mount
@@ -321,8 +328,9 @@ class Pusher:
             opened = self._ask("POST", url, f"an upload to {repo}", {202})
         location = self._location(opened, url)
         self._upload(repo, art, digest, location)
-        self.report.blobs_sent += 1
-        self.report.bytes_sent += art.size
+        with self._count:
+            self.report.blobs_sent += 1
+            self.report.bytes_sent += art.size
         self.where.setdefault(digest, repo)
 
     def _location(self, r: requests.Response, url: str) -> str:
@@ -355,7 +363,8 @@ class Pusher:
                     "Content-Range": f"{offset}-{offset + len(piece) - 1}",
                 }
                 if offset == 0:
-                    self.report.blobs_chunked += 1
+                    with self._count:
+                        self.report.blobs_chunked += 1
                 r = self._send("PATCH", location, piece, thing, headers)
                 location = self._location(r, location)
                 offset += len(piece)
@@ -509,8 +518,12 @@ def push_bundle(
             pushed.add((p.repo, img.manifest_digest))
             if not pusher.manifest_present(p.repo, img.manifest_digest):
                 say(f"pushing {target.host}/{p.repo}@{img.manifest_digest} ({human_size(img.size)})")
-                for art in _unique([img.config, *img.layers]):
-                    pusher.push_blob(p.repo, art)
+                blobs = _unique([img.config, *img.layers])
+                # A few blobs at once, as docker and skopeo push: one at a time left the link idle while each
+                # was read and hashed. Each is still committed only after its last byte matched the lock.
+                with ThreadPoolExecutor(max_workers=min(BLOBS_AT_ONCE, len(blobs)), thread_name_prefix="push") as pool:
+                    for done in [pool.submit(pusher.push_blob, p.repo, art) for art in blobs]:
+                        done.result()
                 pusher.push_manifest(p.repo, img, img.manifest_digest)
                 report.manifests_sent += 1
             else:
