@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 
 from airgap.artifacts import Artifact, Digest, PublishedDigest
 from airgap.compat.tables import CUDA_RUNFILE_DRIVER, cuda_runfile_driver
@@ -108,11 +109,16 @@ def _run_runfile(ctx: InstallContext, short: str) -> None:
     prefix = _prefix(short)
     ((art, runfile),) = ctx.artifacts(CudaLayer.name)
     tmpdir = _roomy_tmpdir(ctx, art.size)
-    res = host.run(
-        ["sh", str(runfile), "--silent", "--toolkit", f"--toolkitpath={host.path(prefix)}", f"--tmpdir={tmpdir}"],
-        check=False,
-        timeout=3600,
-    )
+    argv = ["sh", str(runfile), "--silent", "--toolkit", f"--toolkitpath={host.path(prefix)}", f"--tmpdir={tmpdir}"]
+    if host.dry_run:
+        res = host.run(argv, check=False, timeout=3600)
+    else:
+        # The runfile is a makeself archive: it unpacks itself into $TMPDIR/selfgz<pid> before the installer
+        # sees --tmpdir. A leftover directory of that name (an earlier run killed mid-unpack, its pid now
+        # reused) stops it ("Cannot create target directory"); a fresh private directory never collides,
+        # and lies on the roomy filesystem, not a small /tmp.
+        with tempfile.TemporaryDirectory(dir=tmpdir, prefix="airgap-unpack-") as unpack:
+            res = host.run(argv, check=False, timeout=3600, env={"TMPDIR": unpack})
     if res.returncode != 0:
         raise InstallError(
             f"the CUDA installer failed (exit {res.returncode}).",

@@ -52,6 +52,7 @@ class RegistryAuth(requests.auth.AuthBase):
         self._policy = policy or RetryPolicy()
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], str] = {}
+        self._scopes: dict[tuple[str, str], str] = {}  # the scope each cached token was asked for
         # Used under self._lock only, so one session serves every thread.
         self._session = new_session()
         self.token_requests = 0  # how often a token endpoint was asked (tests and diagnostics)
@@ -96,21 +97,24 @@ class RegistryAuth(requests.auth.AuthBase):
         scheme, params = challenge
         key = self._key(url)
         host = urlsplit(url).netloc
+        repo = key[1]
+        scope = params.get("scope") or (f"repository:{repo}:pull" if repo else "") if scheme == "bearer" else ""
         with self._lock:
             cached = self._cache.get(key)
-            if cached is not None and cached != tried:
-                return cached  # another thread already got a fresh answer
+            if cached is not None and cached != tried and self._scopes.get(key) == scope:
+                # Another thread already got a fresh answer for this very scope. (A pull token another thread
+                # cached does not answer an upload's push challenge: pushes send blobs in parallel.)
+                return cached
             creds = self._credentials(host)
             if scheme == "basic":
                 value = creds.basic() if creds else None
             elif scheme == "bearer" and params.get("realm"):
-                repo = key[1]
-                scope = params.get("scope") or (f"repository:{repo}:pull" if repo else "")
                 value = self._token(params["realm"], params.get("service", ""), scope, creds, host)
             else:
                 value = None
             if value is not None:
                 self._cache[key] = value
+                self._scopes[key] = scope
             return value
 
     def _token(self, realm: str, service: str, scope: str, creds: Credentials | None, host: str) -> str:
