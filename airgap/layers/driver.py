@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 from airgap.artifacts import Artifact, Digest
 from airgap.errors import InstallError, RebootRequired
 from airgap.install_context import InstallContext
@@ -74,7 +76,14 @@ class DriverLayer(Layer):
         argv = ["sh", str(runfile), "--silent", f"--log-file-name={host.path(INSTALLER_LOG)}"]
         if host.which("dkms"):
             argv.append("--dkms")  # rebuilds the module on kernel updates: no second trip for a kernel patch
-        res = host.run(argv, check=False, timeout=3600)
+        if host.dry_run:
+            res = host.run(argv, check=False, timeout=3600)
+        else:
+            # A makeself archive: it unpacks into $TMPDIR/selfgz<pid>, which a run killed mid-unpack may have
+            # left behind under a pid now reused. A fresh private directory beside the staged copy (chosen
+            # with room for it) never collides.
+            with tempfile.TemporaryDirectory(dir=runfile.parent, prefix="airgap-unpack-") as unpack:
+                res = host.run(argv, check=False, timeout=3600, env={"TMPDIR": unpack})
         if res.returncode != 0:
             raise InstallError(
                 f"the NVIDIA installer failed (exit {res.returncode}).",
