@@ -38,3 +38,6 @@ MAX_SUMS_BYTES = 64 << 20
 
 # A lock lists every artifact with a few hundred bytes each: even 100,000 artifacts stay far below this.
 MAX_LOCK_BYTES = 256 << 20
+
+# The server's trusted public keys (*.pub): with one there, a valid signature is required (docs/signing.md).
+TRUSTED_KEYS_DIR = "/etc/airgap/keys"

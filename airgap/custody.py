@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from airgap.bundle_layout import LOCK_NAME, MAX_LOCK_BYTES, MAX_SUMS_BYTES, SIG_NAME, SUMS_NAME
+from airgap.bundle_layout import LOCK_NAME, MAX_LOCK_BYTES, MAX_SUMS_BYTES, SIG_NAME, SUMS_NAME, TRUSTED_KEYS_DIR
 from airgap.digests import NotRegularFile, read_beneath, read_bundle_file
 from airgap.errors import AirgapError, BadInputError, IntegrityError, VerifyFailed
 from airgap.signing import (
@@ -38,7 +38,6 @@ from airgap.signing import (
 if TYPE_CHECKING:
     from airgap.lock import Lock
 
-TRUSTED_KEYS_DIR = "/etc/airgap/keys"  # a server path; under --root for install
 # SHA256SUMS holds ~100-200 bytes a file: 64 MiB is several hundred thousand files, far beyond any bundle.
 
 Status = Literal["valid", "invalid", "unchecked", "unsigned"]

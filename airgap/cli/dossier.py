@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from airgap.cli.application import Application, exit_codes_help
-from airgap.custody import TRUSTED_KEYS_DIR
+from airgap.cli.options import trust_options, trusted
 from airgap.errors import EXIT_OK
 
 
@@ -44,16 +44,7 @@ listed in SHA256SUMS. A signature no longer matches afterwards: it is removed, o
     help="A site scanner's JSON result to fold in (Grype run on dossier/sbom.cdx.json).",
 )
 @click.option("--sign-key", type=click.Path(path_type=Path), help="Sign the bundle again with this secret key.")
-@click.option("--key", type=click.Path(path_type=Path), help="Public key (.pub) to trust besides --trusted-keys.")
-@click.option(
-    "--trusted-keys",
-    "trusted_dir",
-    metavar="DIR",
-    type=click.Path(path_type=Path),
-    default=Path(TRUSTED_KEYS_DIR),
-    show_default=True,
-    help="Directory of trusted public keys (*.pub). When it holds one, a valid signature by one is required.",
-)
+@trust_options
 @click.option(
     "-o",
     "--output",
@@ -73,12 +64,10 @@ def dossier(
     trusted_dir: Path,
     out_dir: Path | None,
 ) -> int:
-    from airgap.custody import trusted_keys
     from airgap.dossier.build import run
-    from airgap.signing import load_public
 
     out = app.output()
-    keys = trusted_keys(trusted_dir, [load_public(key)] if key else [])
+    keys = trusted(trusted_dir, key)
     result = run(
         bundle,
         against=against,

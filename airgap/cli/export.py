@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from airgap.bundle_layout import TRUSTED_KEYS_DIR
 from airgap.cli.application import Application, exit_codes_help
-from airgap.custody import TRUSTED_KEYS_DIR
+from airgap.cli.options import trust_options
 from airgap.errors import EXIT_OK
 
 
@@ -44,16 +45,7 @@ With --apt-key, the bundle's .debs also become a signed apt repository under www
     type=click.Path(path_type=Path),
     help="gpg home holding --apt-key's secret key (default: gpg's own, $GNUPGHOME or ~/.gnupg).",
 )
-@click.option("--key", type=click.Path(path_type=Path), help="Public key (.pub) to trust besides --trusted-keys.")
-@click.option(
-    "--trusted-keys",
-    "trusted_dir",
-    metavar="DIR",
-    type=click.Path(path_type=Path),
-    default=Path(TRUSTED_KEYS_DIR),
-    show_default=True,
-    help="Directory of trusted public keys (*.pub). When it holds one, a valid signature by one is required.",
-)
+@trust_options
 @click.pass_obj
 def export(
     app: Application,
@@ -66,17 +58,15 @@ def export(
     key: Path | None,
     trusted_dir: Path,
 ) -> int:
-    from airgap.cli.options import refuse_manifest
-    from airgap.custody import trusted_keys
+    from airgap.cli.options import refuse_manifest, trusted
     from airgap.depot.apt_repo import AptSigner
     from airgap.depot.content import verified_bundle
     from airgap.depot.export import export_depot
-    from airgap.signing import load_public
     from airgap.units import human_size
 
     out = app.output()
     refuse_manifest(bundle, "export")
-    keys = trusted_keys(trusted_dir, [load_public(key)] if key else [])
+    keys = trusted(trusted_dir, key)
     reader = verified_bundle(bundle, keys, keys_dir=str(trusted_dir), say=out.info, warn=out.warn)
     signer = AptSigner(apt_key, gnupghome) if apt_key else None
     if signer is not None:

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from airgap.bundle_layout import TRUSTED_KEYS_DIR
 from airgap.errors import BadInputError
 
 if TYPE_CHECKING:
+    from airgap.signing import PublicKey
     from airgap.sources.http import HttpSource
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -115,3 +117,33 @@ def refuse_manifest(path: Path, command: str) -> None:
             f"{path}: that is a manifest, not a bundle: {command} takes the bundle directory collect made.",
             f"airgap collect {path} -o DIR, then airgap {command} DIR.",
         )
+
+
+def trust_options(f: F) -> F:
+    """--key and --trusted-keys: the signature policy of every command that reads a bundle (verify, push,
+    serve, export, upload, dossier); `trusted(...)` turns them into the keys. (install reads the keys under
+    its --root instead.)"""
+    f = click.option(
+        "--trusted-keys",
+        "trusted_dir",
+        metavar="DIR",
+        type=click.Path(path_type=Path),
+        default=Path(TRUSTED_KEYS_DIR),
+        show_default=True,
+        help="Directory of trusted public keys (*.pub). When it holds one, unsigned or otherwise signed bundles "
+        "are refused.",
+    )(f)
+    return click.option(
+        "--key",
+        type=click.Path(path_type=Path),
+        help="Public key (.pub from `airgap keygen`) to trust besides --trusted-keys: the bundle must then carry "
+        "a valid signature by a trusted key.",
+    )(f)
+
+
+def trusted(trusted_dir: Path, key: Path | None) -> list[PublicKey]:
+    """The keys --trusted-keys and --key name (an unreadable key file is a BadInputError naming it)."""
+    from airgap.custody import trusted_keys
+    from airgap.signing import load_public
+
+    return trusted_keys(trusted_dir, [load_public(key)] if key else [])

@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from airgap.cli.application import Application, exit_codes_help
-from airgap.cli.options import refuse_manifest
-from airgap.custody import TRUSTED_KEYS_DIR
+from airgap.cli.options import refuse_manifest, trust_options
 
 
 @click.command(
@@ -47,21 +46,7 @@ against the system's CAs or --ca-file; plain HTTP only with --insecure, or for a
     "--ca-file", type=click.Path(path_type=Path), help="PEM file of the CA that signed the registry's certificate."
 )
 @click.option("--insecure", is_flag=True, help="Speak plain HTTP to the registry (no TLS at all).")
-@click.option(
-    "--key",
-    type=click.Path(path_type=Path),
-    help="A public key to trust besides --trusted-keys: the bundle must then be signed by a trusted key.",
-)
-@click.option(
-    "--trusted-keys",
-    "trusted_dir",
-    metavar="DIR",
-    type=click.Path(path_type=Path),
-    default=Path(TRUSTED_KEYS_DIR),
-    show_default=True,
-    help="Directory of trusted public keys (*.pub); when it holds one, unsigned or otherwise signed bundles "
-    "are refused.",
-)
+@trust_options
 @click.option("--json", "json_mode", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_obj
 def push(

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from airgap.bundle_layout import TRUSTED_KEYS_DIR
 from airgap.cli.application import Application, exit_codes_help
-from airgap.custody import TRUSTED_KEYS_DIR
+from airgap.cli.options import trust_options
 from airgap.errors import EXIT_OK, BadInputError
 
 
@@ -59,16 +60,7 @@ On a server of the closed network:
     metavar="HOST:PORT",
     help="Address to listen on; port 0 picks a free one (the URL is printed).",
 )
-@click.option("--key", type=click.Path(path_type=Path), help="Public key (.pub) to trust besides --trusted-keys.")
-@click.option(
-    "--trusted-keys",
-    "trusted_dir",
-    metavar="DIR",
-    type=click.Path(path_type=Path),
-    default=Path(TRUSTED_KEYS_DIR),
-    show_default=True,
-    help="Directory of trusted public keys (*.pub). When it holds one, a valid signature by one is required.",
-)
+@trust_options
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="Serve HTTPS with this certificate (PEM).")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="The certificate's private key (PEM).")
 @click.pass_obj
@@ -83,13 +75,11 @@ def serve(
 ) -> int:
     import ssl
 
-    from airgap.cli.options import refuse_manifest
-    from airgap.custody import trusted_keys
+    from airgap.cli.options import refuse_manifest, trusted
     from airgap.depot.content import verified_bundle
     from airgap.depot.server import Depot, DepotHTTPServer, tls_context
     from airgap.depot.server import serve as run_server
     from airgap.signals import stops_raise
-    from airgap.signing import load_public
 
     out = app.output()
     refuse_manifest(bundle, "serve")
@@ -108,7 +98,7 @@ def serve(
                 f"--tls-cert {tls_cert} / --tls-key {tls_key}: cannot load them ({exc}).",
                 "Give a PEM certificate and the PEM private key that belongs to it.",
             ) from None
-    keys = trusted_keys(trusted_dir, [load_public(key)] if key else [])
+    keys = trusted(trusted_dir, key)
     reader = verified_bundle(bundle, keys, keys_dir=str(trusted_dir), say=out.info, warn=out.warn)
     depot = Depot.of(reader)
 

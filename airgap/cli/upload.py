@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from airgap.bundle_layout import TRUSTED_KEYS_DIR
 from airgap.cli.application import Application, exit_codes_help
-from airgap.custody import TRUSTED_KEYS_DIR
+from airgap.cli.options import trust_options
 from airgap.errors import EXIT_OK
 
 
@@ -30,16 +31,7 @@ TWINE_PASSWORD, as for twine.
 @click.option(
     "--simple", metavar="URL", help="The index's simple page root, to ask what it has (default: INDEX/simple/)."
 )
-@click.option("--key", type=click.Path(path_type=Path), help="Public key (.pub) to trust besides --trusted-keys.")
-@click.option(
-    "--trusted-keys",
-    "trusted_dir",
-    metavar="DIR",
-    type=click.Path(path_type=Path),
-    default=Path(TRUSTED_KEYS_DIR),
-    show_default=True,
-    help="Directory of trusted public keys (*.pub). When it holds one, a valid signature by one is required.",
-)
+@trust_options
 @click.option("--json", "json_mode", is_flag=True, help="Print what was sent and what was there as one JSON object.")
 @click.pass_obj
 def upload(
@@ -51,17 +43,15 @@ def upload(
     trusted_dir: Path,
     json_mode: bool,
 ) -> int:
-    from airgap.cli.options import refuse_manifest
-    from airgap.custody import trusted_keys
+    from airgap.cli.options import refuse_manifest, trusted
     from airgap.depot.content import verified_bundle
     from airgap.depot.upload import upload_wheels
     from airgap.redact import redact
-    from airgap.signing import load_public
     from airgap.units import human_size
 
     out = app.output(json_mode)
     refuse_manifest(bundle, "upload")
-    keys = trusted_keys(trusted_dir, [load_public(key)] if key else [])
+    keys = trusted(trusted_dir, key)
     reader = verified_bundle(bundle, keys, keys_dir=str(trusted_dir), say=out.info, warn=out.warn)
     done = upload_wheels(reader, index, simple)
     if json_mode:

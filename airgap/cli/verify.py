@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
+from airgap.bundle_layout import TRUSTED_KEYS_DIR
 from airgap.cli.application import Application, exit_codes_help
-from airgap.cli.options import refuse_manifest, require_writable
-from airgap.custody import TRUSTED_KEYS_DIR
+from airgap.cli.options import refuse_manifest, require_writable, trust_options, trusted
 from airgap.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 
@@ -47,21 +47,7 @@ Hashing runs on all cores. Exit 0 only when every file holds and the signature i
     "README.txt give them), problems, signature, notes, ok.",
 )
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), help="Hashing threads (default: one per core).")
-@click.option(
-    "--key",
-    type=click.Path(path_type=Path),
-    help="Public key (.pub from `airgap keygen`) to trust besides --trusted-keys: the bundle must then carry "
-    "a valid signature by a trusted key.",
-)
-@click.option(
-    "--trusted-keys",
-    "trusted_dir",
-    metavar="DIR",
-    type=click.Path(path_type=Path),
-    default=Path(TRUSTED_KEYS_DIR),
-    show_default=True,
-    help="Directory of trusted public keys (*.pub). When it holds one, unsigned or otherwise signed bundles fail.",
-)
+@trust_options
 @click.option(
     "--report",
     "report_file",
@@ -79,9 +65,8 @@ def verify(
     report_file: Path | None,
 ) -> int:
     from airgap.bundle_walk import shown
-    from airgap.custody import Snapshot, trusted_keys
+    from airgap.custody import Snapshot
     from airgap.progress import Progress
-    from airgap.signing import load_public
     from airgap.units import human_size
     from airgap.verify import verify_bundle, write_report
 
@@ -89,7 +74,7 @@ def verify(
     refuse_manifest(bundle, "verify")
     if report_file:
         require_writable(report_file, "--report", directory=False)  # before the hashing, not after it
-    keys = trusted_keys(trusted_dir, [load_public(key)] if key else [])
+    keys = trusted(trusted_dir, key)
     snapshot = Snapshot.read(bundle, keys, keys_dir=str(trusted_dir))
     mode = "rich" if sys.stderr.isatty() and not app.quiet and not json_mode else "off"
     with Progress("verify", None, mode=mode) as progress:

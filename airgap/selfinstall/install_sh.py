@@ -32,6 +32,7 @@ import os
 import re
 from pathlib import Path
 
+from airgap.bundle_layout import TRUSTED_KEYS_DIR
 from airgap.digests import sha256_bytes
 from airgap.fsutil import write_atomic
 from airgap.lock import ToolFile
@@ -40,7 +41,6 @@ INSTALL_SH = "install.sh"
 # Where install.sh puts airgap itself: its own venv, apart from the python layer's (python.venv).
 TOOL_VENV = "/opt/airgap/tool"
 STAMP = ".airgap-tool"  # in the venv: digest of the tool/ lines of SHA256SUMS it was installed from
-TRUSTED_KEYS_DIR = "/etc/airgap/keys"  # the server's trusted public keys, as `airgap verify/install` read them
 # Every program install.sh runs before python, besides openssl or minisign: all in coreutils, grep and sed.
 COMMANDS = (
     "sha256sum",
