@@ -6,7 +6,6 @@ is exit 3 without the password in the output."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from airgap.depot.content import verified_bundle
 from airgap.depot.upload import upload_wheels
 from airgap.errors import ChangedSinceVerify
 from tests.conftest import run_airgap
+from tests.registry_fixtures import free_port
 from tests.test_depot import Collected, client_env, collected  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.skipif(
@@ -30,13 +30,6 @@ pytestmark = pytest.mark.skipif(
 
 
 ARGS = [sys.executable, "-m", "airgap"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 class Index:
