@@ -450,7 +450,7 @@ class DepotSpec(StrictModel):
     @field_validator("registry")
     @classmethod
     def _registry(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", v):
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?", v):
             raise ValueError(f"{v!r} is not HOST[:PORT]; write it like depot.example.internal:5000")
         return v
 

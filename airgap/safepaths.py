@@ -106,6 +106,17 @@ def bad_name_char(name: str) -> str | None:
     return None
 
 
+def relative_path_problem(rel: str) -> str | None:
+    """Why `rel` (a name or path a lock gives) cannot be written beneath an output directory, or None:
+    absolute, an empty, `.` or `..` component, or a character airgap refuses in names. Whoever can edit an
+    unsigned bundle writes its lock; a depot export run as root must not follow it out of its directory."""
+    if rel.startswith("/"):
+        return "an absolute path"
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        return "not a plain relative path (an empty, '.' or '..' component)"
+    return bad_name_char(rel)
+
+
 def is_commit(revision: str) -> bool:
     """A full 40-hex commit hash: the only revision a lock may carry (a branch or `../x` is not one)."""
     return bool(COMMIT_RE.match(revision))

@@ -35,10 +35,11 @@ from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
-from airgap.errors import BadInputError, InstallError
+from airgap.errors import BadInputError, InstallError, IntegrityError
 from airgap.install_context import CheckedReader
 from airgap.lock import Lock, LockedArtifact
 from airgap.parts import PartsReader, source_files
+from airgap.safepaths import relative_path_problem
 
 COMPONENT = "main"
 KEY_FILE = "airgap-depot.gpg"
@@ -130,6 +131,12 @@ def write_apt_repo(bundle: Path, lock: Lock, dest: Path, signer: AptSigner, suit
         stanzas: dict[str, list[bytes]] = {}
         files = []
         for art in debs:
+            if "/" in art.name or (problem := relative_path_problem(art.name)):
+                raise IntegrityError(
+                    f"the bundle's lock names the .deb {art.name[:120]!r}, which cannot be a file of the "
+                    f"repository: {problem or 'a path, not a name'}; nothing was written.",
+                    "The lock was altered (a collect never writes such a name): copy the bundle again.",
+                )
             rel = f"pool/{COMPONENT}/{art.name}"
             stanza, arch = _copy_deb(bundle, art, work / rel, rel)
             stanzas.setdefault(arch, []).append(stanza)

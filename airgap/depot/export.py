@@ -40,7 +40,8 @@ from airgap.depot.files import SUMS, FileShelf
 from airgap.depot.hub import Hub, resolve_headers
 from airgap.depot.pyindex import PyIndex
 from airgap.depot.server import Depot
-from airgap.errors import AirgapError, BadInputError, DiskFullError
+from airgap.errors import AirgapError, BadInputError, DiskFullError, IntegrityError
+from airgap.safepaths import relative_path_problem
 
 MARKER = "EXPORTED"
 _SIMPLE_REF = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -143,6 +144,13 @@ class _Writer:
         root.mkdir(parents=True)
 
     def _path(self, rel: str) -> Path:
+        if problem := relative_path_problem(rel):
+            raise IntegrityError(
+                f"the bundle's lock names {rel[:120]!r}, which cannot be a file of the export: {problem}; "
+                "nothing was exported.",
+                "The lock was altered (a collect never writes such a name): copy the bundle again from the "
+                "original, signed if you can.",
+            )
         p = self.root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
