@@ -363,12 +363,41 @@ def test_a_file_changed_after_verification_is_not_served(collected: Collected, t
         f"/{REPO}/resolve/main/..%2f..%2fSHA256SUMS",
         "/layers/10-files/check.sh",
         "/airgap.lock.json",
+        "/bundle/airgap.lock.json",
+        "/bundle/SHA256SUMS",
+        "/bundle/../airgap.lock.json",
+        "/bundle/layers/10-files/..%2f..%2fSHA256SUMS",
     ],
 )
 def test_traversal_and_bundle_paths_are_refused(served: Served, target: str) -> None:
     status, body = raw_request(served.port, target)
     assert status in (400, 404), (target, status)
     assert b"sha256" not in body and b"root:" not in body
+
+
+def test_a_fleet_host_fetches_the_bundle_from_the_depot(served: Served, collected: Collected, tmp_path: Path) -> None:
+    """`fleet install --from DEPOT/bundle/`: with what the control node sends (SHA256SUMS, the lock,
+    install.sh, no artifact), the host's fetcher takes every artifact and tool/ wheel from /bundle/, and the
+    copy passes `sha256sum -c` as the playbook checks it."""
+    from airgap.fleet.playbook import PEER, pack_bundle, playbook_path
+
+    (tmp_path / "scratch").mkdir()
+    packed = pack_bundle(collected.bundle, tmp_path / "scratch")
+    host = tmp_path / "host"
+    host.mkdir()
+    assert packed.meta is not None
+    subprocess.run(["tar", "-x", "-f", str(packed.meta), "-C", str(host)], check=True)
+    r = subprocess.run(
+        [sys.executable, str(playbook_path(PEER)), "fetch", str(host), f"{served.url}/bundle/"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads(r.stdout)
+    lock = Lock.read(collected.bundle)
+    assert summary["files"] == len([a for a in lock.artifacts if not a.in_base]) and summary["failed"] == []
+    assert subprocess.run(["sha256sum", "--quiet", "--strict", "-c", "SHA256SUMS"], cwd=host).returncode == 0
 
 
 # --- export ---------------------------------------------------------------------------------------------

@@ -54,3 +54,27 @@ class FileShelf:
         if len(rest) == 1:
             return self.files.get(rest[0])
         return None
+
+
+@dataclass
+class BundleShelf:
+    """The bundle's own artifacts and tool/ under /bundle/, by their paths in the bundle, for `airgap fleet
+    install --from URL/bundle/`: each host fetches them there and checks them against the SHA256SUMS the
+    control node sent it. SHA256SUMS, the lock and install.sh are not served here: they travel over SSH."""
+
+    files: dict[str, Blob] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, lock: Lock) -> BundleShelf:
+        from airgap.depot.content import tool_artifacts
+
+        shelf = cls()
+        for art in [*lock.artifacts, *tool_artifacts(lock)]:
+            if not art.in_base:
+                shelf.files.setdefault(art.path, Blob(art))
+        return shelf
+
+    def answer(self, rest: list[str]) -> Blob | str | None:
+        if not rest:
+            return "/bundle/"
+        return self.files.get("/".join(rest))

@@ -4,6 +4,7 @@
     /simple/...            the Python index (pyindex.py)
     /api/models/...        the Hugging Face API (hub.py), and /{owner}/{name}/resolve/{rev}/{path}
     /files/...             the plain files (files.py)
+    /bundle/...            the bundle's artifacts and tool/ by path, for `fleet install --from` (files.py)
 
 A request's path is split into segments and looked up in the services' tables: it is never joined to the
 bundle's directory, so `..`, an encoded `%2e%2e` or a link in the bundle cannot reach another file. A
@@ -30,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from airgap import __version__
 from airgap.depot.content import Blob, BundleReader, Doc
-from airgap.depot.files import FileShelf
+from airgap.depot.files import BundleShelf, FileShelf
 from airgap.depot.hub import JSON, Hub, HubError
 from airgap.depot.pyindex import PyIndex
 from airgap.errors import AirgapError
@@ -48,11 +49,12 @@ class Depot:
     pyindex: PyIndex
     hub: Hub
     files: FileShelf
+    bundle: BundleShelf
 
     @classmethod
     def of(cls, reader: BundleReader) -> Depot:
         lock = reader.lock
-        return cls(reader, PyIndex.of(lock), Hub.of(lock), FileShelf.of(lock))
+        return cls(reader, PyIndex.of(lock), Hub.of(lock), FileShelf.of(lock), BundleShelf.of(lock))
 
     def summary(self) -> list[str]:
         lines = [f"python index  /simple/      {self.pyindex.wheels} wheels of {len(self.pyindex.projects)} projects"]
@@ -61,6 +63,7 @@ class Depot:
         if not self.hub.models:
             lines.append("hugging face  /api/models/  no model in this bundle")
         lines.append(f"files         /files/       {len(self.files.files)} files and SHA256SUMS")
+        lines.append(f"bundle        /bundle/      {len(self.bundle.files)} files, for `airgap fleet install --from`")
         return lines
 
     def home(self) -> bytes:
@@ -87,6 +90,8 @@ class Depot:
             return self.pyindex.answer(rest, accept)
         if head == "files":
             return self.files.answer(rest)
+        if head == "bundle":
+            return self.bundle.answer(rest)
         if head == "api" and len(rest) >= 3 and rest[0] == "models":
             repo, more = f"{rest[1]}/{rest[2]}", rest[3:]
             if not more:
