@@ -131,7 +131,7 @@ def test_yaml_inventory_with_groups_and_limit_in_inventory_order(tmp_path: Path)
     assert inventory_hosts(inv, "gpu") == ["gpu01", "gpu02"]
 
 
-def test_the_small_files_travel_in_one_deterministic_tar(tmp_path: Path) -> None:
+def test_the_small_files_travel_in_deterministic_tars_and_the_list_of_sums_in_the_meta_one(tmp_path: Path) -> None:
     import tarfile
 
     from airgap.fleet import playbook
@@ -144,14 +144,21 @@ def test_the_small_files_travel_in_one_deterministic_tar(tmp_path: Path) -> None
     (tmp_path / "s2").mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(playbook, "SMALL_FILE", 50_000)
-        tar, large = playbook.pack_bundle(bundle, tmp_path / "s1")
-        again, _ = playbook.pack_bundle(bundle, tmp_path / "s2")
-    assert large == ["layers/10-files/b.bin"]
-    assert tar is not None and again is not None and tar.read_bytes() == again.read_bytes()
-    with tarfile.open(tar) as t:
-        names = t.getnames()
-    assert "layers/10-files/a.txt" in names and "layers" in names and "layers/10-files" in names
-    assert "SHA256SUMS" in names and "airgap.lock.json" in names and "layers/10-files/b.bin" not in names
+        packed = playbook.pack_bundle(bundle, tmp_path / "s1")
+        again = playbook.pack_bundle(bundle, tmp_path / "s2")
+    assert packed.large == ["layers/10-files/b.bin"]
+    assert packed.meta is not None and again.meta is not None and packed.meta.read_bytes() == again.meta.read_bytes()
+    assert packed.small is not None and again.small is not None
+    assert packed.small.read_bytes() == again.small.read_bytes()
+    with tarfile.open(packed.meta) as t:
+        meta = t.getnames()
+    with tarfile.open(packed.small) as t:
+        small = t.getnames()
+    # What a host fetching from a depot or a peer still takes from the control node: the list of sums, the
+    # lock, every directory; never an artifact.
+    assert "SHA256SUMS" in meta and "airgap.lock.json" in meta and "layers" in meta and "layers/10-files" in meta
+    assert not any(n.startswith("layers/10-files/") for n in meta)
+    assert small == ["layers/10-files/a.txt"]
 
 
 def test_a_host_nobody_answers_for_is_no_result_and_the_others_are_unaffected(tmp_path: Path) -> None:
@@ -392,3 +399,49 @@ def test_three_hosts_take_about_as_long_as_one(fleet_env: tuple[object, Path, Pa
                 file=sys.stderr,
             )
         print(f"fleet install: time(3 hosts) / time(1 host) = {walls[3] / walls[1]:.2f}", file=sys.stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.network
+def test_fan_out_from_a_depot_through_one_seed(fleet_env: tuple[object, Path, Path], tmp_path: Path) -> None:
+    """`--from DEPOT/bundle/ --fan-out 1`: the seed fetches the artifacts from the depot (`airgap serve`), the
+    other hosts fetch them from the seed; the control node sends each host only SHA256SUMS, the lock,
+    install.sh and tool/. Every host installs; the seed stops serving when the others have their copy."""
+    from tests.registry_fixtures import free_port
+    from tests.test_depot import Served
+
+    d, rootfs, bundle = fleet_env
+    depot = Served(bundle, tmp_path)
+    try:
+        assert depot.url, depot.proc.stderr.read() if depot.proc.stderr else ""
+        with start_hosts(d, rootfs, tmp_path / "hosts", ["f1", "f2", "f3"]) as hosts:  # type: ignore[arg-type]
+            _prepare(hosts)
+            ports = {h.name: free_port() for h in hosts}
+            inv = write_inventory(
+                hosts,
+                tmp_path / "hosts.ini",
+                {
+                    "airgap_root": f"{MOUNT}/root",
+                    "airgap_install_args": '"--skip smoke"',
+                },
+                "[peers]\n" + "".join(f"{n} airgap_peer_port={p}\n" for n, p in ports.items()),
+            )
+            from_url = f"{depot.url}/bundle/"
+            r, _ = _fleet("install", str(bundle), "-i", str(inv), "--from", from_url, "--fan-out", "1", "--json")
+            assert r.returncode == 0, r.stdout + r.stderr
+            by = _hosts_of(json.loads(r.stdout))
+            assert {h: v["result"] for h, v in by.items()} == dict.fromkeys(("f1", "f2", "f3"), "installed")
+            artifacts = len(json.loads((bundle / "airgap.lock.json").read_text())["artifacts"])
+            assert by["f1"]["copied_from"] == f"{from_url} ({artifacts} files); served the other hosts", by["f1"]
+            for name in ("f2", "f3"):
+                assert by[name]["copied_from"] == f"http://127.0.0.1:{ports['f1']}/ ({artifacts} files)", by[name]
+            # The depot served the artifacts once, to the seed; the seed's server is gone.
+            fetched = [line for line in depot.log if " /bundle/" in line]
+            assert len(fetched) == artifacts, depot.log
+            seed_pid = hosts[0].ssh("ls /var/lib/airgap/bundles/", check=False).stdout
+            assert ".peer.pid" not in seed_pid, seed_pid
+            for h in hosts:
+                assert (h.root / "usr/bin/nvidia-smi").is_file(), h.name
+    finally:
+        depot.stop()

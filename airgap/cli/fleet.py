@@ -19,7 +19,8 @@ The inventory is Ansible's (INI or YAML, a file or a directory with group_vars/ 
 users, keys, become and ansible.cfg are Ansible's as for any playbook. Host keys are checked: list the
 servers in known_hosts, or name the file with --ssh-common-args '-o UserKnownHostsFile=FILE'.
 Per-host variables airgap reads: airgap_root, airgap_bundle_dest, airgap_venv, airgap_install_args
-(e.g. "--skip smoke"), airgap_reboot_command, airgap_boot_time_command, airgap_reboot_timeout.
+(e.g. "--skip smoke"), airgap_reboot_command, airgap_boot_time_command, airgap_reboot_timeout,
+airgap_peer_address, airgap_peer_port (where a --fan-out seed serves).
 See docs/fleet.md."""
 
 
@@ -79,6 +80,25 @@ def _rollout_options(f: Any) -> Any:
                 type=click.IntRange(0, 100),
                 help="Stop when more than this share of a batch failed (default: 0 with --canary, else never).",
             ),
+            click.option(
+                "--fan-out",
+                type=click.IntRange(0, None),
+                default=0,
+                show_default=True,
+                metavar="N",
+                help="The first N hosts take the bundle from the control node (or --from) and serve it to the "
+                "others while they fetch it (airgap_peer_address/airgap_peer_port, default port 8765); "
+                "each file is checked against SHA256SUMS, which always comes from the control node.",
+            ),
+            click.option(
+                "--from",
+                "from_urls",
+                multiple=True,
+                metavar="URL",
+                help="Hosts fetch the bundle's artifacts here instead of from the control node, e.g. "
+                "http://depot:8080/bundle/ (`airgap serve`), or any web server over a copy of the bundle. "
+                "Repeat for fallbacks; the control node copies what no URL had.",
+            ),
             click.option("--no-doctor", is_flag=True, help="Do not run `airgap doctor` on each host afterwards."),
             click.option(
                 "--report",
@@ -109,6 +129,26 @@ def _bundle_vars(bundle: Path) -> tuple[dict[str, Any], str, str]:
     return extra, lock.name, digest
 
 
+def fan_out_plan(hosts: list[str], seeds: int) -> tuple[list[str], list[str]]:
+    """(seeds, fetchers): the first SEEDS hosts serve the others; none when there is no one to serve."""
+    if seeds <= 0 or seeds >= len(hosts):
+        return [], []
+    return hosts[:seeds], hosts[seeds:]
+
+
+def _check_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BadInputError(
+            f"--from {url!r}: not an http:// or https:// URL.",
+            "Give the base URL the bundle's files are served under, e.g. http://depot:8080/bundle/ "
+            "(`airgap serve BUNDLE` on the depot).",
+        )
+    return url if url.endswith("/") else url + "/"
+
+
 def _echo(app: Application) -> Any:
     if app.quiet:
         return None
@@ -129,6 +169,8 @@ def _run_install(
     no_doctor: bool,
     report_file: Path | None,
     check: bool,
+    fan_out: int = 0,
+    from_urls: tuple[str, ...] = (),
 ) -> int:
     from airgap.fleet.playbook import INSTALL, Rollout, check_batch, inventory_hosts, run_playbook
     from airgap.fleet.report import build_report
@@ -137,15 +179,24 @@ def _run_install(
     extra, name, digest = _bundle_vars(bundle)
     rollout = Rollout(canary, check_batch(batch) if batch else "", max_fail_percent)
     hosts = inventory_hosts(inventory, limit)
+    urls = [_check_url(u) for u in from_urls]
+    seeds, fetchers = fan_out_plan(hosts, fan_out) if not check else ([], [])
     extra.update(
         airgap_serial=rollout.serial(),
         airgap_max_fail_percentage=rollout.max_fail(),
         airgap_doctor=not no_doctor,
+        airgap_from_urls=urls,
+        airgap_seeds=seeds,
+        airgap_fetchers=fetchers,
     )
     what = "plan (Ansible check mode, nothing changes)" if check else "install"
     out.stderr(
         f"fleet {what}: {name} (lock sha256 {digest[:12]}...) on {len(hosts)} host(s), batches {rollout.serial()}"
     )
+    if seeds:
+        out.stderr(f"fan-out: {', '.join(seeds)} take the bundle and serve it to the other {len(fetchers)} host(s)")
+    if urls:
+        out.stderr(f"artifacts from: {', '.join(urls)} (then the control node, for what they lack)")
     run = run_playbook(
         INSTALL,
         inventory,
@@ -179,6 +230,12 @@ def _show_report(out: Output, report: Any, report_file: Path | None) -> None:
         result = h.result + (", rebooted" if h.rebooted else "")
         rows.append([h.host + mark, result, layers_text(h.layers), doctor_text(h.doctor)])
     out.table(["host", "result", "layers", "doctor"], rows)
+    sources = sorted({h.copied_from for h in report.hosts if h.copied_from})
+    if sources:
+        out.info("")
+        for source in sources:
+            names = ", ".join(h.host for h in report.hosts if h.copied_from == source)
+            out.info(f"bundle copied from {source}: {names}")
     failed = [h for h in report.hosts if h.failed_layer or h.result == "no result"]
     for h in failed:
         out.info("")
@@ -203,6 +260,11 @@ there; `sh install.sh` sets airgap up from tool/ and installs; exit 4 (reboot du
 (ansible.builtin.reboot) and runs the same install again; any other failure stops that host, and the
 report names the layer and the fix. A host already at the bundle's lock digest is left alone, so a
 re-run converges. --canary N installs on N hosts first and stops there if one fails.
+
+So that 100 hosts do not each pull the whole bundle from the control node: --from URL has every host
+fetch the artifacts from a depot (`airgap serve` answers under /bundle/), and --fan-out N has the first N
+hosts take the bundle and serve it to the rest. SHA256SUMS always comes from the control node over SSH,
+and every fetched file is checked against it; what could not be fetched is copied from the control node.
 """
     + _COMMON_HELP,
 )

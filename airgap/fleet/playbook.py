@@ -35,6 +35,7 @@ Say = Callable[[str], None]
 
 INSTALL = "install.yml"
 STATUS = "status.yml"
+PEER = "bundle_peer.py"  # runs on the hosts: fetches the bundle from a depot or a peer, or serves it
 
 
 @dataclass
@@ -148,14 +149,27 @@ SMALL_FILE = 8 << 20
 SMALL_TOTAL = 512 << 20
 
 
-def pack_bundle(bundle: Path, scratch: Path) -> tuple[Path | None, list[str]]:
-    """The bundle's small files in one tar (with every directory), and the other files' relative paths.
+@dataclass
+class Packed:
+    """The bundle, cut for the trip to the hosts.
 
-    The tar is deterministic (sorted, owner root, the files' modes and mtimes), so the same bundle gives the
-    same bytes; its members are the bundle's regular files only (a bundle holds no links: verify refuses them).
-    """
-    import tarfile
+    `meta`: a tar of what the lock does not list as an artifact (SHA256SUMS, the lock, install.sh, tool/,
+    README.txt) with every directory: always sent by the control node, so SHA256SUMS, the list every other
+    file is checked against, only ever comes over SSH. `small`: a tar of the small artifacts; `large`: the
+    other artifacts' paths. A host fetching from a depot or a peer takes `meta` only and fetches the rest."""
 
+    meta: Path | None
+    small: Path | None
+    large: list[str]
+
+
+def pack_bundle(bundle: Path, scratch: Path) -> Packed:
+    """Both tars are deterministic (sorted, owner root, the files' modes and mtimes), so the same bundle gives
+    the same bytes; their members are the bundle's regular files only (a bundle holds no links: verify
+    refuses them)."""
+    from airgap.lock import Lock
+
+    artifacts = {a.path for a in Lock.read(bundle).artifacts if not a.in_base}
     files: list[tuple[str, os.stat_result]] = []
     dirs: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(bundle):
@@ -168,31 +182,39 @@ def pack_bundle(bundle: Path, scratch: Path) -> tuple[Path | None, list[str]]:
             st = os.lstat(path)
             rel = os.path.normpath(os.path.join(rel_dir, name))
             files.append((rel, st))
+    meta: list[tuple[str, os.stat_result]] = []
     small: list[tuple[str, os.stat_result]] = []
     large: list[str] = []
     total = 0
     for rel, st in files:
         if not _is_regular(st):
             continue  # the copy on the host is checked against SHA256SUMS: anything else is named there
-        if st.st_size <= SMALL_FILE and total + st.st_size <= SMALL_TOTAL:
+        if rel not in artifacts:
+            meta.append((rel, st))
+        elif st.st_size <= SMALL_FILE and total + st.st_size <= SMALL_TOTAL:
             small.append((rel, st))
             total += st.st_size
         else:
             large.append(rel)
-    if not small and not dirs:
-        return None, large
-    tar_path = scratch / "bundle-small.tar"
+    meta_tar = _write_tar(bundle, scratch / "bundle-meta.tar", sorted(dirs), meta) if meta or dirs else None
+    small_tar = _write_tar(bundle, scratch / "bundle-small.tar", [], small) if small else None
+    return Packed(meta_tar, small_tar, large)
+
+
+def _write_tar(bundle: Path, tar_path: Path, dirs: list[str], files: list[tuple[str, os.stat_result]]) -> Path:
+    import tarfile
+
     with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for d in sorted(dirs):
+        for d in dirs:
             info = tarfile.TarInfo(d)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
             tar.addfile(info)
-        for rel, st in small:
+        for rel, st in files:
             info = tarfile.TarInfo(rel)
             info.size, info.mode, info.mtime = st.st_size, st.st_mode & 0o755, int(st.st_mtime)
             with open(bundle / rel, "rb") as f:
                 tar.addfile(info, f)
-    return tar_path, large
+    return tar_path
 
 
 def _is_regular(st: os.stat_result) -> bool:
@@ -239,8 +261,13 @@ def run_playbook(
         varsfile = scratch / "vars.json"
         extra_vars = {**extra_vars, "airgap_results": str(results)}
         if "airgap_bundle" in extra_vars and name == INSTALL:
-            tar, large = pack_bundle(Path(extra_vars["airgap_bundle"]), scratch)
-            extra_vars.update(airgap_small_tar=str(tar) if tar else "", airgap_large_files=large)
+            packed = pack_bundle(Path(extra_vars["airgap_bundle"]), scratch)
+            extra_vars.update(
+                airgap_meta_tar=str(packed.meta or ""),
+                airgap_small_tar=str(packed.small or ""),
+                airgap_large_files=packed.large,
+                airgap_peer_source=str(playbook_path(PEER)),
+            )
         varsfile.write_text(json.dumps(extra_vars))
         argv = [
             sys.executable,

@@ -34,6 +34,7 @@ class HostReport:
     fix: str = ""
     doctor: dict[str, Any] = field(default_factory=dict)  # {"pass": n, "warn": n, "fail": n, "failed": [...]}
     lock_sha256: str = ""  # the lock digest the host is at after this run ("" when unknown)
+    copied_from: str = ""  # where this run's copy of the bundle came from ("" when nothing was copied)
     differs: bool = False
 
     def signature(self) -> tuple[Any, ...]:
@@ -113,6 +114,7 @@ def host_report(host: str, result: dict[str, Any] | None, wanted: str) -> HostRe
         )
         return HostReport(host, UP_TO_DATE if at_lock else WOULD_INSTALL, _state_layers(result), detail=detail)
     rep = HostReport(host, UNCHANGED if at_lock else INSTALLED, _state_layers(result), doctor=_doctor(result))
+    rep.copied_from = "" if at_lock else copied_from(result)
     rep.rebooted = bool((result.get("reboot") or {}).get("rebooted"))
     last, report = _final_install(result)
     if report and isinstance(report.get("steps"), list):
@@ -129,6 +131,21 @@ def host_report(host: str, result: dict[str, Any] | None, wanted: str) -> HostRe
     return rep
 
 
+def copied_from(result: dict[str, Any]) -> str:
+    """Where the artifacts of the host's copy came from: the URLs the fetcher took them from (a depot, the
+    fan-out's seeds), else the control node; a seed says that it served the others."""
+    fetch = parse_json_output(str(result.get("fetch") or "")) or {}
+    sources = fetch.get("from")
+    said = ", ".join(f"{url} ({n} files)" for url, n in sorted(sources.items())) if isinstance(sources, dict) else ""
+    if not said:
+        said = "the control node"
+    if result.get("seed"):
+        said += "; served the other hosts"
+    if result.get("prefetch_failed"):
+        said += f" (the fan-out fetch failed: {result['prefetch_failed']})"
+    return said
+
+
 def _explain_failure(
     rep: HostReport, result: dict[str, Any], last: dict[str, Any], report: dict[str, Any] | None
 ) -> None:
@@ -139,6 +156,16 @@ def _explain_failure(
         rep.failed_layer = "copy"
         rep.detail = "the copy on the host does not match SHA256SUMS: " + "; ".join(bad)
         rep.fix = "Run the same command again: the files that differ are copied again."
+        return
+    fetch = parse_json_output(str(result.get("fetch") or "")) or {}
+    if task.startswith("Fetch what the copy lacks") and fetch.get("failed"):
+        missing = [f"{f.get('path')}: {'; '.join(f.get('tried') or [])}" for f in fetch["failed"][:3]]
+        rep.failed_layer = "copy"
+        rep.detail = "these files could not be fetched: " + " | ".join(missing)
+        rep.fix = (
+            "Check that the URL given to --from serves this bundle (`airgap serve` on the depot answers under "
+            "/bundle/), or leave --from out to copy from the control node; then run the same command again."
+        )
         return
     if report is not None:
         failed = [s for s in report.get("steps", []) if isinstance(s, dict) and s.get("status") in ("failed", "reboot")]
