@@ -22,13 +22,21 @@ from airgap.sums import format_sums, parse_sums_bytes
 from airgap.units import human_size
 
 
-def load_base(path: Path) -> tuple[Lock, str]:
+def load_base(
+    path: Path, inventory_key: Path | None = None, warn: Callable[[str], None] | None = None
+) -> tuple[Lock, str]:
     """A full bundle's lock (given the bundle directory or its lock file) and the lock file's sha256. A
-    fleet inventory (`airgap fleet status --write`) gives its fleet's lock, less what some host lacks."""
+    fleet inventory (`airgap fleet status --write`) gives its fleet's lock, less what some host lacks; its
+    signature is checked with `inventory_key` when given."""
     if path.is_file() and path.name != LOCK_NAME and path.suffix == ".json":
         from airgap.fleet.status import read_inventory
 
-        return read_inventory(path)
+        return read_inventory(path, inventory_key, warn)
+    if inventory_key is not None:
+        raise BadInputError(
+            f"--since-key checks a fleet inventory's signature, and {path} is a bundle, not an inventory.",
+            "Leave --since-key out (a bundle's own signature is checked by `airgap verify`).",
+        )
     lock_file = path / LOCK_NAME if path.is_dir() else path
     if lock_file.name != LOCK_NAME:
         raise BadInputError(

@@ -72,3 +72,44 @@ def test_an_inventory_altered_on_the_way_is_refused(upstream: Upstream, tmp_path
     (tmp_path / "other.json").write_text('{"hello": 1}')
     r = run_airgap("collect", str(manifest), "-o", str(tmp_path / "delta"), "--since", str(tmp_path / "other.json"))
     assert r.returncode == 2 and "not a fleet inventory" in r.stderr, r.stderr
+
+
+def test_the_inventory_signature_counts_when_the_site_key_is_given(upstream: Upstream, tmp_path: Path) -> None:
+    """--since-key makes FILE.sig mandatory and checked over the bytes read; without it, a signature that
+    was not checked is said to be not checked, never passed over in silence."""
+    from airgap.fleet.status import FleetStatus
+
+    manifest = upstream.manifest(tmp_path)
+    fleet_bundle = tmp_path / "fleet-bundle"
+    assert run_airgap("collect", str(manifest), "-o", str(fleet_bundle)).returncode == 0
+    assert run_airgap("keygen", "-o", str(tmp_path / "site")).returncode == 0
+    assert run_airgap("keygen", "-o", str(tmp_path / "other")).returncode == 0
+    lock, digest = Lock.read_with_digest(fleet_bundle)
+    text = (fleet_bundle / "airgap.lock.json").read_bytes().decode()
+    status = FleetStatus(lock.name, digest, [HostStatus("gpu01", digest, True)], [], "2026-12-03T05:00:00Z", text)
+    inv = tmp_path / "fleet-inventory.json"
+    write_inventory(status, inv, tmp_path / "site.key")
+
+    def since(*extra: str) -> tuple[int, str]:
+        r = run_airgap("collect", str(manifest), "-o", str(tmp_path / "delta"), "--since", str(inv), *extra)
+        assert "Traceback" not in r.stderr
+        return r.returncode, r.stdout + r.stderr
+
+    rc, said = since("--since-key", str(tmp_path / "site.pub"))
+    assert rc == 0, said
+    rc, said = since()
+    assert rc == 0 and "fleet-inventory.json.sig was NOT checked" in said, said
+    rc, said = since("--since-key", str(tmp_path / "other.pub"))
+    assert rc == 1 and "fleet-inventory.json.sig" in said, said
+    # Altered after signing (a host renamed: the lock and its digest untouched, so only the signature sees it).
+    inv.write_bytes(inv.read_bytes().replace(b'"gpu01"', b'"gpu66"'))
+    rc, said = since("--since-key", str(tmp_path / "site.pub"))
+    assert rc == 1 and "fleet-inventory.json.sig" in said, said
+    (tmp_path / "fleet-inventory.json.sig").unlink()
+    rc, said = since("--since-key", str(tmp_path / "site.pub"))
+    assert rc == 1 and "no signature fleet-inventory.json.sig" in said, said
+    # --since-key names an inventory's key: with a bundle as the base, it is a mistake said as one.
+    r = run_airgap(
+        "collect", str(manifest), "-o", str(tmp_path / "d2"), "--since", str(fleet_bundle), "--since-key", "x.pub"
+    )
+    assert r.returncode == 2 and "not an inventory" in r.stderr, r.stderr

@@ -78,6 +78,11 @@ Credentials for a mirror go in ~/.netrc, never in the manifest; they never reach
     "what a fleet has (the inventory `airgap fleet status --write` made): then also what some host lacks.",
 )
 @click.option(
+    "--since-key",
+    type=click.Path(path_type=Path),
+    help="The site's public key: the --since fleet inventory must carry a good signature by it (FILE.sig).",
+)
+@click.option(
     "--tool/--no-tool",
     default=True,
     show_default=True,
@@ -112,6 +117,7 @@ def collect(
     sign_key: Path | None,
     with_dossier: bool,
     since: Path | None,
+    since_key: Path | None,
     tool: bool,
     force: bool,
     allow_unverified: bool,
@@ -139,7 +145,7 @@ def collect(
         from airgap.dossier.sbom import require_libraries
 
         require_libraries()  # the SBOM libraries are an extra: said now, not after the download
-    base = load_base(since) if since else None
+    base = load_base(since, since_key, out.warn) if since else None
     dest = output or Path(f"bundle-{m.name}")
     require_writable(dest, "-o", directory=True)
     mode = "off" if (app.quiet or json_mode) and not sys.stderr.isatty() else "auto"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,15 +134,20 @@ def build_status(bundle: Path, hosts: list[str], results: dict[str, dict[str, An
     return FleetStatus(lock.name, wanted, statuses, needs, now_utc(), lock_text)
 
 
-def read_inventory(path: Path) -> tuple[Lock, str]:
+def read_inventory(path: Path, key: Path | None = None, warn: Callable[[str], None] | None = None) -> tuple[Lock, str]:
     """A fleet inventory as the base of `collect --since`: the fleet's bundle's lock (checked against the
     digest the inventory records) without the artifacts some host lacks, so the delta carries those too,
-    and that lock's sha256 (which an install's --base must match)."""
+    and that lock's sha256 (which an install's --base must match).
+
+    With `key` (the site's public key), FILE.sig must be a good signature of the bytes read here by that key
+    (SignatureError, exit 1, otherwise); without it, a FILE.sig present is said to be not checked."""
     where = str(path)
     try:
-        data = json.loads(path.read_bytes())
+        raw_file = path.read_bytes()
+        data = json.loads(raw_file)
     except (OSError, ValueError) as exc:
         raise BadInputError(f"{where}: not a fleet inventory ({exc}).", _WRITE_ONE) from None
+    _check_inventory_signature(path, raw_file, key, warn)
     if not isinstance(data, dict) or data.get("kind") != INVENTORY_KIND:
         raise BadInputError(f"{where}: not a fleet inventory (no kind {INVENTORY_KIND!r}).", _WRITE_ONE)
     text = data.get("lock")
@@ -158,6 +164,25 @@ def read_inventory(path: Path) -> tuple[Lock, str]:
     needed = {str(n.get("path")) for n in data.get("needs") or [] if isinstance(n, dict)}
     kept = [a for a in lock.artifacts if a.path not in needed]
     return lock.model_copy(update={"artifacts": kept}), digest
+
+
+def _check_inventory_signature(path: Path, raw: bytes, key: Path | None, warn: Callable[[str], None] | None) -> None:
+    sig = path.with_name(path.name + ".sig")
+    if key is None:
+        if sig.exists() and warn is not None:
+            warn(f"{path}: its signature {sig.name} was NOT checked (give --since-key with the site's public key)")
+        return
+    from airgap.signing import SignatureError, check_signature, load_public
+
+    public = load_public(key)
+    try:
+        sig_bytes = sig.read_bytes()
+    except OSError:
+        raise SignatureError(
+            f"{path}: --since-key was given and there is no signature {sig.name} next to it.",
+            "Carry FILE.sig with the inventory (`airgap fleet status --write FILE --key site.key` writes it).",
+        ) from None
+    check_signature(public, raw, sig_bytes, sig.name)
 
 
 _WRITE_ONE = "Give the file `airgap fleet status --write FILE` wrote inside the closed network, or a bundle."
