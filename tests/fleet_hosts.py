@@ -149,8 +149,11 @@ def _wait_for_sshd(d: Dockerd, container: str, port: int) -> str:
 
 
 @contextlib.contextmanager
-def start_hosts(d: Dockerd, rootfs: Path, workdir: Path, names: list[str]) -> Iterator[list[SshHost]]:
-    """One container per name, each with its sshd on its own loopback port; removed on exit."""
+def start_hosts(
+    d: Dockerd, rootfs: Path, workdir: Path, names: list[str], mounts: dict[str, list[tuple[Path, str]]] | None = None
+) -> Iterator[list[SshHost]]:
+    """One container per name, each with its sshd on its own loopback port; removed on exit. `mounts` gives
+    some hosts more bind mounts, (this machine's path, the path in the host), e.g. a Docker socket."""
     workdir.mkdir(parents=True, exist_ok=True)
     if d.docker("image", "inspect", IMAGE, check=False).returncode != 0:
         imported = d.docker("import", str(rootfs), IMAGE, timeout=600, check=False)
@@ -185,6 +188,7 @@ def start_hosts(d: Dockerd, rootfs: Path, workdir: Path, names: list[str]) -> It
                 "host",
                 "-v",
                 f"{hdir}:{MOUNT}",
+                *(arg for src, dst in (mounts or {}).get(name, []) for arg in ("-v", f"{src}:{dst}")),
                 IMAGE,
                 "/bin/sh",
                 "-c",
