@@ -27,6 +27,8 @@ TOOL_DIR = "tool"
 PART_SUFFIX = ".part"
 # The gate's dossier (airgap dossier): listed in SHA256SUMS, not in the lock, since it describes the lock.
 DOSSIER_DIR = "dossier"
+# Present while `airgap split` changes a bundle (with no SHA256SUMS): the record it resumes from.
+SPLIT_MARKER_NAME = ".airgap-split.json"
 
 
 def layer_dir(layer: str) -> str:

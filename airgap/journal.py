@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from airgap.bundle_layout import LOCK_NAME, README_NAME, SIG_NAME, SUMS_NAME
+from airgap.bundle_layout import LOCK_NAME, README_NAME, SIG_NAME, SPLIT_MARKER_NAME, SUMS_NAME
 from airgap.errors import EXIT_CHECK_FAILED, AirgapError, BadInputError
 from airgap.lock import Lock, LockedArtifact
 
@@ -298,6 +298,13 @@ def unfinished(bundle: Path) -> CollectionUnfinished | None:
     journal or a lock not marked complete); None otherwise."""
     if os.path.lexists(bundle / SUMS_NAME):
         return None
+    if os.path.lexists(bundle / SPLIT_MARKER_NAME):
+        return CollectionUnfinished(
+            f"{bundle}: a split of this bundle did not finish (no {SUMS_NAME} yet): it is a bundle being split, "
+            "not a damaged one.",
+            "Run the same `airgap split BUNDLE --max-file-size SIZE` again: it resumes, checks every file and "
+            f"writes {SUMS_NAME}.",
+        )
     in_progress = os.path.lexists(bundle / JOURNAL_NAME)
     if not in_progress and os.path.isfile(bundle / LOCK_NAME):
         try:

@@ -82,19 +82,75 @@ def open_artifact(bundle: Path, art: LockedArtifact) -> Iterator[BinaryIO]:
         yield f
 
 
+def wanted_sizes(art: LockedArtifact, max_size: int | None) -> list[int]:
+    """The sizes of the files `art` is stored as at max_size: one (whole) or the parts'."""
+    if max_size is not None and art.size > max_size:
+        return [max_size] * (art.size // max_size) + ([art.size % max_size] if art.size % max_size else [])
+    return [art.size]
+
+
+def in_form(art: LockedArtifact, max_size: int | None) -> bool:
+    sizes = wanted_sizes(art, max_size)
+    return (len(sizes) == 1 and not art.parts) or (len(sizes) > 1 and [p.size for p in art.parts] == sizes)
+
+
 def resplit(bundle: Path, art: LockedArtifact, max_size: int | None) -> bool:
     """Store `art` whole (max_size None or it fits) or as parts of at most max_size bytes, whatever form
     it has now. New files are written as *.tmp, checked against the whole-file sha256, then renamed; the
-    old form is removed only then, so an interruption loses nothing. Returns True when it changed."""
-    if max_size is not None and art.size > max_size:
-        sizes = [max_size] * (art.size // max_size) + ([art.size % max_size] if art.size % max_size else [])
-    else:
-        sizes = [art.size]
-    want_parts = len(sizes) > 1
-    if (not want_parts and not art.parts) or (want_parts and [p.size for p in art.parts] == sizes):
-        return False  # already in the wanted form
+    old form is removed only then. Returns True when it changed. (collect's own use: a file lost to a kill
+    here is fetched again; `airgap split`, with no upstream to fall back on, uses stage_resplit.)"""
+    if in_form(art, max_size):
+        return False
+    sizes = wanted_sizes(art, max_size)
+    names = [f"{art.path}.{i + 1:03d}" for i in range(len(sizes))] if len(sizes) > 1 else [art.path]
     old = source_files(bundle, art)
-    names = [f"{art.path}.{i + 1:03d}" for i in range(len(sizes))] if want_parts else [art.path]
+    new_parts = _write_form(bundle, art, names, sizes)
+    for path in old:
+        if path.exists() and path.name not in {Path(n).name for n in names}:
+            path.unlink()
+    for name in names:
+        os.replace(bundle / f"{name}.tmp", bundle / name)
+    remove_stale_parts(bundle, art.path, {n for n in names})
+    art.parts = new_parts if len(sizes) > 1 else []
+    return True
+
+
+def stage_resplit(bundle: Path, art: LockedArtifact, max_size: int | None) -> list[Path] | None:
+    """One step of `art` towards its form at max_size that destroys nothing: the new form is written next to
+    the old one (*.tmp, checked, renamed) and `art` updated to name it; the old form's files are returned, to
+    be removed only once a lock naming the new form is on disk. None when `art` is already in form.
+
+    Parts of one size to parts of another would share names (NAME.001), so that goes through the whole
+    file: the first step joins, a second one splits."""
+    if in_form(art, max_size):
+        return None
+    sizes = wanted_sizes(art, max_size)
+    if art.parts and len(sizes) > 1:
+        sizes = [art.size]  # join first: the two sets of parts share names
+    names = [f"{art.path}.{i + 1:03d}" for i in range(len(sizes))] if len(sizes) > 1 else [art.path]
+    old = source_files(bundle, art)
+    new_parts = _write_form(bundle, art, names, sizes)
+    for name in names:
+        os.replace(bundle / f"{name}.tmp", bundle / name)
+    art.parts = new_parts if len(sizes) > 1 else []
+    return old
+
+
+def leftovers(bundle: Path, art: LockedArtifact) -> list[Path]:
+    """Files an interrupted split or join of `art` may have left besides the form the lock names: the other
+    form, stale parts, *.tmp."""
+    kept = {bundle / p.path for p in art.stored_files()}
+    target = bundle / art.path
+    found = [c for c in target.parent.glob(target.name + ".[0-9][0-9][0-9]") if c not in kept]
+    found += list(target.parent.glob(target.name + ".[0-9][0-9][0-9].tmp"))
+    for extra in (target, target.with_name(target.name + ".tmp")):
+        if extra not in kept and extra.exists():
+            found.append(extra)
+    return sorted(found)
+
+
+def _write_form(bundle: Path, art: LockedArtifact, names: list[str], sizes: list[int]) -> list[Part]:
+    """`art`'s bytes as NAME.tmp files of these sizes, each hashed; the whole checked against the lock."""
     whole = hashlib.sha256()
     new_parts: list[Part] = []
     try:
@@ -115,6 +171,8 @@ def resplit(bundle: Path, art: LockedArtifact, max_size: int | None) -> bool:
                         whole.update(chunk)
                         out.write(chunk)
                         left -= len(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
                 new_parts.append(Part(path=name, size=size, sha256=h.hexdigest()))
     except OSError as exc:
         for name in names:
@@ -132,14 +190,7 @@ def resplit(bundle: Path, art: LockedArtifact, max_size: int | None) -> bool:
             f"{art.path}: its bytes no longer match the lock's sha256; nothing was changed.",
             "Run `airgap verify` to see which file or part is damaged.",
         )
-    for path in old:
-        if path.exists() and path.name not in {Path(n).name for n in names}:
-            path.unlink()
-    for name in names:
-        os.replace(bundle / f"{name}.tmp", bundle / name)
-    remove_stale_parts(bundle, art.path, {n for n in names})
-    art.parts = new_parts if want_parts else []
-    return True
+    return new_parts
 
 
 def remove_stale_parts(bundle: Path, path: str, keep: set[str]) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from airgap.bundle_layout import SIG_NAME
 from airgap.cli.application import Application, exit_codes_help
-from airgap.errors import EXIT_OK, IntegrityError
+from airgap.errors import EXIT_OK
 
 
 @click.command(
@@ -17,10 +18,11 @@ from airgap.errors import EXIT_OK, IntegrityError
 For FAT32 drives (no file over 4 GiB: --max-file-size 4G) and DVDs (4.7GB). Each part gets its own sha256
 in SHA256SUMS and the lock, so `verify` names the one bad part to copy (or burn) again; by hand,
 `cat NAME.0?? > NAME` rebuilds a file. Run it again with another size (or a size larger than every file)
-to re-split or join: no stale parts are left. `install` reads parts directly, joining only installers
-that must be real files. A signature no longer matches afterwards: sign the bundle again. While it runs
-it holds the bundle's lock, as collect does: a split or collect of the same bundle meanwhile is refused
-(exit 2) naming the one running.
+to re-split or join: no stale parts are left. Interrupted (a kill, a power cut), it loses nothing: the
+bundle then says it is being split (verify: exit 1, "run the split again") and the same command resumes.
+`install` reads parts directly, joining only installers that must be real files. A signature no longer
+matches afterwards: sign the bundle again. While it runs it holds the bundle's lock, as collect does: a
+split or collect of the same bundle meanwhile is refused (exit 2) naming the one running.
 
 \b
   airgap split /media/usb/bundle --max-file-size 4G
@@ -36,40 +38,21 @@ it holds the bundle's lock, as collect does: a split or collect of the same bund
 )
 @click.pass_obj
 def split(app: Application, bundle: Path, max_size: str) -> int:
-    from airgap.bundle import finalize
-    from airgap.bundle_layout import DOSSIER_DIR, SIG_NAME
-    from airgap.custody import Snapshot
     from airgap.journal import DirectoryLock
-    from airgap.layers import by_hand_lines
-    from airgap.lock import Lock
-    from airgap.parts import resplit
+    from airgap.split import split_bundle
     from airgap.units import parse_part_size
-    from airgap.verify import verify_bundle
 
     limit = parse_part_size(max_size)
     out = app.output()
     # The same lock collect holds, from the check to the last write: a collect (or another split) meanwhile
     # would change files between verifying and re-hashing them, or write its lock over this one's.
     with DirectoryLock(bundle, command="split"):
-        snapshot = Snapshot.read(bundle, [])
-        report = verify_bundle(snapshot)
-        if not report.ok:
-            raise IntegrityError(
-                f"{bundle}: fails verification ({len(report.problems)} problem(s)); not splitting it.",
-                "Run `airgap verify` and repair the bundle first.",
-            )
-        lock = Lock.read(bundle)
-        changed = [a for a in lock.artifacts if resplit(bundle, a, limit)]
-        if not changed:
-            out.info(f"nothing to do: no file needs a different split at {max_size}")
-            return EXIT_OK
-        # The dossier describes the artifacts, which a split leaves as they were: its verified lines stay.
-        dossier = {k: v for k, v in snapshot.sums.items() if k.startswith(f"{DOSSIER_DIR}/")}
-        finalize(bundle, lock, by_hand_lines(lock), keep=dossier)
-        for a in changed:
-            out.info(f"{a.path}: {len(a.parts) or 'whole'}{' parts' if a.parts else ''}")
-        sig = bundle / SIG_NAME
-        if sig.exists():
-            sig.unlink()
-            out.warn(f"{SIG_NAME} removed: SHA256SUMS changed; sign the bundle again (airgap sign {bundle} --key KEY)")
+        result = split_bundle(bundle, limit, max_size, out.info)
+    if not result.changed:
+        out.info(f"nothing to do: no file needs a different split at {max_size}")
+        return EXIT_OK
+    for a in result.changed:
+        out.info(f"{a.path}: {len(a.parts) or 'whole'}{' parts' if a.parts else ''}")
+    if result.signature_removed:
+        out.warn(f"{SIG_NAME} removed: SHA256SUMS changed; sign the bundle again (airgap sign {bundle} --key KEY)")
     return EXIT_OK
