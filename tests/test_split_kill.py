@@ -120,6 +120,16 @@ def check_meanwhile(bundle: Path) -> None:
         assert "a split of this bundle did not finish" in said or ".airgap-split.json" in said, said
 
 
+def kill_and_resume(bundle: Path, size: str, moment: str, expected: dict[str, bytes]) -> Path:
+    """Kill a split of `bundle` to `size` at `moment`, check what it says meanwhile, run it again to the end."""
+    kill_when(bundle, size, moments(bundle)[moment])
+    check_meanwhile(bundle)
+    r = run_airgap("split", str(bundle), "--max-file-size", size)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert tree(bundle) == expected
+    return bundle
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, bytes]]:
     """An original bundle, and the same split without interruption at 1MiB and then at 2MiB."""
@@ -161,12 +171,7 @@ def fresh(tmp_path: Path, files: dict[str, bytes]) -> Path:
 def test_a_split_killed_at_a_moment_resumes_to_the_same_bundle(
     moment: str, reference: dict[str, dict[str, bytes]], tmp_path: Path
 ) -> None:
-    bundle = fresh(tmp_path, reference["original"])
-    kill_when(bundle, "1MiB", moments(bundle)[moment])
-    check_meanwhile(bundle)
-    r = run_airgap("split", str(bundle), "--max-file-size", "1MiB")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert tree(bundle) == reference["1MiB"]
+    bundle = kill_and_resume(fresh(tmp_path, reference["original"]), "1MiB", moment, reference["1MiB"])
     assert run_airgap("verify", str(bundle)).returncode == 0
 
 
@@ -176,12 +181,7 @@ def test_a_resplit_to_other_parts_killed_resumes_too(
 ) -> None:
     """1MiB parts to 2MiB parts share names (NAME.001): the split joins first, then splits again; a kill in
     either step loses nothing."""
-    bundle = fresh(tmp_path, reference["1MiB"])
-    kill_when(bundle, "2MiB", moments(bundle)[moment])
-    check_meanwhile(bundle)
-    r = run_airgap("split", str(bundle), "--max-file-size", "2MiB")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert tree(bundle) == reference["2MiB"]
+    kill_and_resume(fresh(tmp_path, reference["1MiB"]), "2MiB", moment, reference["2MiB"])
 
 
 def test_kills_in_a_row_at_seeded_points_then_a_rerun(reference: dict[str, dict[str, bytes]], tmp_path: Path) -> None:
