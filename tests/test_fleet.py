@@ -78,6 +78,49 @@ def test_report_names_the_failed_layer_and_its_fix_and_calls_the_host_out() -> N
     assert rep.to_dict()["counts"] == {"installed": 2, "failed": 1, "no result": 1}
 
 
+def test_report_says_where_each_copy_came_from_and_names_a_file_no_url_had() -> None:
+    from airgap.fleet.report import host_report
+
+    ok = [{"step": "driver", "status": "installed"}]
+    seed = {**_install_result("s", ok, 0), "seed": True, "fetch": json.dumps({"files": 2, "from": {"http://d/": 2}})}
+    peer = {**_install_result("p", ok, 0), "fetch": json.dumps({"files": 2, "from": {"http://s:8765/": 2}})}
+    fallback = {**_install_result("f", ok, 0), "prefetch_failed": "Fetch what the copy lacks: non-zero return code"}
+    assert host_report("s", seed, "d" * 64).copied_from == "http://d/ (2 files); served the other hosts"
+    assert host_report("p", peer, "d" * 64).copied_from == "http://s:8765/ (2 files)"
+    assert host_report("f", fallback, "d" * 64).copied_from == (
+        "the control node (the fan-out fetch failed: Fetch what the copy lacks: non-zero return code)"
+    )
+    failed_fetch = {
+        **_install_result("x", [], 0, failed="Fetch what the copy lacks, from http://d/"),
+        "installs": [{}, {}],
+        "fetch": json.dumps(
+            {"files": 0, "from": {}, "failed": [{"path": "layers/02-driver/a.run", "tried": ["http://d/a: HTTP 404"]}]}
+        ),
+    }
+    rep = host_report("x", failed_fetch, "d" * 64)
+    assert (rep.result, rep.failed_layer) == ("failed", "copy")
+    assert "layers/02-driver/a.run: http://d/a: HTTP 404" in rep.detail and "--from" in rep.fix
+
+
+def test_fan_out_seeds_are_the_first_hosts_and_none_when_no_one_is_left_to_serve() -> None:
+    from airgap.cli.fleet import fan_out_plan
+
+    assert fan_out_plan(["a", "b", "c", "d"], 2) == (["a", "b"], ["c", "d"])
+    assert fan_out_plan(["a", "b"], 0) == ([], [])
+    assert fan_out_plan(["a", "b"], 2) == ([], [])  # every host a seed: nobody to serve, a plain copy
+
+
+def test_from_must_be_an_http_url(tmp_path: Path) -> None:
+    bundle = tmp_path / "b"
+    from tests.conftest import make_bundle
+
+    make_bundle(bundle, {"layers/10-files/a": b"a"})
+    (bundle / "install.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "hosts.ini").write_text("[gpu]\nh1 ansible_host=127.0.0.1\n")
+    r = run_airgap("fleet", "install", str(bundle), "-i", str(tmp_path / "hosts.ini"), "--from", "/srv/bundle")
+    assert r.returncode == 2 and "--from '/srv/bundle': not an http:// or https:// URL" in r.stderr, r.stderr
+
+
 def test_status_reads_a_missing_layer_from_the_dry_run() -> None:
     dry = {
         "steps": [
@@ -445,3 +488,36 @@ def test_fan_out_from_a_depot_through_one_seed(fleet_env: tuple[object, Path, Pa
                 assert (h.root / "usr/bin/nvidia-smi").is_file(), h.name
     finally:
         depot.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.network
+def test_a_seed_that_cannot_serve_leaves_the_copy_to_the_control_node(
+    fleet_env: tuple[object, Path, Path], tmp_path: Path
+) -> None:
+    """The seed's port is taken: it cannot serve, so nobody fetches from it; both hosts are copied from the
+    control node as without a fan-out, install, and the report says so."""
+    import socket
+
+    from tests.registry_fixtures import free_port
+
+    d, rootfs, bundle = fleet_env
+    with start_hosts(d, rootfs, tmp_path / "hosts", ["g1", "g2"]) as hosts:  # type: ignore[arg-type]
+        _prepare(hosts)
+        ports = {h.name: free_port() for h in hosts}
+        inv = write_inventory(
+            hosts,
+            tmp_path / "hosts.ini",
+            {"airgap_root": f"{MOUNT}/root", "airgap_install_args": '"--skip smoke"'},
+            "[peers]\n" + "".join(f"{n} airgap_peer_port={p}\n" for n, p in ports.items()),
+        )
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", ports["g1"]))
+            taken.listen()
+            r, _ = _fleet("install", str(bundle), "-i", str(inv), "--fan-out", "1", "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        by = _hosts_of(json.loads(r.stdout))
+        assert {h: v["result"] for h, v in by.items()} == {"g1": "installed", "g2": "installed"}
+        assert by["g1"]["copied_from"].startswith("the control node (the fan-out fetch failed: Serve the bundle")
+        assert by["g2"]["copied_from"] == "the control node"

@@ -178,8 +178,8 @@ def _run_install(
     out = app.output(json_mode)
     extra, name, digest = _bundle_vars(bundle)
     rollout = Rollout(canary, check_batch(batch) if batch else "", max_fail_percent)
-    hosts = inventory_hosts(inventory, limit)
     urls = [_check_url(u) for u in from_urls]
+    hosts = inventory_hosts(inventory, limit)
     seeds, fetchers = fan_out_plan(hosts, fan_out) if not check else ([], [])
     extra.update(
         airgap_serial=rollout.serial(),
