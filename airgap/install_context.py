@@ -36,6 +36,7 @@ STAGING_CANDIDATES = ("/var/tmp", "/tmp", "/root")
 @dataclass
 class InstallOptions:
     move: bool = False  # models: move out of the bundle instead of copying (saves space, spends the bundle)
+    model_dest: dict[str, str] = field(default_factory=dict)  # models: repo -> this server's dest (--model-dest)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

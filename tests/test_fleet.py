@@ -521,3 +521,40 @@ def test_a_seed_that_cannot_serve_leaves_the_copy_to_the_control_node(
         assert {h: v["result"] for h, v in by.items()} == {"g1": "installed", "g2": "installed"}
         assert by["g1"]["copied_from"].startswith("the control node (the fan-out fetch failed: Serve the bundle")
         assert by["g2"]["copied_from"] == "the control node"
+
+
+def test_per_host_variables_become_install_options(tmp_path: Path) -> None:
+    """The playbook's own vars.yml, as Ansible templates it for a host with `airgap_model_dest` and
+    `airgap_install_args`: the install gets --model-dest REPO=DIR (a path with a space stays one argument)."""
+    pytest.importorskip("ansible")
+    import os
+
+    from airgap.fleet.playbook import playbook_path
+
+    (tmp_path / "hosts.ini").write_text(
+        "[gpu]\ngpu01 ansible_connection=local ansible_python_interpreter=" + sys.executable + "\n"
+    )
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars/gpu01.yml").write_text(
+        'airgap_model_dest: {"acme/tiny-llm": "/srv/big disk/tiny"}\nairgap_install_args: "--skip smoke"\n'
+    )
+    (tmp_path / "show.yml").write_text(
+        "- hosts: all\n  gather_facts: false\n"
+        f"  vars_files: [{playbook_path('vars.yml')}]\n"
+        "  tasks:\n    - ansible.builtin.copy:\n"
+        f"        dest: {tmp_path / 'argv.json'}\n"
+        "        content: '{{ airgap_install_argv | to_json }}'\n"
+    )
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    extra = json.dumps({"airgap_bundle_name": "b", "airgap_lock_sha256": "d" * 64})
+    inventory, show = str(tmp_path / "hosts.ini"), str(tmp_path / "show.yml")
+    r = subprocess.run(
+        [sys.executable, "-m", "ansible.cli.playbook", "-i", inventory, "-e", extra, show],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    argv = json.loads((tmp_path / "argv.json").read_text())
+    assert argv[2:] == ["--json", "--skip", "smoke", "--model-dest=acme/tiny-llm=/srv/big disk/tiny"], argv

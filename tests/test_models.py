@@ -577,3 +577,32 @@ def test_the_stand_in_hub_serves_the_real_client(hub: HubServer, tmp_path: Path)
     for name, data in repo_files().items():
         assert (path / name).read_bytes() == data
     assert hashlib.sha256((path / SHARD1).read_bytes()).hexdigest() == sha(repo_files()[SHARD1])
+
+
+def test_model_dest_puts_a_model_where_this_server_wants_it(hub: HubServer, tmp_path: Path) -> None:
+    """`install --model-dest REPO=DIR` (a fleet's per-host `airgap_model_dest`): the manifest's dest is the
+    default, this server's own place wins; it is checked as a manifest's dest is, and must name a model of the
+    bundle."""
+    from tests.conftest import run_airgap
+
+    bundle = make_bundle(hub, tmp_path)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/os-release").write_text('ID=ubuntu\nVERSION_ID="22.04"\n')
+    base = ("install", str(bundle), "--root", str(root), "--only", "models", "--json")
+    r = run_airgap(*base, "--model-dest", f"{REPO}=/srv/other/tiny")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for path, data in repo_files().items():
+        assert (root / "srv/other/tiny" / path).read_bytes() == data
+    assert not (root / "data/models/tiny-llm").exists()
+
+    for bad, said in (
+        (f"{REPO}=/etc/ssl", "--model-dest"),
+        (f"{REPO}=relative/dir", "not an absolute path"),
+        ("someone/else=/srv/x", "which this bundle does not carry"),
+        ("no-equals-sign", "not REPO=DIR"),
+    ):
+        r = run_airgap(*base, "--model-dest", bad)
+        assert r.returncode == 2 and said in r.stdout + r.stderr, (bad, r.stdout + r.stderr)
+        assert "Traceback" not in r.stderr
+    assert not (root / "etc/ssl").exists()

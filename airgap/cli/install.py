@@ -9,8 +9,24 @@ import click
 
 from airgap.cli.application import Application, exit_codes_help
 from airgap.cli.options import refuse_manifest
-from airgap.errors import EXIT_REBOOT, EXIT_TERMINATED, AirgapError
+from airgap.errors import EXIT_REBOOT, EXIT_TERMINATED, AirgapError, BadInputError
 from airgap.ui import Output
+
+
+def parse_model_dest(given: tuple[str, ...]) -> dict[str, str]:
+    dests: dict[str, str] = {}
+    for item in given:
+        repo, sep, path = item.partition("=")
+        if not sep or not repo.strip() or not path.strip():
+            raise BadInputError(
+                f"--model-dest {item!r}: not REPO=DIR.",
+                "Give the model's repo id and this server's directory for it, e.g. "
+                "--model-dest mistralai/Mistral-7B-Instruct-v0.3=/data2/models/mistral.",
+            )
+        if repo.strip() in dests:
+            raise BadInputError(f"--model-dest names {repo.strip()} twice.", "Give one directory per model.")
+        dests[repo.strip()] = path.strip()
+    return dests
 
 
 @click.command(
@@ -64,6 +80,14 @@ verification stops the layer instead of running other bytes. One install runs at
     help="For a delta bundle (collect --since): the earlier bundle holding what it does not carry.",
 )
 @click.option("--move", is_flag=True, help="Move model files out of the bundle instead of copying (saves space).")
+@click.option(
+    "--model-dest",
+    "model_dest",
+    multiple=True,
+    metavar="REPO=DIR",
+    help="Install this model into DIR on this server instead of the manifest's dest (repeatable), e.g. "
+    "--model-dest mistralai/Mistral-7B-Instruct-v0.3=/data2/models/mistral.",
+)
 @click.option("--json", "json_mode", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_obj
 def install(
@@ -78,6 +102,7 @@ def install(
     key: Path | None,
     base: Path | None,
     move: bool,
+    model_dest: tuple[str, ...],
     json_mode: bool,
 ) -> int:
     from airgap.host import Host
@@ -101,7 +126,7 @@ def install(
             skip=parse_steps(skip, "--skip"),
             from_step=from_step,
             verify=not no_verify,
-            options=InstallOptions(move=move),
+            options=InstallOptions(move=move, model_dest=parse_model_dest(model_dest)),
             say=out.info,
             warn=out.warn,
             key=load_public(key) if key else None,

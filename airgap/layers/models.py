@@ -236,8 +236,16 @@ class ModelsLayer(Layer):
                 )
             m = models.get(repo)
             if m is None:
-                m = models[repo] = _checked_model(repo, specs.get(repo), meta)
+                m = models[repo] = _checked_model(repo, specs.get(repo), meta, ctx.options.model_dest.get(repo))
             m.files.append(_File(art, *_sources(ctx, art), rel, _checked_etag(repo, art)))
+        unknown = sorted(set(ctx.options.model_dest) - set(models))
+        if unknown:
+            raise BadInputError(
+                f"--model-dest names {', '.join(unknown)}, which this bundle does not carry.",
+                "Name a model of the bundle as its repo id (owner/name): "
+                + (", ".join(sorted(models)) or "this bundle has no model")
+                + ".",
+            )
         return list(models.values())
 
     # What is missing, decided up front so the disk check knows the sizes and a re-run does only the rest.
@@ -654,11 +662,23 @@ def _ref_problem(revision: str) -> str | None:
     return None
 
 
-def _checked_model(repo: str, spec: ModelSpec | None, meta: ModelFileMeta) -> _Model:
-    """The model as the lock describes it, every name root will make a path from checked first."""
+def _dest_problem(dest: str) -> str | None:
+    if not dest.startswith("/") or ".." in dest.split("/"):
+        return "not an absolute path without '..'"
+    return install_dir_problem(dest)
+
+
+def _checked_model(repo: str, spec: ModelSpec | None, meta: ModelFileMeta, dest_here: str | None = None) -> _Model:
+    """The model as the lock describes it, every name root will make a path from checked first. `dest_here`
+    is this server's own place for it (`install --model-dest`), checked as the manifest's `dest` is."""
     if not HF_REPO_RE.match(repo) or bad_name_char(repo):
         raise _refused(repo, "repo", repo, "not a Hugging Face repo id (owner/name)")
-    dest = (spec.dest if spec else None) or default_dest(repo)
+    if dest_here is not None and (why := _dest_problem(dest_here)):
+        raise BadInputError(
+            f"--model-dest {repo}={dest_here}: refused: {why}. Nothing was installed.",
+            f"Give an absolute directory outside the system's own, like {default_dest(repo)} or /srv/models/NAME.",
+        )
+    dest = dest_here or (spec.dest if spec else None) or default_dest(repo)
     if why := install_dir_problem(dest):
         raise _refused(repo, "models[].dest", dest, why)
     hf_home = spec.hf_home if spec else None
