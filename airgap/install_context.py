@@ -37,6 +37,7 @@ STAGING_CANDIDATES = ("/var/tmp", "/tmp", "/root")
 class InstallOptions:
     move: bool = False  # models: move out of the bundle instead of copying (saves space, spends the bundle)
     model_dest: dict[str, str] = field(default_factory=dict)  # models: repo -> this server's dest (--model-dest)
+    expect_gpus: int | None = None  # smoke: the GPU count this server must show (--expect-gpus)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -321,7 +321,7 @@ def _run_step(ctx: InstallContext, step: str, state: State) -> StepOutcome:
             return StepOutcome(step, "would run", "the GPU smoke test, once the layers before it are in")
         from airgap.smoke import run_smoke
 
-        smoke = run_smoke(host, ctx.lock)
+        smoke = run_smoke(host, ctx.lock, expect_gpus=ctx.options.expect_gpus)
         failed = [c for c in smoke.checks if c.status is Status.FAIL]
         if failed:
             return StepOutcome(

@@ -51,11 +51,13 @@ def _bundle_venv(lock: Lock | None) -> str:
     return (py.get("venv") if isinstance(py, dict) else None) or probes.DEFAULT_VENV
 
 
-def check_nvml(nvml: NvmlSession, report: SmokeReport, lock: Lock | None) -> None:
+def check_nvml(nvml: NvmlSession, report: SmokeReport, lock: Lock | None, expect_gpus: int | None = None) -> None:
     reading = nvml.read()
     if isinstance(reading, NvmlFailure):
         report.checks.append(_nvml_failure(reading))
         return
+    if expect_gpus is not None:
+        report.checks.append(gpu_count_check(len(reading.gpus), expect_gpus))
     cuda_max = reading.cuda_max or "?"
     report.checks.append(Check("driver", Status.PASS, f"driver {reading.driver}, supports CUDA up to {cuda_max}"))
     want = _bundle_cuda(lock)
@@ -86,6 +88,28 @@ def check_nvml(nvml: NvmlSession, report: SmokeReport, lock: Lock | None) -> Non
                 "check cooling: at 80 C and above the GPU throttles" if status is Status.WARN else "",
             )
         )
+
+
+def gpu_count_check(found: int, expected: int) -> Check:
+    """This server's GPU count against the one it should have (`--expect-gpus`, a fleet's `airgap_gpus`): a
+    GPU the driver no longer lists is a failed or loose card, which nothing else in the smoke test notices."""
+    if found == expected:
+        return Check("gpu_count", Status.PASS, f"{found} GPU(s), as expected")
+    if found > expected:
+        return Check(
+            "gpu_count",
+            Status.WARN,
+            f"{found} GPU(s), more than the {expected} expected",
+            "correct the expected count (--expect-gpus, airgap_gpus in the fleet inventory)",
+        )
+    return Check(
+        "gpu_count",
+        Status.FAIL,
+        f"{found} GPU(s) answer, {expected} expected: {expected - found} missing",
+        "a GPU the driver does not list has usually fallen off the bus or failed: look at "
+        "`dmesg | grep -iE 'NVRM|Xid|fallen off the bus'` and `lspci | grep -i nvidia` (is it still on the PCI "
+        "bus?); reseat or replace it, then reboot; or correct the expected count",
+    )
 
 
 def _nvml_failure(failure: NvmlFailure) -> Check:
@@ -196,15 +220,18 @@ def check_torch(host: Host, report: SmokeReport, lock: Lock | None) -> None:
         report.checks.append(Check("torch", Status.PASS, f"torch {torch.version} on {torch.device}: matmul ok"))
 
 
-def run_smoke(host: Host, lock: Lock | None = None, nvml: NvmlSession | None = None) -> SmokeReport:
+def run_smoke(
+    host: Host, lock: Lock | None = None, nvml: NvmlSession | None = None, expect_gpus: int | None = None
+) -> SmokeReport:
     """The smoke test of the machine `host` runs on. NVML is the caller's session, or one opened here:
-    unlike doctor, the smoke test always asks the running kernel's driver, --root or not."""
+    unlike doctor, the smoke test always asks the running kernel's driver, --root or not. With
+    `expect_gpus`, the count NVML lists must be that."""
     report = SmokeReport()
     if nvml is None:
         with NvmlSession(probes.pynvml_library()) as session:
-            check_nvml(session, report, lock)
+            check_nvml(session, report, lock, expect_gpus)
     else:
-        check_nvml(nvml, report, lock)
+        check_nvml(nvml, report, lock, expect_gpus)
     check_nvidia_smi(host, report)
     check_container(host, report, lock)
     check_torch(host, report, lock)

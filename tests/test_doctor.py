@@ -630,3 +630,19 @@ def test_cli_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "not a directory" in r.stderr
     r = run_airgap("doctor", "--bundle", str(tmp_path))
     assert r.returncode == 2 and "not an airgap bundle" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_smoke_fails_when_fewer_gpus_answer_than_the_server_has(server: Server) -> None:
+    """`--expect-gpus` (a fleet's `airgap_gpus`): one card of two gone from the driver's list is a failure
+    with where to look; the NVML reading itself is fine, so nothing else would notice."""
+    from airgap.smoke import gpu_count_check, run_smoke
+
+    for expected, want in ((1, Status.PASS), (2, Status.FAIL)):
+        with NvmlSession(FakeNVML()) as nvml:
+            report = run_smoke(server.host(), None, nvml=nvml, expect_gpus=expected)
+        (check,) = [c for c in report.checks if c.name == "gpu_count"]
+        assert check.status == want, check
+    assert "1 GPU(s) answer, 2 expected: 1 missing" in check.message and "fallen off the bus" in check.fix
+    assert gpu_count_check(3, 2).status == Status.WARN
+    with NvmlSession(FakeNVML()) as nvml:
+        assert not [c for c in run_smoke(server.host(), None, nvml=nvml).checks if c.name == "gpu_count"]

@@ -537,6 +537,7 @@ def test_per_host_variables_become_install_options(tmp_path: Path) -> None:
     (tmp_path / "host_vars").mkdir()
     (tmp_path / "host_vars/gpu01.yml").write_text(
         'airgap_model_dest: {"acme/tiny-llm": "/srv/big disk/tiny"}\nairgap_install_args: "--skip smoke"\n'
+        "airgap_gpus: 8\n"
     )
     (tmp_path / "show.yml").write_text(
         "- hosts: all\n  gather_facts: false\n"
@@ -557,4 +558,10 @@ def test_per_host_variables_become_install_options(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stdout + r.stderr
     argv = json.loads((tmp_path / "argv.json").read_text())
-    assert argv[2:] == ["--json", "--skip", "smoke", "--model-dest=acme/tiny-llm=/srv/big disk/tiny"], argv
+    assert argv[2:] == [
+        "--json",
+        "--skip",
+        "smoke",
+        "--expect-gpus=8",
+        "--model-dest=acme/tiny-llm=/srv/big disk/tiny",
+    ], argv

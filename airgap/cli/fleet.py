@@ -19,7 +19,8 @@ The inventory is Ansible's (INI or YAML, a file or a directory with group_vars/ 
 users, keys, become and ansible.cfg are Ansible's as for any playbook. Host keys are checked: list the
 servers in known_hosts, or name the file with --ssh-common-args '-o UserKnownHostsFile=FILE'.
 Per-host variables airgap reads: airgap_root, airgap_bundle_dest, airgap_venv, airgap_install_args
-(e.g. "--skip smoke"), airgap_model_dest ({repo: dir}, this host's place for a model),
+(e.g. "--skip smoke"), airgap_model_dest ({repo: dir}, this host's place for a model), airgap_gpus
+(its GPU count, checked by the smoke test),
 airgap_reboot_command, airgap_boot_time_command, airgap_reboot_timeout,
 airgap_peer_address, airgap_peer_port (where a --fan-out seed serves).
 See docs/fleet.md."""

@@ -88,6 +88,12 @@ verification stops the layer instead of running other bytes. One install runs at
     help="Install this model into DIR on this server instead of the manifest's dest (repeatable), e.g. "
     "--model-dest mistralai/Mistral-7B-Instruct-v0.3=/data2/models/mistral.",
 )
+@click.option(
+    "--expect-gpus",
+    type=click.IntRange(1, None),
+    metavar="N",
+    help="This server has N GPUs: the smoke test fails when fewer answer (a card fallen off the bus).",
+)
 @click.option("--json", "json_mode", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_obj
 def install(
@@ -103,6 +109,7 @@ def install(
     base: Path | None,
     move: bool,
     model_dest: tuple[str, ...],
+    expect_gpus: int | None,
     json_mode: bool,
 ) -> int:
     from airgap.host import Host
@@ -126,7 +133,7 @@ def install(
             skip=parse_steps(skip, "--skip"),
             from_step=from_step,
             verify=not no_verify,
-            options=InstallOptions(move=move, model_dest=parse_model_dest(model_dest)),
+            options=InstallOptions(move=move, model_dest=parse_model_dest(model_dest), expect_gpus=expect_gpus),
             say=out.info,
             warn=out.warn,
             key=load_public(key) if key else None,

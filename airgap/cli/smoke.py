@@ -21,6 +21,7 @@ on the GPU. Each failure says what usually causes it. Exit 1 on any failure (no 
 
 \b
   airgap smoke
+  airgap smoke --expect-gpus 8            a card missing from the 8 is a failure
   airgap smoke --bundle /media/usb/bundle --json""",
 )
 @click.option("--bundle", type=click.Path(path_type=Path), help="Compare with this bundle's versions and images.")
@@ -31,9 +32,15 @@ on the GPU. Each failure says what usually causes it. Exit 1 on any failure (no 
     show_default=True,
     help="Look for installed tools under this directory.",
 )
+@click.option(
+    "--expect-gpus",
+    type=click.IntRange(1, None),
+    metavar="N",
+    help="This server has N GPUs: the smoke test fails when fewer answer (a card fallen off the bus).",
+)
 @click.option("--json", "json_mode", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
-def smoke(app: Application, bundle: Path | None, root: Path, json_mode: bool) -> int:
+def smoke(app: Application, bundle: Path | None, root: Path, expect_gpus: int | None, json_mode: bool) -> int:
     from airgap.host import Host
     from airgap.lock import Lock
     from airgap.smoke import run_smoke
@@ -41,7 +48,7 @@ def smoke(app: Application, bundle: Path | None, root: Path, json_mode: bool) ->
 
     out = app.output(json_mode)
     lock = Lock.read(bundle) if bundle else None
-    report = run_smoke(Host(root=root), lock)
+    report = run_smoke(Host(root=root), lock, expect_gpus=expect_gpus)
     if json_mode:
         out.emit_json(report.to_dict())
     else:
