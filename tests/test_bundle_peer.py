@@ -162,3 +162,22 @@ def test_an_idle_seed_exits_by_itself(bundle: Path, tmp_path: Path) -> None:
         assert pidfile.exists()  # the other one, with the default, still serves
     finally:
         peer("stop", "--pidfile", str(pidfile))
+
+
+def test_a_seed_does_not_serve_through_a_link(bundle: Path, tmp_path: Path) -> None:
+    """A listed name that became a link to another file of the host is not followed."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"host's own file\n")
+    listed = bundle / "layers/10-files/a.txt"
+    listed.unlink()
+    listed.symlink_to(secret)
+    port = free_port()
+    pidfile = tmp_path / "link.pid"
+    r = peer("serve", str(bundle), "--bind", "127.0.0.1", "--port", str(port), "--pidfile", str(pidfile))
+    assert r.returncode == 0, r.stderr
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/layers/10-files/a.txt")
+        assert err.value.code == 404
+    finally:
+        peer("stop", "--pidfile", str(pidfile))

@@ -31,6 +31,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -214,8 +215,18 @@ class _PeerHandler(BaseHTTPRequestHandler):
         if local is None:
             self.send_error(404)
             return
-        with open(local, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        try:
+            # Never through a link: only the regular files the list names, as the copy was checked.
+            fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            self.send_error(404)
+            return
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                self.send_error(404)
+                return
+            size = st.st_size
             start, end = 0, size - 1
             wanted = self.headers.get("Range", "")
             status = 200
