@@ -250,10 +250,24 @@ def _install(
     ctx = InstallContext(
         host=host, bundle=bundle, lock=lock, options=options or InstallOptions(), base=base, base_lock=base_lock
     )
+    _check_model_dest(ctx)
     try:
         return _install_steps(ctx, report, steps, skip)
     finally:
         ctx.cleanup()  # joined copies of split files are not left behind
+
+
+def _check_model_dest(ctx: InstallContext) -> None:
+    """--model-dest names models of this bundle, said before anything runs (also when models is skipped)."""
+    carried = {str(a.meta.get("repo", "")) for a in ctx.lock.artifacts if a.layer == "models"}
+    unknown = sorted(set(ctx.options.model_dest) - carried)
+    if unknown:
+        raise BadInputError(
+            f"--model-dest names {', '.join(unknown)}, which this bundle does not carry.",
+            "Name a model of the bundle as its repo id (owner/name): "
+            + (", ".join(sorted(carried)) or "this bundle has no model")
+            + ".",
+        )
 
 
 def _install_steps(ctx: InstallContext, report: InstallReport, steps: list[str], skip: set[str]) -> InstallReport:

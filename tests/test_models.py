@@ -606,3 +606,6 @@ def test_model_dest_puts_a_model_where_this_server_wants_it(hub: HubServer, tmp_
         assert r.returncode == 2 and said in r.stdout + r.stderr, (bad, r.stdout + r.stderr)
         assert "Traceback" not in r.stderr
     assert not (root / "etc/ssl").exists()
+    # Said before anything runs, also when the models layer is left out.
+    r = run_airgap("install", str(bundle), "--root", str(root), "--skip", "models", "--model-dest", "x/y=/srv/x")
+    assert r.returncode == 2 and "which this bundle does not carry" in r.stderr, r.stdout + r.stderr

@@ -238,15 +238,7 @@ class ModelsLayer(Layer):
             if m is None:
                 m = models[repo] = _checked_model(repo, specs.get(repo), meta, ctx.options.model_dest.get(repo))
             m.files.append(_File(art, *_sources(ctx, art), rel, _checked_etag(repo, art)))
-        unknown = sorted(set(ctx.options.model_dest) - set(models))
-        if unknown:
-            raise BadInputError(
-                f"--model-dest names {', '.join(unknown)}, which this bundle does not carry.",
-                "Name a model of the bundle as its repo id (owner/name): "
-                + (", ".join(sorted(models)) or "this bundle has no model")
-                + ".",
-            )
-        return list(models.values())
+        return list(models.values())  # --model-dest naming another model: refused up front (installer.py)
 
     # What is missing, decided up front so the disk check knows the sizes and a re-run does only the rest.
     def _todo(self, ctx: InstallContext, m: _Model) -> _Todo:
