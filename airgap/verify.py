@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airgap.bundle_layout import LOCK_NAME, SIG_NAME, SUMS_NAME
+from airgap.bundle_layout import LOCK_NAME, SIG_NAME, SPLIT_MARKER_NAME, SUMS_NAME
 from airgap.bundle_walk import check_listing, litter_note, walk_bundle
 from airgap.custody import Snapshot
 from airgap.digests import BeneathOpener, NotRegularFile, hash_fd
@@ -34,6 +34,14 @@ if TYPE_CHECKING:
 BUF = 1 << 20
 _BYTES_PER_THREAD = 64 << 20
 KINDS = ("signature", "not-a-file", "missing", "truncated", "altered", "unexpected", "unreadable")
+
+
+def _hint(path: str, kind: str) -> str:
+    if kind == "unexpected" and path == SPLIT_MARKER_NAME:
+        # Killed right at the start or the end of `airgap split`: the files are whole, the record is left.
+        return "left by an interrupted `airgap split`: run the same split again, which finishes and removes it"
+    return HINTS[kind]
+
 
 HINTS = {
     "missing": "copy it again from the original bundle",
@@ -110,7 +118,8 @@ def verify_bundle(
     walk = walk_bundle(bundle, sums)
     findings, regular = check_listing(walk, sums)
     report.problems += [
-        Problem(f.path, f.kind, f.detail if f.says_what_to_do else f"{f.detail}; {HINTS[f.kind]}") for f in findings
+        Problem(f.path, f.kind, f.detail if f.says_what_to_do else f"{f.detail}; {_hint(f.path, f.kind)}")
+        for f in findings
     ]
     report.litter = walk.litter
     if note := litter_note(walk.litter):
