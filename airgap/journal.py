@@ -21,6 +21,7 @@ import errno
 import fcntl
 import json
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,17 +294,27 @@ class CollectionUnfinished(AirgapError):
     exit_code = EXIT_CHECK_FAILED
 
 
+def _split_size(marker: Path) -> str | None:
+    """The size the interrupted split was asked for, as typed; None when the record does not say."""
+    try:
+        size = json.loads(marker.read_bytes()).get("max_file_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return size if isinstance(size, str) and size and size.isprintable() and len(size) < 40 else None
+
+
 def unfinished(bundle: Path) -> CollectionUnfinished | None:
     """The error to give instead of checking `bundle`, when it is a bundle in progress (no SHA256SUMS, and a
     journal or a lock not marked complete); None otherwise."""
     if os.path.lexists(bundle / SUMS_NAME):
         return None
     if os.path.lexists(bundle / SPLIT_MARKER_NAME):
+        size = _split_size(bundle / SPLIT_MARKER_NAME) or "SIZE"
         return CollectionUnfinished(
             f"{bundle}: a split of this bundle did not finish (no {SUMS_NAME} yet): it is a bundle being split, "
             "not a damaged one.",
-            "Run the same `airgap split BUNDLE --max-file-size SIZE` again: it resumes, checks every file and "
-            f"writes {SUMS_NAME}.",
+            f"Run the same `airgap split {shlex.quote(str(bundle))} --max-file-size {size}` again: it resumes, "
+            f"checks every file and writes {SUMS_NAME}.",
         )
     in_progress = os.path.lexists(bundle / JOURNAL_NAME)
     if not in_progress and os.path.isfile(bundle / LOCK_NAME):

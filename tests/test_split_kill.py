@@ -207,3 +207,13 @@ def test_a_lock_changed_while_the_split_was_interrupted_is_refused(
     r = run_airgap("split", str(bundle), "--max-file-size", "1MiB")
     assert r.returncode == 1 and "changed meanwhile" in r.stdout + r.stderr, r.stdout + r.stderr
     assert not (bundle / "SHA256SUMS").exists()
+
+
+def test_verify_meanwhile_gives_the_command_that_finishes_it(
+    reference: dict[str, dict[str, bytes]], tmp_path: Path
+) -> None:
+    bundle = fresh(tmp_path, reference["original"])
+    assert kill_when(bundle, "1MiB", lambda: bool(list((bundle / "layers").rglob("*.tmp"))))
+    r = run_airgap("verify", str(bundle))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"airgap split {bundle} --max-file-size 1MiB" in r.stderr, r.stderr
