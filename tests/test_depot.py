@@ -377,7 +377,7 @@ def test_traversal_and_bundle_paths_are_refused(served: Served, target: str) -> 
 
 def test_a_fleet_host_fetches_the_bundle_from_the_depot(served: Served, collected: Collected, tmp_path: Path) -> None:
     """`fleet install --from DEPOT/bundle/`: with what the control node sends (SHA256SUMS, the lock,
-    install.sh, no artifact), the host's fetcher takes every artifact and tool/ wheel from /bundle/, and the
+    install.sh; no artifact, no tool/ wheel), the host's fetcher takes every artifact and wheel from /bundle/, and the
     copy passes `sha256sum -c` as the playbook checks it."""
     from airgap.fleet.playbook import PEER, pack_bundle, playbook_path
 
@@ -396,7 +396,9 @@ def test_a_fleet_host_fetches_the_bundle_from_the_depot(served: Served, collecte
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads(r.stdout)
     lock = Lock.read(collected.bundle)
-    assert summary["files"] == len([a for a in lock.artifacts if not a.in_base]) and summary["failed"] == []
+    wheels = [f for f in lock.tool_files() if f.path.startswith("tool/")]
+    fetched = len([a for a in lock.artifacts if not a.in_base]) + len(wheels)
+    assert summary["files"] == fetched and summary["failed"] == []
     assert subprocess.run(["sha256sum", "--quiet", "--strict", "-c", "SHA256SUMS"], cwd=host).returncode == 0
 
 

@@ -450,7 +450,7 @@ def test_three_hosts_take_about_as_long_as_one(fleet_env: tuple[object, Path, Pa
 def test_fan_out_from_a_depot_through_one_seed(fleet_env: tuple[object, Path, Path], tmp_path: Path) -> None:
     """`--from DEPOT/bundle/ --fan-out 1`: the seed fetches the artifacts from the depot (`airgap serve`), the
     other hosts fetch them from the seed; the control node sends each host only SHA256SUMS, the lock,
-    install.sh and tool/. Every host installs; the seed stops serving when the others have their copy."""
+    install.sh and README.txt. Every host installs; the seed stops serving when the others have their copy."""
     from tests.registry_fixtures import free_port
     from tests.test_depot import Served
 
@@ -475,7 +475,9 @@ def test_fan_out_from_a_depot_through_one_seed(fleet_env: tuple[object, Path, Pa
             assert r.returncode == 0, r.stdout + r.stderr
             by = _hosts_of(json.loads(r.stdout))
             assert {h: v["result"] for h, v in by.items()} == dict.fromkeys(("f1", "f2", "f3"), "installed")
-            artifacts = len(json.loads((bundle / "airgap.lock.json").read_text())["artifacts"])
+            lock = json.loads((bundle / "airgap.lock.json").read_text())
+            wheels = [f for f in lock["tool"]["files"] if f["path"].startswith("tool/")]
+            artifacts = len(lock["artifacts"]) + len(wheels)  # tool/ wheels are fetched too
             assert by["f1"]["copied_from"] == f"{from_url} ({artifacts} files); served the other hosts", by["f1"]
             for name in ("f2", "f3"):
                 assert by[name]["copied_from"] == f"http://127.0.0.1:{ports['f1']}/ ({artifacts} files)", by[name]

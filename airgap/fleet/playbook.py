@@ -153,10 +153,11 @@ SMALL_TOTAL = 512 << 20
 class Packed:
     """The bundle, cut for the trip to the hosts.
 
-    `meta`: a tar of what the lock does not list as an artifact (SHA256SUMS, the lock, install.sh, tool/,
-    README.txt) with every directory: always sent by the control node, so SHA256SUMS, the list every other
-    file is checked against, only ever comes over SSH. `small`: a tar of the small artifacts; `large`: the
-    other artifacts' paths. A host fetching from a depot or a peer takes `meta` only and fetches the rest."""
+    `meta`: a tar of what is neither an artifact nor a tool/ wheel (SHA256SUMS, the lock, install.sh,
+    README.txt, the dossier) with every directory: always sent by the control node, so SHA256SUMS, the list
+    every other file is checked against, only ever comes over SSH; a few kilobytes. `small`: a tar of the
+    small artifacts and wheels; `large`: the other ones' paths. A host fetching from a depot or a peer takes
+    `meta` only and fetches the rest (a depot's /bundle/ and a seed serve tool/ too)."""
 
     meta: Path | None
     small: Path | None
@@ -167,9 +168,12 @@ def pack_bundle(bundle: Path, scratch: Path) -> Packed:
     """Both tars are deterministic (sorted, owner root, the files' modes and mtimes), so the same bundle gives
     the same bytes; their members are the bundle's regular files only (a bundle holds no links: verify
     refuses them)."""
+    from airgap.bundle_layout import TOOL_DIR
     from airgap.lock import Lock
 
-    artifacts = {a.path for a in Lock.read(bundle).artifacts if not a.in_base}
+    lock = Lock.read(bundle)
+    wheels = {f.path for f in lock.tool_files() if f.path.startswith(f"{TOOL_DIR}/")}  # not install.sh
+    fetchable = {a.path for a in lock.artifacts if not a.in_base} | wheels
     files: list[tuple[str, os.stat_result]] = []
     dirs: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(bundle):
@@ -189,7 +193,7 @@ def pack_bundle(bundle: Path, scratch: Path) -> Packed:
     for rel, st in files:
         if not _is_regular(st):
             continue  # the copy on the host is checked against SHA256SUMS: anything else is named there
-        if rel not in artifacts:
+        if rel not in fetchable:
             meta.append((rel, st))
         elif st.st_size <= SMALL_FILE and total + st.st_size <= SMALL_TOTAL:
             small.append((rel, st))
