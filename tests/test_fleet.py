@@ -78,7 +78,7 @@ def test_report_names_the_failed_layer_and_its_fix_and_calls_the_host_out() -> N
     assert rep.to_dict()["counts"] == {"installed": 2, "failed": 1, "no result": 1}
 
 
-def test_report_says_where_each_copy_came_from_and_names_a_file_no_url_had() -> None:
+def test_report_says_where_each_copy_came_from_including_what_no_url_had() -> None:
     from airgap.fleet.report import host_report
 
     ok = [{"step": "driver", "status": "installed"}]
@@ -88,18 +88,16 @@ def test_report_says_where_each_copy_came_from_and_names_a_file_no_url_had() -> 
     assert host_report("s", seed, "d" * 64).copied_from == "http://d/ (2 files); served the other hosts"
     assert host_report("p", peer, "d" * 64).copied_from == "http://s:8765/ (2 files)"
     assert host_report("f", fallback, "d" * 64).copied_from == (
-        "the control node (the fan-out fetch failed: Fetch what the copy lacks: non-zero return code)"
+        "the control node (the fan-out failed here: Fetch what the copy lacks: non-zero return code)"
     )
-    failed_fetch = {
-        **_install_result("x", [], 0, failed="Fetch what the copy lacks, from http://d/"),
-        "installs": [{}, {}],
+    partly = {
+        **_install_result("x", ok, 0),
         "fetch": json.dumps(
-            {"files": 0, "from": {}, "failed": [{"path": "layers/02-driver/a.run", "tried": ["http://d/a: HTTP 404"]}]}
+            {"files": 1, "from": {"http://d/": 1}, "failed": [{"path": "a.run", "tried": ["http://d/a.run: HTTP 404"]}]}
         ),
     }
-    rep = host_report("x", failed_fetch, "d" * 64)
-    assert (rep.result, rep.failed_layer) == ("failed", "copy")
-    assert "layers/02-driver/a.run: http://d/a: HTTP 404" in rep.detail and "--from" in rep.fix
+    said = host_report("x", partly, "d" * 64).copied_from
+    assert said == "http://d/ (1 files), the control node (1 files no URL had)"
 
 
 def test_fan_out_seeds_are_the_first_hosts_and_none_when_no_one_is_left_to_serve() -> None:
@@ -495,11 +493,11 @@ def test_fan_out_from_a_depot_through_one_seed(fleet_env: tuple[object, Path, Pa
 @pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.network
-def test_a_seed_that_cannot_serve_leaves_the_copy_to_the_control_node(
+def test_a_seed_that_cannot_serve_and_a_dead_depot_leave_the_copy_to_the_control_node(
     fleet_env: tuple[object, Path, Path], tmp_path: Path
 ) -> None:
-    """The seed's port is taken: it cannot serve, so nobody fetches from it; both hosts are copied from the
-    control node as without a fan-out, install, and the report says so."""
+    """The seed's port is taken and the depot does not answer: nobody can fetch, so both hosts are copied
+    from the control node as without a fan-out, install, and the report says so."""
     import socket
 
     from tests.registry_fixtures import free_port
@@ -517,12 +515,17 @@ def test_a_seed_that_cannot_serve_leaves_the_copy_to_the_control_node(
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", ports["g1"]))
             taken.listen()
-            r, _ = _fleet("install", str(bundle), "-i", str(inv), "--fan-out", "1", "--json")
+            dead = f"http://127.0.0.1:{free_port()}/bundle/"  # a depot that does not answer
+            r, _ = _fleet("install", str(bundle), "-i", str(inv), "--fan-out", "1", "--from", dead, "--json")
         assert r.returncode == 0, r.stdout + r.stderr
         by = _hosts_of(json.loads(r.stdout))
         assert {h: v["result"] for h, v in by.items()} == {"g1": "installed", "g2": "installed"}
-        assert by["g1"]["copied_from"].startswith("the control node (the fan-out fetch failed: Serve the bundle")
-        assert by["g2"]["copied_from"] == "the control node"
+        lock = json.loads((bundle / "airgap.lock.json").read_text())
+        n = len(lock["artifacts"]) + len([f for f in lock["tool"]["files"] if f["path"].startswith("tool/")])
+        from_control = f"the control node ({n} files no URL had)"
+        # g1, the seed, took its copy from the control node before it tried to serve; the install found it there.
+        assert by["g1"]["copied_from"].startswith("the control node (the fan-out failed here: Serve the bundle")
+        assert by["g2"]["copied_from"] == from_control
 
 
 def test_per_host_variables_become_install_options(tmp_path: Path) -> None:

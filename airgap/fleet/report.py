@@ -137,12 +137,15 @@ def copied_from(result: dict[str, Any]) -> str:
     fetch = parse_json_output(str(result.get("fetch") or "")) or {}
     sources = fetch.get("from")
     said = ", ".join(f"{url} ({n} files)" for url, n in sorted(sources.items())) if isinstance(sources, dict) else ""
+    missed = fetch.get("failed")
+    if isinstance(missed, list) and missed:
+        said += f"{', ' if said else ''}the control node ({len(missed)} files no URL had)"
     if not said:
         said = "the control node"
     if result.get("seed"):
         said += "; served the other hosts"
     if result.get("prefetch_failed"):
-        said += f" (the fan-out fetch failed: {result['prefetch_failed']})"
+        said += f" (the fan-out failed here: {result['prefetch_failed']})"
     return said
 
 
@@ -156,16 +159,6 @@ def _explain_failure(
         rep.failed_layer = "copy"
         rep.detail = "the copy on the host does not match SHA256SUMS: " + "; ".join(bad)
         rep.fix = "Run the same command again: the files that differ are copied again."
-        return
-    fetch = parse_json_output(str(result.get("fetch") or "")) or {}
-    if task.startswith("Fetch what the copy lacks") and fetch.get("failed"):
-        missing = [f"{f.get('path')}: {'; '.join(f.get('tried') or [])}" for f in fetch["failed"][:3]]
-        rep.failed_layer = "copy"
-        rep.detail = "these files could not be fetched: " + " | ".join(missing)
-        rep.fix = (
-            "Check that the URL given to --from serves this bundle (`airgap serve` on the depot answers under "
-            "/bundle/), or leave --from out to copy from the control node; then run the same command again."
-        )
         return
     if report is not None:
         failed = [s for s in report.get("steps", []) if isinstance(s, dict) and s.get("status") in ("failed", "reboot")]
