@@ -119,6 +119,22 @@ def test_from_must_be_an_http_url(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--from '/srv/bundle': not an http:// or https:// URL" in r.stderr, r.stderr
 
 
+def test_hosts_fetch_from_the_manifests_depot_unless_told_otherwise() -> None:
+    """A bundle whose manifest names a depot is fetched from its /bundle/ (what `airgap serve` answers);
+    --from chooses another place, --copy-only none."""
+    from airgap.cli.fleet import fetch_urls
+    from airgap.errors import BadInputError
+
+    depot = "http://depot.site:8080"
+    assert fetch_urls((), depot, False) == (["http://depot.site:8080/bundle/"], fetch_urls((), depot, False)[1])
+    assert "the manifest's depot" in fetch_urls((), depot, False)[1]
+    assert fetch_urls(("http://other:1/b",), depot, False) == (["http://other:1/b/"], "--from")
+    assert fetch_urls((), depot, True) == ([], "")
+    assert fetch_urls((), None, False) == ([], "")
+    with pytest.raises(BadInputError):
+        fetch_urls(("http://other:1/b",), depot, True)
+
+
 def test_status_reads_a_missing_layer_from_the_dry_run() -> None:
     dry = {
         "steps": [

@@ -99,7 +99,13 @@ def _rollout_options(f: Any) -> Any:
                 metavar="URL",
                 help="Hosts fetch the bundle's artifacts here instead of from the control node, e.g. "
                 "http://depot:8080/bundle/ (`airgap serve`), or any web server over a copy of the bundle. "
-                "Repeat for fallbacks; the control node copies what no URL had.",
+                "Repeat for fallbacks; the control node copies what no URL had. Default: the manifest's "
+                "depot.url + /bundle/ when it names one.",
+            ),
+            click.option(
+                "--copy-only",
+                is_flag=True,
+                help="Copy everything from the control node, even when the manifest names a depot.",
             ),
             click.option("--no-doctor", is_flag=True, help="Do not run `airgap doctor` on each host afterwards."),
             click.option(
@@ -114,7 +120,8 @@ def _rollout_options(f: Any) -> Any:
     return f
 
 
-def _bundle_vars(bundle: Path) -> tuple[dict[str, Any], str, str]:
+def _bundle_vars(bundle: Path) -> tuple[dict[str, Any], str, str, str | None]:
+    """The playbook's variables for BUNDLE, its name, its lock digest, and its manifest's depot URL."""
     from airgap.lock import Lock
 
     lock, digest = Lock.read_with_digest(bundle)
@@ -128,7 +135,26 @@ def _bundle_vars(bundle: Path) -> tuple[dict[str, Any], str, str]:
         "airgap_bundle_name": lock.name,
         "airgap_lock_sha256": digest,
     }
-    return extra, lock.name, digest
+    depot = lock.manifest.get("depot")
+    depot_url = depot.get("url") if isinstance(depot, dict) and isinstance(depot.get("url"), str) else None
+    return extra, lock.name, digest, depot_url
+
+
+def fetch_urls(given: tuple[str, ...], depot_url: str | None, copy_only: bool) -> tuple[list[str], str]:
+    """Where the hosts fetch the artifacts from, and why there: --from, else the manifest's `depot.url`
+    (its /bundle/, as `airgap serve` answers), else nowhere (the control node copies). A URL that lacks a
+    file costs a request: the control node then copies that file."""
+    if copy_only:
+        if given:
+            raise BadInputError(
+                "--copy-only and --from contradict each other.", "Give one: --from URL, or --copy-only."
+            )
+        return [], ""
+    if given:
+        return [_check_url(u) for u in given], "--from"
+    if depot_url:
+        return [_check_url(depot_url.rstrip("/") + "/bundle/")], "the manifest's depot; --copy-only to not use it"
+    return [], ""
 
 
 def fan_out_plan(hosts: list[str], seeds: int) -> tuple[list[str], list[str]]:
@@ -173,14 +199,15 @@ def _run_install(
     check: bool,
     fan_out: int = 0,
     from_urls: tuple[str, ...] = (),
+    copy_only: bool = False,
 ) -> int:
     from airgap.fleet.playbook import INSTALL, Rollout, check_batch, inventory_hosts, run_playbook
     from airgap.fleet.report import build_report
 
     out = app.output(json_mode)
-    extra, name, digest = _bundle_vars(bundle)
+    extra, name, digest, depot_url = _bundle_vars(bundle)
     rollout = Rollout(canary, check_batch(batch) if batch else "", max_fail_percent)
-    urls = [_check_url(u) for u in from_urls]
+    urls, why = fetch_urls(from_urls, depot_url, copy_only)
     hosts = inventory_hosts(inventory, limit)
     seeds, fetchers = fan_out_plan(hosts, fan_out) if not check else ([], [])
     extra.update(
@@ -198,7 +225,7 @@ def _run_install(
     if seeds:
         out.stderr(f"fan-out: {', '.join(seeds)} take the bundle and serve it to the other {len(fetchers)} host(s)")
     if urls:
-        out.stderr(f"artifacts from: {', '.join(urls)} (then the control node, for what they lack)")
+        out.stderr(f"artifacts from: {', '.join(urls)} ({why}; the control node copies what they lack)")
     run = run_playbook(
         INSTALL,
         inventory,
@@ -264,7 +291,8 @@ report names the layer and the fix. A host already at the bundle's lock digest i
 re-run converges. --canary N installs on N hosts first and stops there if one fails.
 
 So that 100 hosts do not each pull the whole bundle from the control node: --from URL has every host
-fetch the artifacts from a depot (`airgap serve` answers under /bundle/), and --fan-out N has the first N
+fetch the artifacts from a depot (`airgap serve` answers under /bundle/; by default the manifest's
+`depot.url`, when it has one), and --fan-out N has the first N
 hosts take the bundle and serve it to the rest. SHA256SUMS always comes from the control node over SSH,
 and every fetched file is checked against it; what could not be fetched is copied from the control node.
 """
@@ -337,7 +365,7 @@ def status(
     if key is not None and write_file is None:
         raise BadInputError("--key signs the --write file, and no --write FILE was given.", "Add --write FILE.")
     out = app.output(json_mode)
-    extra, name, digest = _bundle_vars(bundle)
+    extra, name, digest, _ = _bundle_vars(bundle)
     hosts = inventory_hosts(inventory, limit)
     out.stderr(f"fleet status: {name} (lock sha256 {digest[:12]}...) on {len(hosts)} host(s)")
     run = run_playbook(
