@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,20 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from registry_fixtures import make_image, run_registry, write_oci_layout
-from run import AIRGAP, MiB, alternate, compile_bytecode, run_timed, write_random
+from nginx_conf import write_nginx_conf
+from registry_fixtures import free_port, make_image, run_registry, stop_process, write_oci_layout
+from run import AIRGAP, MiB, alternate, compile_bytecode, median_time, peak_rss_mib, run_timed, write_random
 
 from airgap.bundle import finalize
 from airgap.lock import Lock, LockedArtifact
 from airgap.units import now_utc
 
 BENCHMARKS = ("serve", "push")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 300) -> None:
@@ -55,35 +49,21 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: floa
     raise SystemExit(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def nginx_conf(work: Path, root: Path, port: int) -> Path:
-    for d in ("logs", "tmp"):
-        (work / d).mkdir(parents=True, exist_ok=True)
-    # Run as root, nginx's workers would be www-data, which may not enter a 0700 temp directory.
-    user = "user root root;\n" if os.geteuid() == 0 else ""
-    conf = work / "nginx.conf"
-    conf.write_text(
-        f"{user}daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\nerror_log {work}/logs/error.log;\n"
-        "events { worker_connections 64; }\n"
-        "http {\n"
-        f"  access_log {work}/logs/access.log;\n"
-        f"  client_body_temp_path {work}/tmp/body;\n  proxy_temp_path {work}/tmp/proxy;\n"
-        f"  fastcgi_temp_path {work}/tmp/fcgi;\n  uwsgi_temp_path {work}/tmp/uwsgi;\n"
-        f"  scgi_temp_path {work}/tmp/scgi;\n"
-        "  default_type application/octet-stream;\n  sendfile on;\n"
-        f"  server {{ listen 127.0.0.1:{port}; root {root}; }}\n"
-        "}\n"
-    )
-    return conf
+    return write_nginx_conf(work, f"  sendfile on;\n  server {{ listen 127.0.0.1:{port}; root {root}; }}\n")
+
+
+def skopeo_copy(layout: Path, registry: str) -> list[str]:
+    """`skopeo copy` of the benchmark image from its OCI layout into REGISTRY (plain HTTP, loopback)."""
+    return [
+        "skopeo",
+        "--insecure-policy",
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        f"oci:{layout}:1",
+        f"docker://{registry}/bench/img:1",
+    ]
 
 
 def bench_serve(work: Path, repeat: int, size_mib: int) -> dict[str, float]:
@@ -120,10 +100,10 @@ def bench_serve(work: Path, repeat: int, size_mib: int) -> dict[str, float]:
             lambda: run_timed(["curl", "-fsS", "-o", "/dev/null", nginx_url]),
         )
     finally:
-        stop(ours_proc)
-        stop(nginx_proc)
-    t_ours = statistics.median(t for t, _ in ours)
-    t_theirs = statistics.median(t for t, _ in theirs)
+        stop_process(ours_proc)
+        stop_process(nginx_proc)
+    t_ours = median_time(ours)
+    t_theirs = median_time(theirs)
     ratio = t_ours / t_theirs
     print(
         f"serve:  airgap serve {t_ours:.2f}s ({size / MiB / t_ours:.0f} MiB/s)  |  "
@@ -158,19 +138,7 @@ def bench_push(work: Path, repeat: int, layers: int, layer_mib: int) -> dict[str
         return run_registry(d, d / "storage")
 
     with fresh("source") as src:
-        subprocess.run(
-            [
-                "skopeo",
-                "--insecure-policy",
-                "copy",
-                "-q",
-                "--dest-tls-verify=false",
-                f"oci:{layout}:1",
-                f"docker://{src.host}/bench/img:1",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        subprocess.run(skopeo_copy(layout, src.host), check=True, capture_output=True)
         doc = {
             "name": "push-bench",
             "target": {"os": "ubuntu-22.04", "arch": "amd64"},
@@ -199,24 +167,14 @@ def bench_push(work: Path, repeat: int, layers: int, layer_mib: int) -> dict[str
 
     def theirs() -> tuple[float, int]:
         with fresh("skopeo") as reg:
-            res = run_timed(
-                [
-                    "skopeo",
-                    "--insecure-policy",
-                    "copy",
-                    "-q",
-                    "--dest-tls-verify=false",
-                    f"oci:{layout}:1",
-                    f"docker://{reg.host}/bench/img:1",
-                ]
-            )
+            res = run_timed(skopeo_copy(layout, reg.host))
         shutil.rmtree(reg.storage.parent)
         return res
 
     ours_r, theirs_r = alternate(repeat, ours, theirs)
-    t_ours = statistics.median(t for t, _ in ours_r)
-    t_theirs = statistics.median(t for t, _ in theirs_r)
-    rss = max(r for _, r in ours_r) / 1024
+    t_ours = median_time(ours_r)
+    t_theirs = median_time(theirs_r)
+    rss = peak_rss_mib(ours_r)
     ratio = t_ours / t_theirs
     print(
         f"push:   airgap push {t_ours:.2f}s  |  skopeo copy {t_theirs:.2f}s  |  "

@@ -59,6 +59,15 @@ def run_timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, int]:
     return elapsed, usage.ru_maxrss
 
 
+def median_time(runs: list[tuple[float, int]]) -> float:
+    """The median wall time of (seconds, peak RSS KiB) runs."""
+    return statistics.median(t for t, _ in runs)
+
+
+def peak_rss_mib(runs: list[tuple[float, int]]) -> float:
+    return max(r for _, r in runs) / 1024
+
+
 def alternate(
     repeat: int, a: Callable[[], tuple[float, int]], b: Callable[[], tuple[float, int]]
 ) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
@@ -114,8 +123,8 @@ def bench_verify_small(work: Path, repeat: int, files: int) -> dict[str, float]:
         lambda: run_timed([*AIRGAP, "-q", "verify", str(bundle)]),
         lambda: run_timed(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=bundle),
     )
-    t_ours = statistics.median(t for t, _ in ours)
-    t_theirs = statistics.median(t for t, _ in theirs)
+    t_ours = median_time(ours)
+    t_theirs = median_time(theirs)
     ratio = t_ours / t_theirs
     print(
         f"verify-small: airgap verify {t_ours:.3f}s  |  sha256sum -c {t_theirs:.3f}s  |  "
@@ -149,9 +158,9 @@ def bench_verify(work: Path, repeat: int, total_mib: int) -> dict[str, float]:
         lambda: run_timed([*AIRGAP, "-q", "verify", str(bundle)]),
         lambda: run_timed(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=bundle),
     )
-    t_ours = statistics.median(t for t, _ in ours)
-    t_theirs = statistics.median(t for t, _ in theirs)
-    rss = max(r for _, r in ours) / 1024
+    t_ours = median_time(ours)
+    t_theirs = median_time(theirs)
+    rss = peak_rss_mib(ours)
     ratio = t_theirs / t_ours
     print(
         f"verify:  airgap verify {t_ours:.2f}s  |  sha256sum -c {t_theirs:.2f}s  |  "
@@ -190,10 +199,10 @@ def bench_collect(work: Path, repeat: int, size_mib: int) -> dict[str, float]:
 
         ours_r, curl_r = alternate(repeat, ours, curl)
         _, synced_r = alternate(repeat, ours, curl_synced)
-    t_ours = statistics.median(t for t, _ in ours_r)
-    t_curl = statistics.median(t for t, _ in curl_r)
-    t_synced = statistics.median(t for t, _ in synced_r)
-    rss = max(r for _, r in ours_r) / 1024
+    t_ours = median_time(ours_r)
+    t_curl = median_time(curl_r)
+    t_synced = median_time(synced_r)
+    rss = peak_rss_mib(ours_r)
     ratio, ratio_synced = t_ours / t_curl, t_ours / t_synced
     print(
         f"collect: airgap collect {t_ours:.2f}s (sha256 + fsync included)  |  curl -o {t_curl:.2f}s: "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.nginx_conf import write_nginx_conf
 from tests.registry_fixtures import free_port
 from tests.test_depot import DOWNLOAD, Collected, airgap_cmd, client_env, collected  # noqa: F401  (a fixture)
 from tests.test_models import REPO, SHARD1
@@ -48,23 +48,7 @@ def nginx(collected: Collected, tmp_path_factory: pytest.TempPathFactory) -> Ite
         timeout=300,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    for d in ("logs", "tmp"):
-        (work / d).mkdir()
-    conf = work / "nginx.conf"
-    # Run as root, nginx's workers would be www-data, which may not enter pytest's 0700 temp directories.
-    user = "user root root;\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        f"{user}daemon off;\nworker_processes 1;\npid {work}/nginx.pid;\nerror_log {work}/logs/error.log;\n"
-        "events { worker_connections 64; }\n"
-        "http {\n"
-        f"  access_log {work}/logs/access.log;\n"
-        f"  client_body_temp_path {work}/tmp/body;\n  proxy_temp_path {work}/tmp/proxy;\n"
-        f"  fastcgi_temp_path {work}/tmp/fcgi;\n  uwsgi_temp_path {work}/tmp/uwsgi;\n"
-        f"  scgi_temp_path {work}/tmp/scgi;\n"
-        "  default_type application/octet-stream;\n"
-        f"  include {dest}/nginx/airgap-depot.conf;\n"
-        "}\n"
-    )
+    conf = write_nginx_conf(work, f"  include {dest}/nginx/airgap-depot.conf;\n")
     check = subprocess.run(["nginx", "-t", "-c", str(conf), "-p", str(work)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)], stderr=subprocess.PIPE)
