@@ -9,10 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,78 @@ def test_a_seed_does_not_serve_through_a_link(bundle: Path, tmp_path: Path) -> N
         assert err.value.code == 404
     finally:
         peer("stop", "--pidfile", str(pidfile))
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    """A depot gone bad: `endless` sends a body with no end, `trickle` one byte at a time, forever."""
+
+    mode = "endless"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        try:
+            while True:
+                if self.mode == "endless":
+                    self.wfile.write(b"\0" * 65536)
+                else:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+        except OSError:
+            return  # the fetcher hung up, as it should
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[[str], str]]:
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(mode: str) -> str:
+        handler = type(f"Hostile_{mode}", (_Hostile,), {"mode": mode})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_sending_more_than_the_lock_records_cannot_fill_the_disk(
+    bundle: Path, hostile: Callable[[str], str], tmp_path: Path
+) -> None:
+    host = copy_without_artifacts(bundle, tmp_path / "host")
+    r = peer("fetch", str(host), hostile("endless"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    failed = {f["path"]: f["tried"][0] for f in json.loads(r.stdout)["failed"]}
+    assert set(failed) == set(FILES)
+    assert f"sends more than the {len(BIG)} bytes the lock records" in failed["layers/10-files/big.bin"]
+    assert not [p for p in (host / "layers").rglob("*") if p.is_file()]  # nothing kept, not even a .part
+
+
+def test_a_trickling_server_is_given_up_on(bundle: Path, hostile: Callable[[str], str], tmp_path: Path) -> None:
+    """One byte every 50 ms never times a socket out; the pace (here 1 s plus 1 MiB/s) does."""
+    host = copy_without_artifacts(bundle, tmp_path / "host")
+    r = peer("fetch", str(host), hostile("trickle"), "--grace", "1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    failed = {f["path"]: f["tried"][0] for f in json.loads(r.stdout)["failed"]}
+    assert set(failed) == set(FILES), failed
+    # (A small file may first be refused as longer than the lock says: a trickle has no end either.)
+    assert "too slow" in failed["layers/10-files/big.bin"], failed
+
+
+def test_a_lock_not_the_one_listed_stops_the_fetch(bundle: Path, seed: str, tmp_path: Path) -> None:
+    """The sizes come from the lock, so the lock must be the one SHA256SUMS lists."""
+    host = copy_without_artifacts(bundle, tmp_path / "host")
+    lock = host / "airgap.lock.json"
+    lock.write_bytes(lock.read_bytes().replace(str(len(BIG)).encode(), str(len(BIG) * 1000).encode()))
+    r = peer("fetch", str(host), seed)
+    assert r.returncode != 0 and "not the one SHA256SUMS lists" in r.stderr, r.stdout + r.stderr
+    assert not (host / "layers/10-files/big.bin").exists()

@@ -9,9 +9,12 @@
 host's own python3, so it uses the standard library only (python 3.8 and later: what Ansible needs on a host
 anyway).
 
-fetch: DIR holds the bundle's SHA256SUMS (sent by the control node over SSH, so it is the trusted list). Every
-file it names that DIR lacks, or holds with other bytes, is fetched from URL/PATH, trying the URLs in order,
-into PATH.part, hashed on the way and renamed only when its sha256 is the listed one. A .part left by an
+fetch: DIR holds the bundle's SHA256SUMS and lock (sent by the control node over SSH, so they are the trusted
+list; the lock is checked against its SHA256SUMS line). Every artifact or tool/ wheel it names that DIR
+lacks, or holds with other bytes, is fetched from URL/PATH, trying the URLs in order, into PATH.part, hashed
+on the way and renamed only when its sha256 is the listed one. A server may send no more than the size the
+lock records (a hostile one cannot fill the disk) and no slower than --grace seconds plus --min-rate bytes
+a second per file (a trickling one cannot hold the host). A .part left by an
 interrupted run is resumed with a Range request when the server answers 206 at the right offset, else
 fetched again. One JSON line on stdout says what was fetched and from where; exit 1 when a file could not be
 had from any URL (the control node then copies the bundle itself).
@@ -39,12 +42,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 CHUNK = 1 << 20
 TIMEOUT = 60  # seconds without a byte from the server before a fetch gives up on it
 PARALLEL = 4
+LOCK = "airgap.lock.json"
+MAX_LOCK = 256 << 20  # as airgap reads a lock: nothing larger is one
 
 
 def read_sums(directory: str) -> list[tuple[str, str]]:
@@ -97,12 +103,50 @@ def _hash_prefix(path: str) -> tuple[Any, int]:
     return h, size
 
 
-def fetch_one(directory: str, digest: str, path: str, base: str) -> int:
-    """Fetch PATH from BASE into DIRECTORY; the bytes received. Raises FetchError saying why not."""
+@dataclass
+class Pace:
+    """How slow a server may be: a file of N bytes must have arrived GRACE + N / MIN_RATE seconds after its
+    request, so a server trickling bytes (each one inside the socket timeout) cannot hold a host forever."""
+
+    grace: float = 60.0
+    min_rate: float = float(1 << 20)  # bytes per second: hosts and depots share a LAN
+
+    def deadline(self, size: int) -> float:
+        return time.monotonic() + self.grace + size / self.min_rate
+
+
+def expected_sizes(directory: str, sums: list[tuple[str, str]]) -> dict[str, int]:
+    """Each listed file's size from the lock (checked against its SHA256SUMS line first): a server may not
+    send more than that, so a hostile one cannot fill the host's disk before the hash says no."""
+    listed = {p: d for d, p in sums}
+    try:
+        with open(os.path.join(directory, LOCK), "rb") as f:
+            raw = f.read(MAX_LOCK)
+    except OSError as exc:
+        raise SystemExit(f"{LOCK}: cannot read it ({exc}): the control node sends it with SHA256SUMS") from None
+    if listed.get(LOCK) != hashlib.sha256(raw).hexdigest():
+        raise SystemExit(f"{LOCK} is not the one SHA256SUMS lists: the copy on this host was altered")
+    lock = json.loads(raw)
+    sizes: dict[str, int] = {}
+    for art in lock.get("artifacts") or []:
+        if art.get("in_base"):
+            continue
+        for stored in art.get("parts") or [art]:
+            sizes[str(stored["path"])] = int(stored["size"])
+    for tool in (lock.get("tool") or {}).get("files") or []:
+        sizes[str(tool["path"])] = int(tool["size"])
+    return sizes
+
+
+def fetch_one(directory: str, digest: str, path: str, size: int, base: str, pace: Pace) -> int:
+    """Fetch PATH (SIZE bytes) from BASE into DIRECTORY; the bytes received. Raises FetchError saying why not."""
     target = os.path.join(directory, path)
     part = target + ".part"
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     h, have = _hash_prefix(part)
+    if have > size:
+        os.unlink(part)
+        h, have = hashlib.sha256(), 0
     url = _url(base, path)
     if not url.startswith(("http://", "https://")):
         raise FetchError(f"{base}: only http:// and https:// are fetched from")
@@ -110,22 +154,33 @@ def fetch_one(directory: str, digest: str, path: str, base: str) -> int:
     if have:
         request.add_header("Range", f"bytes={have}-")
     received = 0
+    deadline = pace.deadline(size - have)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        with urllib.request.urlopen(request, timeout=min(TIMEOUT, pace.grace)) as response:
             if response.status == 206:
                 content_range = response.headers.get("Content-Range", "")
                 if not content_range.startswith(f"bytes {have}-"):
                     raise FetchError(f"{url}: answered a range other than the one asked ({content_range!r})")
                 mode = "ab"
             else:
-                h, mode = hashlib.sha256(), "wb"
+                h, mode, have = hashlib.sha256(), "wb", 0
             if response.headers.get("Content-Encoding", "identity") not in ("identity", ""):
                 raise FetchError(f"{url}: sent the file encoded ({response.headers['Content-Encoding']})")
             with open(part, mode) as out:
-                for block in iter(lambda: response.read(CHUNK), b""):
+                # read1: whatever one receive brings, so the size and pace checks run however the bytes come.
+                for block in iter(lambda: response.read1(CHUNK), b""):
+                    received += len(block)
+                    if have + received > size:
+                        out.close()
+                        os.unlink(part)  # nothing of it is kept: it is not the file
+                        raise FetchError(f"{url}: sends more than the {size} bytes the lock records")
+                    if time.monotonic() > deadline:
+                        raise FetchError(
+                            f"{url}: too slow ({have + received} of {size} bytes in the time allowed, "
+                            f"{pace.grace:.0f} s plus {pace.min_rate / (1 << 20):.1f} MiB/s)"
+                        )
                     h.update(block)
                     out.write(block)
-                    received += len(block)
                 out.flush()
                 os.fsync(out.fileno())
     except urllib.error.HTTPError as exc:
@@ -141,17 +196,21 @@ def fetch_one(directory: str, digest: str, path: str, base: str) -> int:
     return received
 
 
-def fetch(directory: str, urls: list[str]) -> int:
-    wanted = [(d, p) for d, p in read_sums(directory) if file_sha256(os.path.join(directory, p)) != d]
+def fetch(directory: str, urls: list[str], pace: Pace) -> int:
+    sums = read_sums(directory)
+    sizes = expected_sizes(directory, sums)
+    wanted = [(d, p) for d, p in sums if file_sha256(os.path.join(directory, p)) != d]
     summary: dict[str, Any] = {"files": 0, "bytes": 0, "from": {}, "failed": []}
     lock = threading.Lock()
 
     def one(item: tuple[str, str]) -> None:
         digest, path = item
         tried = []
-        for base in urls:
+        if path not in sizes:  # not in the lock: one of the files the control node sends itself
+            tried.append("not an artifact or tool/ wheel of the lock: sent by the control node, never fetched")
+        for base in urls if not tried else []:
             try:
-                got = fetch_one(directory, digest, path, base)
+                got = fetch_one(directory, digest, path, sizes[path], base, pace)
             except FetchError as exc:
                 tried.append(str(exc))
                 continue
@@ -338,6 +397,8 @@ def main(argv: list[str]) -> int:
     f = sub.add_parser("fetch")
     f.add_argument("directory")
     f.add_argument("urls", nargs="+")
+    f.add_argument("--grace", type=float, default=Pace.grace, help="seconds every file may take on top of...")
+    f.add_argument("--min-rate", type=float, default=Pace.min_rate, help="...its size at this many bytes/s")
     s = sub.add_parser("serve")
     s.add_argument("directory")
     s.add_argument("--bind", required=True)
@@ -348,7 +409,7 @@ def main(argv: list[str]) -> int:
     t.add_argument("--pidfile", required=True)
     args = parser.parse_args(argv)
     if args.command == "fetch":
-        return fetch(args.directory, args.urls)
+        return fetch(args.directory, args.urls, Pace(args.grace, args.min_rate))
     if args.command == "serve":
         return serve(args.directory, args.bind, args.port, args.pidfile, args.idle_exit)
     return stop(args.pidfile)
