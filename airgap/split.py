@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,9 +100,18 @@ def resume(bundle: Path, say: Say) -> bool:
             "Copy the bundle again from the original (or the last good copy); do not use this one.",
         )
     lock = Lock.parse(lock_bytes, str(bundle / LOCK_NAME))
+    real = os.path.realpath(bundle)
     for art in lock.artifacts:
         if art.in_base:
             continue
+        where = os.path.dirname(art.path)
+        if os.path.realpath(bundle / where) != os.path.join(real, where).rstrip(os.sep):
+            # Leftovers are removed by name: through a directory swapped for a link, that could be anyone's file.
+            raise IntegrityError(
+                f"{bundle}: resuming an interrupted split, {where}/ is a link or lies outside the bundle; "
+                "nothing was removed.",
+                "Copy the bundle again from the original (or the last good copy); do not use this one.",
+            )
         missing = [p.path for p in art.stored_files() if not (bundle / p.path).is_file()]
         if missing:
             raise IntegrityError(

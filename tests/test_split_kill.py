@@ -217,3 +217,20 @@ def test_verify_meanwhile_gives_the_command_that_finishes_it(
     r = run_airgap("verify", str(bundle))
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"airgap split {bundle} --max-file-size 1MiB" in r.stderr, r.stderr
+
+
+def test_resuming_never_removes_through_a_directory_swapped_for_a_link(
+    reference: dict[str, dict[str, bytes]], tmp_path: Path
+) -> None:
+    """An interrupted split's leftovers are removed by name; a layer directory made a link to elsewhere
+    (holding a file of the artifact's name) is refused, and that file stays."""
+    bundle = fresh(tmp_path, reference["original"])
+    assert kill_when(bundle, "1MiB", lambda: not (bundle / "SHA256SUMS").exists())
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(bundle / "layers/10-files"), elsewhere)
+    (elsewhere / "model.bin.001").write_bytes(b"someone else's file\n")
+    (bundle / "layers/10-files").symlink_to(elsewhere)
+    r = run_airgap("split", str(bundle), "--max-file-size", "1MiB")
+    assert r.returncode == 1 and "is a link or lies outside the bundle" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert (elsewhere / "model.bin.001").read_bytes() == b"someone else's file\n"
+    assert (elsewhere / "model.bin").exists()
