@@ -133,6 +133,9 @@ def test_hosts_fetch_from_the_manifests_depot_unless_told_otherwise() -> None:
     assert fetch_urls((), None, False) == ([], "")
     with pytest.raises(BadInputError):
         fetch_urls(("http://other:1/b",), depot, True)
+    with pytest.raises(BadInputError) as err:
+        fetch_urls(("http://admin:hunter2@depot:8080/bundle/",), None, False)
+    assert "credentials" in err.value.message and "hunter2" not in err.value.message + err.value.hint
 
 
 def test_status_reads_a_missing_layer_from_the_dry_run() -> None:

@@ -168,6 +168,12 @@ def _check_url(url: str) -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise BadInputError(
+            "--from: the URL carries credentials; they would reach every host's command line, Ansible's log "
+            "and the fleet report.",
+            "Serve the bundle without a login on the closed network (`airgap serve`), or copy it: leave --from out.",
+        )
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise BadInputError(
             f"--from {url!r}: not an http:// or https:// URL.",
